@@ -1,0 +1,277 @@
+// Configuration: environment variables first, then an optional JSON file (ROSEY_CONFIG)
+// for the same settings and the rest. Validated once at start-up with zod and handed down
+// through ctx; nothing reads process.env after that. A bad value stops the start with one
+// message naming the setting as the operator wrote it (env var name or JSON path).
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { Persona, PersonaName } from "../schemas";
+
+const posInt = z.number().int().positive();
+const nonNegInt = z.number().int().min(0);
+
+const ProviderConfig = z.strictObject({
+  /** `openai` = any OpenAI-compatible server; `offline` = the built-in deterministic model. */
+  kind: z.enum(["openai", "offline"]).default("openai"),
+  base_url: z.url().optional(),
+  api_key: z.string().optional(),
+  model: z.string().min(1).default("gpt-4o-mini"),
+  timeout_ms: posInt.default(20_000),
+  max_retries: nonNegInt.max(10).default(2),
+  headers: z.record(z.string(), z.string()).default({}),
+});
+export type ProviderConfig = z.infer<typeof ProviderConfig>;
+
+const LimitOverride = z.strictObject({
+  per_hour: nonNegInt.optional(),
+});
+
+const validTimeZone = (tz: string) => {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+export const Config = z.strictObject({
+  nats: z
+    .strictObject({
+      servers: z.array(z.string().min(1)).optional(),
+      creds: z.string().optional(),
+      user: z.string().optional(),
+      password: z.string().optional(),
+      token: z.string().optional(),
+      tls_ca: z.string().optional(),
+      tls_cert: z.string().optional(),
+      tls_key: z.string().optional(),
+      name: z.string().default("rosey-llm"),
+    })
+    .default({ name: "rosey-llm" }),
+  subject_prefix: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/, "one subject token: letters, digits, '-' and '_'")
+    .default("rosey"),
+  service: z
+    .strictObject({
+      name: z.string().default("rosey-llm"),
+      queue: z.string().default("rosey-llm"),
+      max_request_bytes: posInt.default(256 * 1024),
+      handler_timeout_ms: posInt.default(30_000),
+      instance: z.string().optional(),
+    })
+    .default({ name: "rosey-llm", queue: "rosey-llm", max_request_bytes: 256 * 1024, handler_timeout_ms: 30_000 }),
+  providers: z
+    .strictObject({
+      chain: z.array(z.string().min(1)).min(1).default(["offline"]),
+      defs: z.record(z.string(), ProviderConfig).default({}),
+      failure_threshold: posInt.default(3),
+      cooldown_ms: posInt.default(30_000),
+      deadline_ms: posInt.default(25_000),
+    })
+    .default({ chain: ["offline"], defs: {}, failure_threshold: 3, cooldown_ms: 30_000, deadline_ms: 25_000 }),
+  limits: z
+    .strictObject({
+      user_per_minute: nonNegInt.default(10),
+      user_per_hour: nonNegInt.default(100),
+      user_per_day: nonNegInt.default(500),
+      user_tokens_per_day: nonNegInt.default(50_000),
+      channel_per_hour: nonNegInt.default(300),
+      global_tokens_per_day: nonNegInt.default(1_000_000),
+      threshold: z.number().gt(0).max(1).default(0.8),
+      exempt_users: z.array(z.string()).default([]),
+      exempt_channels: z.array(z.string()).default([]),
+      channels: z.record(z.string(), LimitOverride).default({}),
+    })
+    .default({
+      user_per_minute: 10,
+      user_per_hour: 100,
+      user_per_day: 500,
+      user_tokens_per_day: 50_000,
+      channel_per_hour: 300,
+      global_tokens_per_day: 1_000_000,
+      threshold: 0.8,
+      exempt_users: [],
+      exempt_channels: [],
+      channels: {},
+    }),
+  timezone: z.string().refine(validTimeZone, "not an IANA time zone").default("UTC"),
+  replicas: z.number().int().min(1).max(5).default(1),
+  events: z.strictObject({ max_age_days: posInt.default(30) }).default({ max_age_days: 30 }),
+  memory: z
+    .strictObject({
+      history_messages: posInt.default(20),
+      context_tokens: posInt.default(4_000),
+      summarize_after: posInt.default(50),
+      summaries_in_context: nonNegInt.default(3),
+      memories_in_context: nonNegInt.default(5),
+      max_memories_per_channel: posInt.default(100),
+      decay_days: posInt.default(90),
+    })
+    .default({
+      history_messages: 20,
+      context_tokens: 4_000,
+      summarize_after: 50,
+      summaries_in_context: 3,
+      memories_in_context: 5,
+      max_memories_per_channel: 100,
+      decay_days: 90,
+    }),
+  personas: z.record(PersonaName, Persona.omit({ name: true, builtin: true })).default({}),
+  log: z.strictObject({ level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info") }).default({ level: "info" }),
+  data_dir: z.string().default(".data"),
+});
+export type Config = z.infer<typeof Config>;
+export type ConfigInput = z.input<typeof Config>;
+
+/** Raised for invalid configuration; the message names the setting. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+type Path = ReadonlyArray<string>;
+
+/** Environment variable → where it lands in Config and how its text becomes a value. */
+const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = [
+  ["NATS_URL", ["nats", "servers"], "list"],
+  ["NATS_CREDS", ["nats", "creds"], "string"],
+  ["NATS_USER", ["nats", "user"], "string"],
+  ["NATS_PASSWORD", ["nats", "password"], "string"],
+  ["NATS_TOKEN", ["nats", "token"], "string"],
+  ["NATS_TLS_CA", ["nats", "tls_ca"], "string"],
+  ["NATS_TLS_CERT", ["nats", "tls_cert"], "string"],
+  ["NATS_TLS_KEY", ["nats", "tls_key"], "string"],
+  ["ROSEY_SUBJECT_PREFIX", ["subject_prefix"], "string"],
+  ["ROSEY_MAX_REQUEST_BYTES", ["service", "max_request_bytes"], "number"],
+  ["ROSEY_HANDLER_TIMEOUT_MS", ["service", "handler_timeout_ms"], "number"],
+  ["ROSEY_INSTANCE", ["service", "instance"], "string"],
+  ["LLM_PROVIDERS", ["providers", "chain"], "list"],
+  ["ROSEY_PROVIDER_FAILURES", ["providers", "failure_threshold"], "number"],
+  ["ROSEY_PROVIDER_COOLDOWN_MS", ["providers", "cooldown_ms"], "number"],
+  ["ROSEY_PROVIDER_DEADLINE_MS", ["providers", "deadline_ms"], "number"],
+  ["ROSEY_LIMIT_USER_PER_MINUTE", ["limits", "user_per_minute"], "number"],
+  ["ROSEY_LIMIT_USER_PER_HOUR", ["limits", "user_per_hour"], "number"],
+  ["ROSEY_LIMIT_USER_PER_DAY", ["limits", "user_per_day"], "number"],
+  ["ROSEY_LIMIT_USER_TOKENS_PER_DAY", ["limits", "user_tokens_per_day"], "number"],
+  ["ROSEY_LIMIT_CHANNEL_PER_HOUR", ["limits", "channel_per_hour"], "number"],
+  ["ROSEY_LIMIT_GLOBAL_TOKENS_PER_DAY", ["limits", "global_tokens_per_day"], "number"],
+  ["ROSEY_THRESHOLD", ["limits", "threshold"], "number"],
+  ["ROSEY_EXEMPT_USERS", ["limits", "exempt_users"], "list"],
+  ["ROSEY_EXEMPT_CHANNELS", ["limits", "exempt_channels"], "list"],
+  ["ROSEY_TIMEZONE", ["timezone"], "string"],
+  ["ROSEY_REPLICAS", ["replicas"], "number"],
+  ["ROSEY_EVENTS_MAX_AGE_DAYS", ["events", "max_age_days"], "number"],
+  ["ROSEY_DATA_DIR", ["data_dir"], "string"],
+  ["LOG_LEVEL", ["log", "level"], "string"],
+];
+
+/** Built-in OpenAI-compatible providers and the env vars that configure them. */
+const PROVIDER_ENV: Record<string, { base_url?: string; key?: string; url?: string; model: string; modelDefault: string; headers?: Record<string, string> }> = {
+  openai: { key: "OPENAI_API_KEY", url: "OPENAI_BASE_URL", model: "OPENAI_MODEL", modelDefault: "gpt-4o-mini" },
+  ollama: {
+    base_url: "http://localhost:11434/v1",
+    url: "OLLAMA_BASE_URL",
+    model: "OLLAMA_MODEL",
+    modelDefault: "llama3.2",
+  },
+  openrouter: {
+    base_url: "https://openrouter.ai/api/v1",
+    key: "OPENROUTER_API_KEY",
+    url: "OPENROUTER_BASE_URL",
+    model: "OPENROUTER_MODEL",
+    modelDefault: "openai/gpt-4o-mini",
+    headers: { "HTTP-Referer": "https://github.com/rosey-bot/rosey-llm", "X-Title": "rosey-llm" },
+  },
+};
+
+function setPath(obj: Record<string, unknown>, path: Path, value: unknown): void {
+  let cur = obj;
+  for (const p of path.slice(0, -1)) {
+    if (typeof cur[p] !== "object" || cur[p] === null) cur[p] = {};
+    cur = cur[p] as Record<string, unknown>;
+  }
+  cur[path[path.length - 1]] = value;
+}
+
+function envValue(text: string, type: "string" | "number" | "list"): unknown {
+  if (type === "number") {
+    const n = Number(text.trim());
+    return text.trim() === "" || Number.isNaN(n) ? text : n;
+  }
+  if (type === "list") return text.split(",").map((s) => s.trim()).filter(Boolean);
+  return text;
+}
+
+/**
+ * Builds the configuration from the environment and, when ROSEY_CONFIG names one, a JSON
+ * file. Environment variables win over the file. Throws ConfigError naming the setting.
+ */
+export function loadConfig(env: Env = process.env, readFile: (p: string) => string = (p) => readFileSync(p, "utf8")): Config {
+  let raw: Record<string, unknown> = {};
+  const origin = new Map<string, string>();
+  if (env.ROSEY_CONFIG) {
+    try {
+      raw = JSON.parse(readFile(env.ROSEY_CONFIG));
+    } catch (err) {
+      throw new ConfigError(`ROSEY_CONFIG: cannot read ${env.ROSEY_CONFIG}: ${(err as Error).message}`);
+    }
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      throw new ConfigError(`ROSEY_CONFIG: ${env.ROSEY_CONFIG} must hold a JSON object`);
+    }
+  }
+  for (const [name, path, type] of ENV) {
+    const text = env[name];
+    if (text === undefined || text === "") continue;
+    setPath(raw, path, envValue(text, type));
+    origin.set(path.join("."), name);
+  }
+  // Built-in OpenAI-compatible providers: file values first, env on top, defaults last.
+  const defs = ((raw.providers as Record<string, unknown> | undefined)?.defs ?? {}) as Record<string, Record<string, unknown>>;
+  for (const [name, spec] of Object.entries(PROVIDER_ENV)) {
+    const d: Record<string, unknown> = { ...(defs[name] ?? {}) };
+    const url = spec.url && env[spec.url];
+    if (url) (d.base_url = url), origin.set(`providers.defs.${name}.base_url`, spec.url!);
+    else if (d.base_url === undefined && spec.base_url) d.base_url = spec.base_url;
+    const keyText = spec.key && env[spec.key];
+    if (keyText) d.api_key = keyText;
+    const model = env[spec.model];
+    if (model) (d.model = model), origin.set(`providers.defs.${name}.model`, spec.model);
+    else if (d.model === undefined) d.model = spec.modelDefault;
+    if (spec.headers) d.headers = { ...spec.headers, ...((d.headers as object) ?? {}) };
+    defs[name] = d;
+  }
+  defs.offline = { kind: "offline", model: "offline-echo-1", ...(defs.offline ?? {}) };
+  setPath(raw, ["providers", "defs"], defs);
+
+  const parsed = Config.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const path = issue.path.map(String).join(".");
+    const setting = origin.get(path) ?? (path || "configuration");
+    throw new ConfigError(`invalid setting ${setting}: ${issue.message}`);
+  }
+  const config = parsed.data;
+  for (const name of config.providers.chain) {
+    if (!config.providers.defs[name]) {
+      throw new ConfigError(
+        `invalid setting ${origin.get("providers.chain") ?? "providers.chain"}: unknown provider "${name}" (known: ${Object.keys(config.providers.defs).join(", ")})`,
+      );
+    }
+  }
+  return config;
+}
+
+/** Configuration with every default, for tests and tools; `overrides` are merged one level deep. */
+export function defaultConfig(overrides: Partial<ConfigInput> = {}): Config {
+  const base = loadConfig({});
+  const merged: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(overrides)) {
+    const cur = (base as Record<string, unknown>)[k];
+    merged[k] = v && typeof v === "object" && !Array.isArray(v) && cur && typeof cur === "object" ? { ...cur, ...v } : v;
+  }
+  return Config.parse(merged);
+}

@@ -1,0 +1,202 @@
+// The host services a handler receives. Handlers never hold a NATS connection: the
+// runtime builds a Ctx from the connection (runtime/context.ts) and tests build one from
+// in-memory parts (test/helpers/context.ts).
+import type { Config } from "../config";
+import type {
+  EventName,
+  EventPayload,
+  Memory,
+  MemoryCategory,
+  Message,
+  Persona,
+  ProviderStatus,
+  RateLimitsRemaining,
+} from "../schemas";
+
+export interface Clock {
+  /** Milliseconds since the epoch. Injectable so tests can cross window boundaries. */
+  now(): number;
+}
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+  child(fields: Record<string, unknown>): Logger;
+}
+
+// ---------------------------------------------------------------- events
+
+export interface Events {
+  /**
+   * Validates the payload now (throws on a bad one) and publishes the envelope to JetStream
+   * in the background; `flush` waits for every publish in flight. Returns the event id.
+   * `id` fixes the Nats-Msg-Id, so racing publishers of the same fact dedupe to one event.
+   */
+  emit<N extends EventName>(name: N, payload: EventPayload<N>, opts?: { id?: string }): string;
+  flush(): Promise<void>;
+}
+
+// ---------------------------------------------------------------- providers
+
+export interface TokenCounts {
+  prompt: number;
+  completion: number;
+  total: number;
+}
+
+export interface CompletionOptions {
+  temperature?: number;
+  max_tokens?: number;
+  /** Force one provider by name; fails with provider_unavailable when it is down. */
+  provider?: string;
+  /** Aborts the call (the runtime's per-request deadline). */
+  signal?: AbortSignal;
+}
+
+export interface Completion {
+  content: string;
+  tokens: TokenCounts;
+  /** True when `tokens` came from the provider's usage block, false when estimated. */
+  tokens_reported: boolean;
+  provider: string;
+  model: string;
+  finish_reason: string;
+  latency_ms: number;
+}
+
+/** One backend (offline, or an OpenAI-compatible server). */
+export interface Provider {
+  readonly name: string;
+  readonly model: string;
+  complete(messages: Message[], options: CompletionOptions, signal?: AbortSignal): Promise<Completion>;
+}
+
+/** The fallback chain with health tracking. */
+export interface Providers {
+  /** Calls the first healthy provider of the chain (or the forced one), falling back on failure. */
+  complete(messages: Message[], options?: CompletionOptions): Promise<Completion>;
+  /** Health of every configured provider in chain order. */
+  status(): ProviderStatus[];
+  /** The provider a call would go to now. */
+  current(): { name: string; model: string };
+  /** Token estimate for text, used for reservations and when a provider reports no usage. */
+  estimateTokens(text: string): number;
+}
+
+// ---------------------------------------------------------------- limits and usage
+
+export interface AdmitRequest {
+  user?: string;
+  channel?: string;
+  /** Tokens to reserve against the quotas (max_tokens or an estimate). */
+  tokens: number;
+}
+
+/** What the limiter decided; `ok: false` carries the refusal for the caller. */
+export type Ticket =
+  | {
+      ok: true;
+      /** Opaque handle for settle/release. */
+      id: string;
+      user?: string;
+      channel?: string;
+      reserved: number;
+    }
+  | {
+      ok: false;
+      code: "rate_limited" | "quota_exceeded";
+      /** Which window refused: per-minute, per-hour, per-day, channel-per-hour, tokens-per-day, global-tokens-per-day. */
+      window: string;
+      retry_after: number;
+      message: string;
+    };
+
+export interface Limiter {
+  /** Counts the request against every window and reserves tokens, or refuses without counting. */
+  admit(req: AdmitRequest): Promise<Ticket>;
+  /** Replaces the reservation with the real token count. */
+  settle(ticket: Ticket & { ok: true }, tokens: number): Promise<void>;
+  /** Returns the reservation after a failed call. */
+  release(ticket: Ticket & { ok: true }): Promise<void>;
+  /** What is left for a user (or the defaults when no user). */
+  remaining(user?: string): Promise<RateLimitsRemaining>;
+  /** True when the global daily token budget (or the user's quota/limits) is spent. */
+  limited(user?: string): Promise<boolean>;
+}
+
+export interface UsageRecord {
+  user?: string;
+  channel?: string;
+  provider: string;
+  tokens: number;
+}
+
+export interface UsageTotals {
+  requests_today: number;
+  tokens_today: number;
+  by_provider?: Record<string, { requests: number; tokens: number }>;
+}
+
+export interface Usage {
+  record(rec: UsageRecord): Promise<void>;
+  /** Today's totals for a user, a channel, or (neither) the whole service. */
+  get(q: { user?: string; channel?: string }): Promise<UsageTotals>;
+}
+
+// ---------------------------------------------------------------- memory and personas
+
+export interface Personas {
+  list(): Promise<Persona[]>;
+  get(name: string): Promise<Persona | null>;
+  /** The persona for a channel: `override` when given, else the channel's selection, else default. */
+  forChannel(channel: string, override?: string): Promise<Persona>;
+  select(channel: string, name: string): Promise<Persona>;
+  define(p: Omit<Persona, "builtin">): Promise<Persona>;
+}
+
+export interface AddMemory {
+  channel: string;
+  content: string;
+  category: MemoryCategory;
+  user_id?: string;
+  importance: number;
+}
+
+export interface ConversationMemory {
+  /** Messages for the provider: persona prompt, summaries, recalled facts, history, the new message. */
+  context(channel: string, user: string, message: string, persona: Persona): Promise<Message[]>;
+  /** Appends the user turn and the reply to the channel's history (and summarizes when due). */
+  record(channel: string, user: string, message: string, reply: string): Promise<void>;
+  add(m: AddMemory): Promise<Memory>;
+  recall(q: { channel: string; query: string; user_id?: string; limit: number }): Promise<Memory[]>;
+  forget(q: { channel: string; id?: string; user_id?: string }): Promise<number>;
+  /** Drops history and summaries, keeps memories. */
+  reset(channel: string): Promise<void>;
+}
+
+// ---------------------------------------------------------------- the context
+
+export interface InstanceInfo {
+  service: string;
+  version: string;
+  id: string;
+  started_at: number;
+}
+
+export interface Ctx {
+  config: Config;
+  clock: Clock;
+  log: Logger;
+  instance: InstanceInfo;
+  events: Events;
+  providers: Providers;
+  limiter: Limiter;
+  usage: Usage;
+  memory: ConversationMemory;
+  personas: Personas;
+  /** Aborted when the request's deadline passes; pass to provider calls. */
+  signal?: AbortSignal;
+}

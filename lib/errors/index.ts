@@ -1,0 +1,75 @@
+// One error type and one code table. Every bundle carries its own copy of lib/, so errors
+// are recognised by a registered symbol rather than by instanceof.
+import type { ErrorCode } from "../schemas";
+
+const MARK = Symbol.for("rosey.error");
+
+/** Micro error header status for each contract error code. */
+export const STATUS = {
+  validation: 400,
+  not_found: 404,
+  payload_too_large: 413,
+  rate_limited: 429,
+  quota_exceeded: 429,
+  provider_error: 502,
+  provider_unavailable: 503,
+  internal: 500,
+} as const satisfies Record<ErrorCode, number>;
+
+export interface RoseyErrorOptions {
+  retry_after?: number;
+  provider?: string;
+  cause?: unknown;
+}
+
+/** An error meant for the caller: its message is shown as is, its code chosen from the contract. */
+export class RoseyError extends Error {
+  readonly [MARK] = true;
+  readonly code: ErrorCode;
+  readonly retry_after?: number;
+  readonly provider?: string;
+
+  constructor(code: ErrorCode, message: string, opts: RoseyErrorOptions = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = "RoseyError";
+    this.code = code;
+    if (opts.retry_after !== undefined) this.retry_after = opts.retry_after;
+    if (opts.provider !== undefined) this.provider = opts.provider;
+  }
+}
+
+/** True for a RoseyError from any bundle's copy of this module. */
+export function isRoseyError(err: unknown): err is RoseyError {
+  return typeof err === "object" && err !== null && (err as Record<symbol, unknown>)[MARK] === true;
+}
+
+export interface ErrorReply {
+  success: false;
+  error: string;
+  error_code: ErrorCode;
+  retry_after?: number;
+}
+
+/** The reply body for any thrown value; unknown errors become `internal` without leaking their text. */
+export function toErrorReply(err: unknown): ErrorReply {
+  if (isRoseyError(err)) {
+    const reply: ErrorReply = { success: false, error: err.message, error_code: err.code };
+    if (err.retry_after !== undefined) reply.retry_after = err.retry_after;
+    return reply;
+  }
+  return { success: false, error: "Internal error", error_code: "internal" };
+}
+
+/** Formats zod issues as one line naming each field: `messages.0.role: Invalid option …`. */
+export function describeIssues(issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }>): string {
+  return issues
+    .slice(0, 5)
+    .map((i) => {
+      const field = i.path.map(String).join(".");
+      return field ? `${field}: ${i.message}` : i.message;
+    })
+    .join("; ");
+}
+
+export const notFound = (what: string) => new RoseyError("not_found", what);
+export const invalid = (message: string) => new RoseyError("validation", message);

@@ -1,0 +1,3 @@
+export * from "./types";
+export { MemoryKv, matchesFilter } from "./memory";
+export { casUpdate, getJson, type CasOptions, type CasResult } from "./cas";

@@ -1,0 +1,41 @@
+/** One stored value and the revision to compare-and-set against. */
+export interface KvEntry {
+  key: string;
+  value: Uint8Array;
+  revision: number;
+}
+
+/**
+ * The part of a JetStream KV bucket the service uses. The runtime adapts the nats
+ * client's bucket to it; tests use the in-memory bucket of ./memory.
+ * `create` and `update` throw a KvConflictError when the key exists / moved on.
+ */
+export interface Kv {
+  readonly bucket: string;
+  get(key: string): Promise<KvEntry | null>;
+  put(key: string, value: Uint8Array): Promise<number>;
+  create(key: string, value: Uint8Array): Promise<number>;
+  update(key: string, value: Uint8Array, revision: number): Promise<number>;
+  delete(key: string): Promise<void>;
+  /** Keys matching a subject-style filter (`a.b.*`, `a.>`), current values only. */
+  keys(filter?: string): Promise<string[]>;
+  /**
+   * Calls `onChange` for every current entry under `filter`, then for each later change
+   * (value null = deleted). Returns a stop function. Optional: used by in-memory indexes.
+   */
+  watch?(filter: string, onChange: (key: string, entry: KvEntry | null) => void): Promise<() => void>;
+}
+
+/** Thrown when a create finds the key present, or an update finds another revision. */
+export class KvConflictError extends Error {
+  readonly kvConflict = true;
+  constructor(message = "wrong last sequence") {
+    super(message);
+    this.name = "KvConflictError";
+  }
+}
+
+/** True for a CAS conflict from either the in-memory bucket or the nats adapter. */
+export function isKvConflict(err: unknown): boolean {
+  return typeof err === "object" && err !== null && (err as { kvConflict?: unknown }).kvConflict === true;
+}
