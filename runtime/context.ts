@@ -1,0 +1,52 @@
+// Builds the Ctx handlers receive from a NATS connection: the host services (events,
+// providers, limiter, usage, memory, personas) over JetStream KV and the events stream.
+import type { JetStreamClient } from "nats";
+import type { Config } from "../lib/config";
+import type { Clock, Ctx, InstanceInfo, Logger } from "../lib/context";
+import { createEvents } from "../lib/events";
+import { createLimiter } from "../lib/limiter";
+import { createMemory } from "../lib/memory";
+import { createPersonas } from "../lib/personas";
+import { createProviders } from "../lib/providers";
+import { createUsage } from "../lib/usage";
+import { natsKv } from "./kv";
+import { BUCKETS, type Buckets } from "./provision";
+
+export interface ContextOptions {
+  js: JetStreamClient;
+  buckets: Buckets;
+  config: Config;
+  log: Logger;
+  instance: InstanceInfo;
+  clock?: Clock;
+  fetch?: typeof fetch;
+}
+
+/** The shared context of one runtime instance, and a close function for its watchers. */
+export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promise<void> } {
+  const { js, buckets, config, log, instance } = opts;
+  const clock = opts.clock ?? { now: () => Date.now() };
+  const events = createEvents({
+    prefix: config.subject_prefix,
+    service: instance.service,
+    instance: instance.id,
+    clock,
+    log,
+    sink: async (subject, data, msgId) => {
+      await js.publish(subject, data, { msgID: msgId });
+    },
+  });
+  const providers = createProviders(config, { log, clock, fetch: opts.fetch });
+  const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits), config, clock, events, log });
+  const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage), config, clock, log });
+  const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas), config, log });
+  const memory = createMemory({ kv: natsKv(buckets.memory, BUCKETS.memory), config, clock, events, providers, log });
+  const ctx: Ctx = { config, clock, log, instance, events, providers, limiter, usage, memory, personas };
+  return {
+    ctx,
+    async close() {
+      memory.close?.();
+      await events.flush();
+    },
+  };
+}
