@@ -1,0 +1,90 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, defaultConfig, loadConfig } from "../lib/config";
+
+describe("configuration", () => {
+  it("has the contract's defaults with an empty environment", () => {
+    const c = loadConfig({});
+    expect(c.subject_prefix).toBe("rosey");
+    expect(c.providers.chain).toEqual(["offline"]);
+    expect(c.limits).toMatchObject({
+      user_per_minute: 10,
+      user_per_hour: 100,
+      user_per_day: 500,
+      user_tokens_per_day: 50_000,
+      channel_per_hour: 300,
+      global_tokens_per_day: 1_000_000,
+      threshold: 0.8,
+    });
+    expect(c.timezone).toBe("UTC");
+    expect(c.replicas).toBe(1);
+    expect(c.events.max_age_days).toBe(30);
+    expect(c.nats.servers).toBeUndefined();
+    expect(c.providers.defs.ollama.base_url).toBe("http://localhost:11434/v1");
+    expect(c.providers.defs.ollama.model).toBe("llama3.2");
+    expect(c.providers.defs.openai.model).toBe("gpt-4o-mini");
+  });
+
+  it("reads environment variables", () => {
+    const c = loadConfig({
+      NATS_URL: "nats://a:4222, nats://b:4222",
+      LLM_PROVIDERS: "openai,offline",
+      OPENAI_API_KEY: "sk-test",
+      OPENAI_BASE_URL: "http://127.0.0.1:9/v1",
+      ROSEY_LIMIT_USER_PER_MINUTE: "7",
+      ROSEY_TIMEZONE: "Europe/Berlin",
+      ROSEY_REPLICAS: "3",
+      ROSEY_EXEMPT_USERS: "trivia-bot, inspector",
+    });
+    expect(c.nats.servers).toEqual(["nats://a:4222", "nats://b:4222"]);
+    expect(c.providers.chain).toEqual(["openai", "offline"]);
+    expect(c.providers.defs.openai).toMatchObject({ api_key: "sk-test", base_url: "http://127.0.0.1:9/v1" });
+    expect(c.limits.user_per_minute).toBe(7);
+    expect(c.timezone).toBe("Europe/Berlin");
+    expect(c.replicas).toBe(3);
+    expect(c.limits.exempt_users).toEqual(["trivia-bot", "inspector"]);
+  });
+
+  it("reads a JSON file, with the environment winning", () => {
+    const file = JSON.stringify({
+      limits: { user_per_minute: 3, channels: { "#busy": { per_hour: 1000 } } },
+      memory: { history_messages: 8 },
+      personas: { pirate: { description: "Arr", system_prompt: "Talk like a pirate." } },
+    });
+    const c = loadConfig({ ROSEY_CONFIG: "/x.json", ROSEY_LIMIT_USER_PER_HOUR: "50" }, () => file);
+    expect(c.limits.user_per_minute).toBe(3);
+    expect(c.limits.user_per_hour).toBe(50);
+    expect(c.limits.channels["#busy"].per_hour).toBe(1000);
+    expect(c.memory.history_messages).toBe(8);
+    expect(c.personas.pirate.system_prompt).toBe("Talk like a pirate.");
+  });
+
+  it.each([
+    [{ ROSEY_LIMIT_USER_PER_MINUTE: "ten" }, /ROSEY_LIMIT_USER_PER_MINUTE/],
+    [{ ROSEY_LIMIT_USER_PER_MINUTE: "-1" }, /ROSEY_LIMIT_USER_PER_MINUTE/],
+    [{ ROSEY_THRESHOLD: "1.5" }, /ROSEY_THRESHOLD/],
+    [{ ROSEY_TIMEZONE: "Mars/Olympus" }, /ROSEY_TIMEZONE/],
+    [{ ROSEY_SUBJECT_PREFIX: "a.b" }, /ROSEY_SUBJECT_PREFIX/],
+    [{ LLM_PROVIDERS: "openai,nope" }, /LLM_PROVIDERS.*nope/],
+    [{ OPENAI_BASE_URL: "not a url" }, /OPENAI_BASE_URL/],
+    [{ LOG_LEVEL: "loud" }, /LOG_LEVEL/],
+    [{ ROSEY_REPLICAS: "9" }, /ROSEY_REPLICAS/],
+  ])("stops with one message naming the setting: %o", (env, re) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(re);
+  });
+
+  it("names the file and the JSON path for bad file content", () => {
+    expect(() => loadConfig({ ROSEY_CONFIG: "/x.json" }, () => "{not json")).toThrow(/ROSEY_CONFIG.*\/x.json/);
+    expect(() => loadConfig({ ROSEY_CONFIG: "/x.json" }, () => "[1]")).toThrow(/JSON object/);
+    expect(() => loadConfig({ ROSEY_CONFIG: "/x.json" }, () => '{"memory":{"history_messages":0}}')).toThrow(
+      /memory.history_messages/,
+    );
+    expect(() => loadConfig({ ROSEY_CONFIG: "/x.json" }, () => '{"limitz":{}}')).toThrow(/limitz/);
+  });
+
+  it("merges overrides one level deep for tests", () => {
+    const c = defaultConfig({ limits: { user_per_minute: 2 } as never });
+    expect(c.limits.user_per_minute).toBe(2);
+    expect(c.limits.user_per_hour).toBe(100);
+  });
+});
