@@ -21,6 +21,7 @@ export function truncateToTokens(text: string, budget: number): { text: string; 
   return { text: kept.join(" "), truncated: false };
 }
 
+/** The built-in deterministic provider: echoes the last user message, labelled, with estimated tokens. */
 export function createOfflineProvider(model = "offline-echo-1", name = "offline"): Provider {
   return {
     name,

@@ -1,0 +1,10 @@
+// Public surface of the provider layer. Nothing from the openai SDK is exported.
+export { createProviders } from "./registry";
+export { createOpenAIProvider, mapChatResponse, type OpenAIProviderOptions } from "./openai";
+export { createOfflineProvider, OFFLINE_PREFIX, truncateToTokens } from "./offline";
+export { estimateMessagesTokens, estimateTokens } from "./tokens";
+export { classifyFailure, parseRetryAfter, redactSecrets, statusKind, ProviderFailure, isProviderFailure, type FailureInput } from "./errors";
+export { Health, type HealthSnapshot, type HealthState } from "./health";
+export { backoffDelay, DEFAULT_BACKOFF } from "./retry";
+export { limitWords, summarizePrompt, SUMMARY_TEMPERATURE } from "./summarize";
+export type { BackoffOptions, DeadlineProvider, FailureInfo, FailureKind, FailureReason, ProvidersDeps } from "./types";
