@@ -1,0 +1,174 @@
+// The in-memory recall index of one channel: an inverted index with Okapi BM25 scoring.
+//
+// A query only visits the postings of its own terms, so recall over 10,000 memories costs
+// the size of a few postings lists, not a scan. Ranking is lexicographic as the contract
+// says: relevance first, importance breaks (near-)ties, then recency of use.
+import type { Memory } from "../schemas";
+import { dedupeKey, jaccard, terms } from "./text";
+
+const K1 = 1.2;
+const B = 0.75;
+/** Scores within this relative distance count as equally relevant. */
+const TIE = 1e-9;
+/** Jaccard similarity at or above which two memories in one scope are the same memory. */
+export const NEAR_DUPLICATE = 0.9;
+
+/** One indexed memory. */
+export interface Doc {
+  memory: Memory;
+  revision: number;
+  tf: Map<string, number>;
+  len: number;
+  /** last_accessed in ms, parsed once. */
+  accessed: number;
+  created: number;
+  /** Word set for near-duplicate checks, computed on first use. */
+  words?: Set<string>;
+}
+
+/** A memory and its relevance to the query that found it. */
+export interface Ranked {
+  doc: Doc;
+  score: number;
+}
+
+/** True when `a` ranks before `b`: relevance, then importance, then recency of use. */
+export function ranksBefore(a: Ranked, b: Ranked): boolean {
+  const scale = Math.max(Math.abs(a.score), Math.abs(b.score), 1);
+  if (Math.abs(a.score - b.score) > TIE * scale) return a.score > b.score;
+  const ia = a.doc.memory.importance;
+  const ib = b.doc.memory.importance;
+  if (ia !== ib) return ia > ib;
+  if (a.doc.accessed !== b.doc.accessed) return a.doc.accessed > b.doc.accessed;
+  if (a.doc.created !== b.doc.created) return a.doc.created > b.doc.created;
+  return a.doc.memory.id < b.doc.memory.id;
+}
+
+/** Inserts into a list kept sorted by ranksBefore and at most `limit` long. */
+function insertTop(top: Ranked[], r: Ranked, limit: number): void {
+  if (top.length >= limit && !ranksBefore(r, top[top.length - 1])) return;
+  let i = top.length;
+  while (i > 0 && ranksBefore(r, top[i - 1])) i--;
+  top.splice(i, 0, r);
+  if (top.length > limit) top.pop();
+}
+
+export class MemoryIndex {
+  private readonly docs = new Map<string, Doc>();
+  private readonly postings = new Map<string, Set<string>>();
+  private totalLen = 0;
+
+  /** Number of indexed memories. */
+  get size(): number {
+    return this.docs.size;
+  }
+
+  get(id: string): Doc | undefined {
+    return this.docs.get(id);
+  }
+
+  values(): IterableIterator<Doc> {
+    return this.docs.values();
+  }
+
+  /** Adds or replaces a memory; ignores a revision not newer than the one indexed. */
+  upsert(memory: Memory, revision: number): void {
+    const old = this.docs.get(memory.id);
+    if (old && old.revision >= revision) return;
+    const accessed = Date.parse(memory.last_accessed);
+    const created = Date.parse(memory.created_at);
+    if (old && old.memory.content === memory.content) {
+      // Touches and importance changes leave the text alone: skip re-tokenizing.
+      Object.assign(old, { memory, revision, accessed, created });
+      return;
+    }
+    if (old) this.remove(memory.id);
+    const tf = new Map<string, number>();
+    const ts = terms(memory.content);
+    for (const t of ts) tf.set(t, (tf.get(t) ?? 0) + 1);
+    for (const t of tf.keys()) {
+      let p = this.postings.get(t);
+      if (!p) this.postings.set(t, (p = new Set()));
+      p.add(memory.id);
+    }
+    this.docs.set(memory.id, { memory, revision, tf, len: ts.length, accessed, created });
+    this.totalLen += ts.length;
+  }
+
+  /** Marks a memory used now, ahead of the write that stores it. */
+  touch(id: string, at: number): void {
+    const d = this.docs.get(id);
+    if (!d || d.accessed >= at) return;
+    d.accessed = at;
+    d.memory = { ...d.memory, last_accessed: new Date(at).toISOString() };
+  }
+
+  remove(id: string): Doc | undefined {
+    const doc = this.docs.get(id);
+    if (!doc) return undefined;
+    for (const t of doc.tf.keys()) {
+      const p = this.postings.get(t);
+      p?.delete(id);
+      if (p && p.size === 0) this.postings.delete(t);
+    }
+    this.docs.delete(id);
+    this.totalLen -= doc.len;
+    return doc;
+  }
+
+  /** The best `limit` memories for the query terms among those `visible` accepts. */
+  search(query: string[], visible: (d: Doc) => boolean, limit: number): Ranked[] {
+    const n = this.docs.size;
+    if (n === 0 || limit <= 0) return [];
+    const avgdl = this.totalLen / n || 1;
+    const qtf = new Map<string, number>();
+    for (const t of query) qtf.set(t, (qtf.get(t) ?? 0) + 1);
+    const scores = new Map<string, number>();
+    for (const [t, qn] of qtf) {
+      const post = this.postings.get(t);
+      if (!post) continue;
+      const idf = Math.log(1 + (n - post.size + 0.5) / (post.size + 0.5));
+      for (const id of post) {
+        const d = this.docs.get(id)!;
+        const f = d.tf.get(t)!;
+        const s = (qn * idf * f * (K1 + 1)) / (f + K1 * (1 - B + (B * d.len) / avgdl));
+        scores.set(id, (scores.get(id) ?? 0) + s);
+      }
+    }
+    const top: Ranked[] = [];
+    for (const [id, score] of scores) {
+      const doc = this.docs.get(id)!;
+      if (visible(doc)) insertTop(top, { doc, score }, limit);
+    }
+    return top;
+  }
+
+  /** Every visible memory ranked by importance, then recency: for queries with no searchable word. */
+  top(visible: (d: Doc) => boolean, limit: number): Ranked[] {
+    const top: Ranked[] = [];
+    for (const doc of this.docs.values()) if (visible(doc)) insertTop(top, { doc, score: 0 }, limit);
+    return top;
+  }
+
+  /**
+   * A memory of the same scope whose words are near-identical to `content`. Such a memory
+   * shares the content's rarest terms, so only their postings are visited.
+   */
+  nearDuplicate(content: string, userId: string | null): Doc | undefined {
+    const mine = dedupeKey(content);
+    const rare = [...new Set(terms(content))]
+      .map((t) => this.postings.get(t))
+      .filter((p): p is Set<string> => !!p)
+      .sort((a, b) => a.size - b.size)
+      .slice(0, 2);
+    for (const post of rare) {
+      for (const id of post) {
+        const d = this.docs.get(id)!;
+        if (d.memory.user_id !== userId) continue;
+        d.words ??= dedupeKey(d.memory.content);
+        if (jaccard(mine, d.words) >= NEAR_DUPLICATE) return d;
+      }
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,56 @@
+// Conversation memory: what it needs from the host and what it offers besides ConversationMemory.
+import type { Config } from "../config";
+import type { Clock, ConversationMemory, Events, Logger, Providers } from "../context/types";
+import type { Kv } from "../kv";
+
+export interface MemoryOptions {
+  /** The ROSEY_LLM_MEMORY bucket; must support `watch`. */
+  kv: Kv;
+  config: Config;
+  clock: Clock;
+  events: Events;
+  providers: Providers;
+  log: Logger;
+  /** Names this instance in summarization claims (defaults to a random tag). */
+  instance?: string;
+}
+
+/** ConversationMemory plus the lifecycle calls the runtime and tests use. */
+export interface MemoryService extends ConversationMemory {
+  /** Resolves once the local index holds everything the bucket held at start. */
+  ready(): Promise<void>;
+  /**
+   * Waits until the local index has seen every write any instance had acknowledged
+   * before the call (one KV put plus the watch delay). Reads do not call it themselves.
+   */
+  sync(): Promise<void>;
+  /** Waits for background work: summarizations, last_accessed touches, decay sweeps. */
+  settled(): Promise<void>;
+  /** Stops the watch. Background work already started still finishes (see settled). */
+  close(): void;
+}
+
+/** One stored conversation turn (key `t.<channel>.<turn id>`). */
+export interface StoredTurn {
+  role: "user" | "assistant";
+  /** Who spoke, for user turns. */
+  user?: string;
+  content: string;
+  /** ms since the epoch. */
+  at: number;
+}
+
+/** One stored summary (key `s.<channel>.<first turn id>`) of turns first..last. */
+export interface StoredSummary {
+  summary: string;
+  message_count: number;
+  first: string;
+  last: string;
+  at: number;
+}
+
+/** A summarization claim (key `c.<channel>.<first turn id>`): who summarizes that stretch. */
+export interface StoredClaim {
+  instance: string;
+  at: number;
+}
