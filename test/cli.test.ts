@@ -1,0 +1,152 @@
+// The command line: `start` as a real child process (embedded nats-server, SIGTERM leaves
+// nothing behind), and ls / info / req / events in-process against a test server.
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { connect } from "nats";
+import { main } from "../runtime/cli";
+import { parseSince } from "../runtime/replay";
+import { startTestServer, type TestServer } from "./helpers/nats";
+import { request, startInstance, type TestInstance } from "./helpers/service";
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe("rosey-llm start without NATS_URL", () => {
+  it("runs an embedded nats-server, answers, and leaves nothing behind after SIGTERM", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "rosey-llm-embedded-"));
+    const env = { ...process.env, ROSEY_DATA_DIR: dataDir, LOG_LEVEL: "info" } as Record<string, string>;
+    delete env.NATS_URL;
+    const child = spawn(process.execPath, ["dist/runtime/cli.js", "start"], { env, stdio: ["ignore", "ignore", "pipe"] });
+    let log = "";
+    const ready = new Promise<void>((resolve, reject) => {
+      child.stderr!.on("data", (d: Buffer) => {
+        log += d.toString();
+        if (log.includes('"msg":"ready"')) resolve();
+      });
+      child.once("exit", (code) => reject(new Error(`exited ${code}: ${log}`)));
+    });
+    await ready;
+    const started = log.split("\n").map((l) => (l ? JSON.parse(l) : {})).find((l) => l.msg === "embedded nats-server started");
+    expect(started.url).toMatch(/^nats:\/\/127\.0\.0\.1:\d+$/);
+    expect(readFileSync(join(dataDir, "nats.url"), "utf8").trim()).toBe(started.url);
+    expect(alive(started.pid)).toBe(true);
+
+    const nc = await connect({ servers: started.url });
+    const r = await request(nc, "rosey.llm.chat", { channel: "#x", user: "y", message: "hello" });
+    expect(r.body).toMatchObject({ success: true, provider: "offline" });
+    await nc.close();
+
+    const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    expect(alive(started.pid)).toBe(false);
+    expect(existsSync(join(dataDir, "nats.url"))).toBe(false);
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("stops with one clear message on bad configuration", async () => {
+    const child = spawn(process.execPath, ["dist/runtime/cli.js", "start"], {
+      env: { ...process.env, ROSEY_LIMIT_USER_PER_MINUTE: "lots" },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let err = "";
+    child.stderr!.on("data", (d) => (err += d));
+    const code = await new Promise((res) => child.once("exit", res));
+    expect(code).toBe(2);
+    expect(err.trim()).toMatch(/^rosey-llm: invalid setting ROSEY_LIMIT_USER_PER_MINUTE/);
+    expect(err.trim().split("\n")).toHaveLength(1);
+  });
+});
+
+describe("client commands", () => {
+  let srv: TestServer;
+  let inst: TestInstance;
+  let lines: string[];
+  let errLines: string[];
+
+  beforeAll(async () => {
+    srv = await startTestServer();
+    inst = await startInstance(srv.url);
+    vi.stubEnv("NATS_URL", srv.url);
+    vi.stubEnv("LOG_LEVEL", "silent");
+  });
+  afterAll(async () => {
+    vi.unstubAllEnvs();
+    await inst?.stop();
+    await srv?.cleanup();
+  });
+
+  const run = async (...argv: string[]) => {
+    lines = [];
+    errLines = [];
+    const o = vi.spyOn(process.stdout, "write").mockImplementation((s) => (lines.push(String(s)), true));
+    const e = vi.spyOn(process.stderr, "write").mockImplementation((s) => (errLines.push(String(s)), true));
+    try {
+      return await main(argv);
+    } finally {
+      o.mockRestore();
+      e.mockRestore();
+    }
+  };
+
+  it("req sends a request and prints the reply; errors exit 1 with the header", async () => {
+    expect(await run("req", "chat", '{"channel":"#cli","user":"u","message":"hi cli"}')).toBe(0);
+    expect(JSON.parse(lines.join(""))).toMatchObject({ success: true, provider: "offline" });
+    expect(await run("req", "chat", '{"channel":"#cli"}')).toBe(1);
+    expect(errLines.join("")).toMatch(/error 400/);
+    await expect(run("req", "nope")).rejects.toThrow(/name an endpoint/);
+  });
+
+  it("ls lists the running instance with its counts", async () => {
+    expect(await run("ls")).toBe(0);
+    const text = lines.join("");
+    expect(text).toContain(inst.id);
+    expect(text).toMatch(/1 instance\(s\)/);
+  });
+
+  it("info lists every endpoint with its subject and queue group", async () => {
+    expect(await run("info", "-v")).toBe(0);
+    const text = lines.join("");
+    expect(text).toMatch(/chat\s+rosey\.llm\.chat\s+queue=rosey-llm/);
+    expect(text).toMatch(/memory_recall\s+rosey\.llm\.memory\.recall/);
+    expect(text).toMatch(/request: \{/);
+  });
+
+  it("events replays the stream, filtered by type", async () => {
+    await run("req", "chat", '{"channel":"#ev","user":"u","message":"for the stream"}');
+    await inst.ctx.events.flush();
+    expect(await run("events", "--since", "1h", "--type", "response", "--json")).toBe(0);
+    const events = lines.join("").trim().split("\n").map((l) => JSON.parse(l));
+    expect(events.length).toBeGreaterThanOrEqual(1);
+    expect(events.every((e) => e.event === "response")).toBe(true);
+    expect(events.some((e) => e.channel === "#ev")).toBe(true);
+    expect(await run("events", "--since", "1h")).toBe(0);
+    expect(lines.join("")).toMatch(/response\s+\{/);
+  });
+
+  it("help, version and unknown commands", async () => {
+    expect(await run("--help")).toBe(0);
+    expect(lines.join("")).toMatch(/Usage:/);
+    expect(await run("version")).toBe(0);
+    expect(await run("frobnicate")).toBe(2);
+    expect(errLines.join("")).toMatch(/unknown command/);
+    expect(await run()).toBe(2);
+  });
+
+  it("parses --since as a duration or a date", () => {
+    const now = Date.parse("2026-01-01T12:00:00Z");
+    expect(parseSince("1h", now).toISOString()).toBe("2026-01-01T11:00:00.000Z");
+    expect(parseSince("30m", now).toISOString()).toBe("2026-01-01T11:30:00.000Z");
+    expect(parseSince("2026-01-01T00:00:00Z").toISOString()).toBe("2026-01-01T00:00:00.000Z");
+    expect(() => parseSince("yesterday-ish")).toThrow(/--since/);
+  });
+});
