@@ -1,0 +1,2 @@
+// Public surface of the usage counters.
+export { createUsage, type RuntimeUsage, type UsageDoc, type UsageOptions } from "./usage";

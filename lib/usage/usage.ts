@@ -1,0 +1,128 @@
+// Usage counters on the ROSEY_LLM_USAGE bucket: requests and tokens per calendar day
+// (config.timezone) per user, per channel, per provider and for the whole service.
+//
+// Keys (names base64url-encoded, day = local date YYYY-MM-DD):
+//   d.<day>.u.<user>       one user's day          {requests, tokens, by_provider}
+//   d.<day>.c.<channel>    one channel's day       same
+//   d.<day>.i.<instance>   one instance's share of the service's day, by provider
+// A user's or channel's key is only as hot as that user or channel, which the limiter
+// already caps, so it is one CAS-updated document. The service-wide total is what every
+// request touches: instead of one hot key, each instance adds to its own shard, and a read
+// sums the shards of the day (one key listing plus one concurrent get per instance).
+// Within an instance, writes to one key are coalesced: while one CAS is in flight the
+// next records accumulate and go out together, so a shard sees at most one writer at a
+// time and a burst costs a handful of writes. record() resolves once its delta is stored.
+import { randomUUID } from "node:crypto";
+import type { Config } from "../config";
+import type { Clock, Logger, Usage, UsageRecord, UsageTotals } from "../context/types";
+import { encodeName, key } from "../keys";
+import { casUpdate, getJson, type Kv } from "../kv";
+import { calendar } from "../limiter/calendar";
+
+export interface UsageOptions {
+  /** The ROSEY_LLM_USAGE bucket; its max age is how long daily history is kept. */
+  kv: Kv;
+  config: Config;
+  clock: Clock;
+  log: Logger;
+  /** This instance's id, naming its shard of the service totals (default: a random id). */
+  instance?: string;
+}
+
+/** Stored counters of one key. */
+export interface UsageDoc {
+  requests: number;
+  tokens: number;
+  by_provider: Record<string, { requests: number; tokens: number }>;
+}
+
+/** The usage service the runtime builds: the Ctx part plus a flush for draining. */
+export interface RuntimeUsage extends Usage {
+  /** Waits until every recorded delta is stored. */
+  flush(): Promise<void>;
+}
+
+const empty = (): UsageDoc => ({ requests: 0, tokens: 0, by_provider: {} });
+
+/** Adds `b` into `a` (mutating `a`) and returns it. */
+function add(a: UsageDoc, b: UsageDoc): UsageDoc {
+  a.requests += b.requests;
+  a.tokens += b.tokens;
+  for (const [p, v] of Object.entries(b.by_provider ?? {})) {
+    const cur = (a.by_provider[p] ??= { requests: 0, tokens: 0 });
+    cur.requests += v.requests;
+    cur.tokens += v.tokens;
+  }
+  return a;
+}
+
+interface Pending {
+  delta: UsageDoc;
+  waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }>;
+}
+
+/** Key prefix of one day. */
+const dayKey = (day: string, ...rest: string[]) => key("d", day, ...rest);
+
+/** Builds the usage counters of one instance. */
+export function createUsage(opts: UsageOptions): RuntimeUsage {
+  const { kv, config, clock, log } = opts;
+  const cal = calendar(config.timezone);
+  const shard = encodeName(opts.instance ?? randomUUID());
+  const pending = new Map<string, Pending>();
+  const running = new Map<string, Promise<void>>();
+
+  /** Writes the accumulated delta of `k` until none is left; one loop per key at a time. */
+  const drain = async (k: string) => {
+    for (let p = pending.get(k); p; p = pending.get(k)) {
+      pending.delete(k);
+      try {
+        await casUpdate<UsageDoc, null>(kv, k, (cur) => ({ value: add(add(empty(), cur ?? empty()), p!.delta), result: null }));
+        p.waiters.forEach((w) => w.resolve());
+      } catch (err) {
+        log.error("usage write failed", { key: k, error: (err as Error).message });
+        p.waiters.forEach((w) => w.reject(err));
+      }
+    }
+    running.delete(k);
+  };
+
+  const enqueue = (k: string, delta: UsageDoc) =>
+    new Promise<void>((resolve, reject) => {
+      const p = pending.get(k) ?? { delta: empty(), waiters: [] };
+      add(p.delta, delta);
+      p.waiters.push({ resolve, reject });
+      pending.set(k, p);
+      if (!running.has(k)) running.set(k, drain(k));
+    });
+
+  return {
+    async record(rec: UsageRecord) {
+      const day = cal.date(clock.now());
+      const tokens = Math.max(0, Math.round(rec.tokens));
+      const delta = (): UsageDoc => ({ requests: 1, tokens, by_provider: { [rec.provider]: { requests: 1, tokens } } });
+      const writes = [enqueue(dayKey(day, "i", shard), delta())];
+      if (rec.user !== undefined) writes.push(enqueue(dayKey(day, "u", encodeName(rec.user)), delta()));
+      if (rec.channel !== undefined) writes.push(enqueue(dayKey(day, "c", encodeName(rec.channel)), delta()));
+      await Promise.all(writes);
+    },
+
+    async get(q): Promise<UsageTotals> {
+      const day = cal.date(clock.now());
+      // A user's figures when a user is named, else the channel's, else the service's.
+      if (q.user !== undefined || q.channel !== undefined) {
+        const k = q.user !== undefined ? dayKey(day, "u", encodeName(q.user)) : dayKey(day, "c", encodeName(q.channel!));
+        const doc = (await getJson<UsageDoc>(kv, k))?.value ?? empty();
+        return { requests_today: doc.requests, tokens_today: doc.tokens, by_provider: doc.by_provider };
+      }
+      const keys = await kv.keys(`${dayKey(day, "i")}.*`);
+      const docs = await Promise.all(keys.map((k) => getJson<UsageDoc>(kv, k)));
+      const total = docs.reduce((acc, d) => (d ? add(acc, d.value) : acc), empty());
+      return { requests_today: total.requests, tokens_today: total.tokens, by_provider: total.by_provider };
+    },
+
+    async flush() {
+      while (running.size > 0) await Promise.all([...running.values()]);
+    },
+  };
+}
