@@ -16,6 +16,8 @@ export interface FailureInput {
   malformed?: boolean;
   /** The call was cut short from outside: the request deadline or the caller's signal. */
   aborted?: "deadline" | "caller";
+  /** The request could not even be built or sent as given (a local, final problem). */
+  unsendable?: boolean;
   /** Text describing the failure (scrubbed later). */
   message?: string;
 }
@@ -68,6 +70,7 @@ export function classifyFailure(input: FailureInput, nowMs: number = Date.now())
     if (wait !== undefined) info.retry_after_ms = wait;
     return info;
   }
+  if (input.unsendable) return { kind: "final", reason: "client_error", message: `request not sent${text ? `: ${text}` : ""}` };
   if (input.timeout) return { kind: "retryable", reason: "timeout", message: `timed out${text ? `: ${text}` : ""}` };
   if (input.malformed) return { kind: "retryable", reason: "malformed", message: `malformed response${text ? `: ${text}` : ""}` };
   // Anything else that never produced an HTTP answer is a transport problem worth retrying.

@@ -2,7 +2,7 @@
 // through the openai SDK. The SDK's own retries are off: this file retries with full-jitter
 // backoff, honours Retry-After, and never sleeps or waits past the request deadline. No SDK
 // type leaves this file; failures leave as ProviderFailure, answers as Completion.
-import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from "openai";
+import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, OpenAIError } from "openai";
 import type { ProviderConfig } from "../config";
 import type { Completion, CompletionOptions, Logger } from "../context/types";
 import type { Message } from "../schemas";
@@ -82,6 +82,8 @@ function describeError(err: unknown, cut: CutShort): FailureInput {
   }
   // The SDK parses a JSON content-type with response.json(): a broken body surfaces as SyntaxError.
   if (err instanceof SyntaxError) return { malformed: true, message: "body is not valid JSON" };
+  // The SDK refusing its own input (before any request) will not get better on a retry.
+  if (err instanceof OpenAIError) return { unsendable: true, message: err.message };
   return { connection: true, message: err instanceof Error ? err.message : String(err) };
 }
 
@@ -128,7 +130,7 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
           ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
           ...(options.max_tokens !== undefined ? { max_tokens: options.max_tokens } : {}),
         },
-        { signal: ctl.signal, timeout: budget, maxRetries: 0 },
+        { signal: ctl.signal, timeout: Math.max(1, Math.ceil(budget)), maxRetries: 0 },
       );
       const mapped = mapChatResponse(body, messages, name, def.model);
       if (!mapped) throw new ProviderFailure(name, classifyFailure({ malformed: true, message: "no choices[0].message" }));
