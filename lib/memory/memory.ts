@@ -83,9 +83,14 @@ export function createMemory(opts: MemoryOptions): MemoryService {
   const now = () => clock.now();
   const iso = (ms: number) => new Date(ms).toISOString();
 
-  /** Turn ids sort by time, then by this instance's sequence, then by instance tag. */
-  const nextTurnId = () =>
-    `${Math.max(0, Math.floor(now())).toString(36).padStart(9, "0")}-${(seq++ % 36 ** 5).toString(36).padStart(5, "0")}-${tag}`;
+  /**
+   * Ids for one exchange: they sort by time, then this instance's sequence and tag, then
+   * question before answer — so an exchange stays together even when instances interleave.
+   */
+  const exchangeIds = (): [string, string] => {
+    const base = `${Math.max(0, Math.floor(now())).toString(36).padStart(9, "0")}-${(seq++ % 36 ** 5).toString(36).padStart(5, "0")}-${tag}`;
+    return [`${base}-0`, `${base}-1`];
+  };
 
   function state(encoded: string): ChannelState {
     let st = channels.get(encoded);
@@ -474,7 +479,8 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       const at = now();
       const userTurn: StoredTurn = { role: "user", user, content: message, at };
       const replyTurn: StoredTurn = { role: "assistant", content: reply, at };
-      await Promise.all([create(key("t", encoded, nextTurnId()), userTurn), create(key("t", encoded, nextTurnId()), replyTurn)]);
+      const [q, a] = exchangeIds();
+      await Promise.all([create(key("t", encoded, q), userTurn), create(key("t", encoded, a), replyTurn)]);
       maybeSummarize(encoded);
     },
 
