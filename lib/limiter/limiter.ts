@@ -234,11 +234,12 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       const w = cal.windows(now);
       const day = w.day.id;
       const tokens = Math.max(0, Math.ceil(req.tokens || 0));
-      // An exempt channel (e.g. an operators' room) bypasses request limits and the user
-      // quota; the global budget is the operator's spending cap and applies to everyone.
-      const freeChannel = req.channel !== undefined && exemptChannels.has(req.channel);
-      const userKey = req.user !== undefined && !freeChannel && !exemptUsers.has(req.user) ? userKeyOf(req.user) : undefined;
-      const chanKey = req.channel !== undefined && !freeChannel ? channelKeyOf(req.channel) : undefined;
+      // An exempt user (e.g. one of the bot's own plugins) or an exempt channel (e.g. an
+      // operators' room) bypasses the request limits and the user quota, and is not counted
+      // in them; the global budget is the operator's spending cap and applies to everyone.
+      const exempt = (req.channel !== undefined && exemptChannels.has(req.channel)) || (req.user !== undefined && exemptUsers.has(req.user));
+      const userKey = req.user !== undefined && !exempt ? userKeyOf(req.user) : undefined;
+      const chanKey = req.channel !== undefined && !exempt ? channelKeyOf(req.channel) : undefined;
       const uStep = userKey ? userStep(req.user!, req.channel ?? null, w, tokens) : undefined;
       const cStep = chanKey ? channelStep(req.channel!, req.user ?? null, w) : undefined;
 
