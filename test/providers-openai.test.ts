@@ -198,6 +198,7 @@ describe("OpenAI-compatible provider", () => {
 
   it("lists models at /v1/models (the server side of a health probe)", async () => {
     const res = await fetch(`${server.url}/models`);
-    expect((await res.json()).data.map((m: { id: string }) => m.id)).toEqual(["test-model"]);
+    const list = (await res.json()) as { data: Array<{ id: string }> };
+    expect(list.data.map((m) => m.id)).toEqual(["test-model"]);
   });
 });
