@@ -1,0 +1,100 @@
+// Personas over the in-memory bucket: built-ins, operator personas, defined ones, selection.
+import { describe, expect, it } from "vitest";
+import { defaultConfig } from "../lib/config";
+import { isRoseyError } from "../lib/errors";
+import { MemoryKv } from "../lib/kv";
+import { silentLogger } from "../lib/log";
+import { BUILTIN_PERSONAS, createPersonas } from "../lib/personas";
+
+function setup(personas: Record<string, unknown> = {}, kv = new MemoryKv("PERSONAS")) {
+  return { kv, personas: createPersonas({ kv, config: defaultConfig({ personas: personas as never }), log: silentLogger }) };
+}
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    if (isRoseyError(err)) return err.code;
+    throw err;
+  }
+  throw new Error("expected a rejection");
+}
+
+describe("personas", () => {
+  it("gives every channel the default persona until it selects one", async () => {
+    const { personas } = setup();
+    expect(await personas.forChannel("#new")).toEqual(BUILTIN_PERSONAS[0]);
+  });
+
+  it("lists the built-ins first, then operator and defined personas by name", async () => {
+    const { personas } = setup({ pirate: { description: "Arr", system_prompt: "Talk like a pirate." } });
+    await personas.define({ name: "zen", description: "", system_prompt: "Be calm." });
+    await personas.define({ name: "bard", description: "Rhymes", system_prompt: "Answer in verse.", temperature: 1.2 });
+    const list = await personas.list();
+    expect(list.map((p) => p.name)).toEqual(["default", "concise", "technical", "creative", "bard", "pirate", "zen"]);
+    expect(list.find((p) => p.name === "bard")).toEqual({
+      name: "bard",
+      description: "Rhymes",
+      system_prompt: "Answer in verse.",
+      temperature: 1.2,
+      builtin: false,
+    });
+    expect(list.find((p) => p.name === "pirate")?.builtin).toBe(true);
+  });
+
+  it("selects a persona per channel, with names that are not key-safe", async () => {
+    const { personas } = setup();
+    await personas.select("#a.b *>", "technical");
+    expect((await personas.forChannel("#a.b *>")).name).toBe("technical");
+    expect((await personas.forChannel("#a.b")).name).toBe("default");
+  });
+
+  it("lets a request override the channel's persona", async () => {
+    const { personas } = setup();
+    await personas.select("#x", "concise");
+    expect((await personas.forChannel("#x", "creative")).name).toBe("creative");
+  });
+
+  it("updates a defined persona in place", async () => {
+    const { personas } = setup();
+    await personas.define({ name: "guide", description: "v1", system_prompt: "one" });
+    await personas.select("#g", "guide");
+    await personas.define({ name: "guide", description: "v2", system_prompt: "two", temperature: 0.1 });
+    expect(await personas.forChannel("#g")).toMatchObject({ description: "v2", system_prompt: "two", temperature: 0.1 });
+  });
+
+  it("refuses unknown personas with not_found", async () => {
+    const { personas } = setup();
+    expect(await codeOf(personas.select("#c", "nobody"))).toBe("not_found");
+    expect(await codeOf(personas.forChannel("#c", "nobody"))).toBe("not_found");
+    expect(await personas.get("nobody")).toBeNull();
+    expect(await personas.get("Not A Name")).toBeNull();
+  });
+
+  it("refuses to redefine a built-in or operator persona", async () => {
+    const { personas } = setup({ pirate: { description: "Arr", system_prompt: "Talk like a pirate." } });
+    expect(await codeOf(personas.define({ name: "default", description: "", system_prompt: "x" }))).toBe("validation");
+    expect(await codeOf(personas.define({ name: "pirate", description: "", system_prompt: "x" }))).toBe("validation");
+    expect((await personas.get("default"))?.system_prompt).toBe(BUILTIN_PERSONAS[0].system_prompt);
+  });
+
+  it("lets the operator configuration replace a built-in's prompt", async () => {
+    const { personas } = setup({ default: { description: "House style", system_prompt: "You are Rosey of #house." } });
+    expect(await personas.forChannel("#c")).toMatchObject({ name: "default", system_prompt: "You are Rosey of #house.", builtin: true });
+  });
+
+  it("falls back to the default when a selected operator persona was removed", async () => {
+    const kv = new MemoryKv("PERSONAS");
+    await setup({ pirate: { description: "Arr", system_prompt: "Arr." } }, kv).personas.select("#p", "pirate");
+    expect((await setup({}, kv).personas.forChannel("#p")).name).toBe("default");
+  });
+
+  it("shares definitions and selections between instances on one bucket", async () => {
+    const kv = new MemoryKv("PERSONAS");
+    const a = setup({}, kv).personas;
+    const b = setup({}, kv).personas;
+    await a.define({ name: "teacher", description: "Explains", system_prompt: "Explain step by step." });
+    await a.select("#class", "teacher");
+    expect(await b.forChannel("#class")).toMatchObject({ name: "teacher", system_prompt: "Explain step by step." });
+  });
+});
