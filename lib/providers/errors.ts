@@ -48,6 +48,8 @@ export function parseRetryAfter(headers: FailureInput["headers"], nowMs: number 
   const value = headers.get("retry-after")?.trim();
   if (!value) return undefined;
   if (/^\d+(\.\d+)?$/.test(value)) return Number(value) * 1000;
+  // An HTTP date names its weekday or month; bare numbers like "-3" are not dates here.
+  if (!/[A-Za-z]/.test(value)) return undefined;
   const at = Date.parse(value);
   return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
 }
