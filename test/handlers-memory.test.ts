@@ -1,0 +1,116 @@
+// The memory, context and persona handlers called directly with a test context whose
+// memory and personas are the real ones over in-memory buckets.
+import { describe, expect, it } from "vitest";
+import { defaultConfig } from "../lib/config";
+import type { Providers } from "../lib/context";
+import { isRoseyError } from "../lib/errors";
+import { MemoryKv } from "../lib/kv";
+import { silentLogger } from "../lib/log";
+import { createMemory } from "../lib/memory";
+import { createPersonas } from "../lib/personas";
+import { MemoryForgetRequest, MemoryResponse, PersonaResponse, PersonaSetRequest } from "../lib/schemas";
+import * as add from "../handlers/memory_add";
+import * as recall from "../handlers/memory_recall";
+import * as forget from "../handlers/memory_forget";
+import * as reset from "../handlers/context_reset";
+import * as personaGet from "../handlers/persona_get";
+import * as personaSet from "../handlers/persona_set";
+import * as personaList from "../handlers/persona_list";
+import { createTestContext } from "./helpers/context";
+
+function ctx() {
+  const clock = { now: () => Date.parse("2025-05-01T00:00:00Z") };
+  const base = createTestContext({ clock });
+  const memory = createMemory({
+    kv: new MemoryKv("MEM"),
+    config: base.config,
+    clock,
+    events: base.events,
+    providers: {} as Providers,
+    log: silentLogger,
+  });
+  const personas = createPersonas({ kv: new MemoryKv("PERSONAS"), config: defaultConfig(), log: silentLogger });
+  return Object.assign(base, { memory, personas });
+}
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    if (isRoseyError(err)) return err.code;
+    throw err;
+  }
+  throw new Error("expected a rejection");
+}
+
+describe("rosey.llm.memory.add / recall / forget", () => {
+  it("adds with defaults, recalls by relevance and publishes memory events", async () => {
+    const c = ctx();
+    const added = await add.handle(add.request.parse({ channel: "#c", content: "Nina loves sushi" }), c);
+    expect(MemoryResponse.parse(added)).toMatchObject({ success: true, count: 1, memories: ["Nina loves sushi"] });
+    expect(added.items![0]).toMatchObject({ category: "fact", importance: 1, user_id: null });
+    await add.handle(add.request.parse({ channel: "#c", content: "Oscar hates rain", user_id: "oscar", importance: 3 }), c);
+
+    const got = await recall.handle(recall.request.parse({ channel: "#c", query: "what food does nina love" }), c);
+    expect(got).toMatchObject({ success: true, count: 1, memories: ["Nina loves sushi"] });
+    expect(got.items![0].id).toBe(added.items![0].id);
+
+    expect(c.recorded.map((e) => [e.name, e.payload])).toEqual([
+      ["memory", { channel: "#c", action: "add", user_id: null, memory_count: 1 }],
+      ["memory", { channel: "#c", action: "add", user_id: "oscar", memory_count: 1 }],
+      ["memory", { channel: "#c", action: "recall", user_id: null, memory_count: 1 }],
+    ]);
+  });
+
+  it("forgets by id, all of a user's, and answers not_found for an unknown id", async () => {
+    const c = ctx();
+    const a = await add.handle(add.request.parse({ channel: "#c", content: "Pat's cat is Tom", user_id: "pat" }), c);
+    await add.handle(add.request.parse({ channel: "#c", content: "Pat's dog is Rex", user_id: "pat" }), c);
+    expect(await forget.handle(forget.request.parse({ channel: "#c", id: a.items![0].id }), c)).toEqual({
+      success: true,
+      memories: [],
+      count: 1,
+    });
+    expect(await codeOf(forget.handle(forget.request.parse({ channel: "#c", id: a.items![0].id }), c))).toBe("not_found");
+    expect((await forget.handle(forget.request.parse({ channel: "#c", user_id: "pat" }), c)).count).toBe(1);
+    expect(c.recorded.at(-1)!.payload).toEqual({ channel: "#c", action: "forget", user_id: "pat", memory_count: 1 });
+  });
+
+  it("rejects a forget without id or user_id", () => {
+    expect(MemoryForgetRequest.safeParse({ channel: "#c" }).success).toBe(false);
+  });
+});
+
+describe("rosey.llm.context.reset", () => {
+  it("drops history but keeps memories", async () => {
+    const c = ctx();
+    await c.memory.record("#r", "quinn", "hello", "hi quinn");
+    await add.handle(add.request.parse({ channel: "#r", content: "Quinn likes chess" }), c);
+    expect(await reset.handle(reset.request.parse({ channel: "#r" }), c)).toEqual({ success: true });
+    const messages = await c.memory.context("#r", "quinn", "chess?", await c.personas.forChannel("#r"));
+    expect(messages.map((m) => m.content).slice(1)).toEqual(["Remembered facts:\n- Quinn likes chess", "quinn: chess?"]);
+  });
+});
+
+describe("rosey.llm.persona.*", () => {
+  it("selects, gets and lists personas", async () => {
+    const c = ctx();
+    expect((await personaGet.handle(personaGet.request.parse({ channel: "#p" }), c)).persona!.name).toBe("default");
+    const sel = await personaSet.handle(PersonaSetRequest.parse({ channel: "#p", persona: "concise" }), c);
+    expect(PersonaResponse.parse(sel)).toMatchObject({ success: true, persona: { name: "concise" } });
+    expect((await personaGet.handle(personaGet.request.parse({ channel: "#p" }), c)).persona!.name).toBe("concise");
+
+    const def = await personaSet.handle(PersonaSetRequest.parse({ name: "poet", system_prompt: "Answer in haiku." }), c);
+    expect(def.persona).toEqual({ name: "poet", description: "", system_prompt: "Answer in haiku.", builtin: false });
+    const list = await personaList.handle({}, c);
+    expect(list.personas!.map((p) => p.name)).toEqual(["default", "concise", "technical", "creative", "poet"]);
+  });
+
+  it("answers not_found for an unknown persona and validation for redefining a built-in", async () => {
+    const c = ctx();
+    expect(await codeOf(personaSet.handle(PersonaSetRequest.parse({ channel: "#p", persona: "ghost" }), c))).toBe("not_found");
+    expect(await codeOf(personaSet.handle(PersonaSetRequest.parse({ name: "technical", system_prompt: "x" }), c))).toBe(
+      "validation",
+    );
+  });
+});
