@@ -1,0 +1,157 @@
+// Memory and personas of two instances (two connections) sharing the buckets of a real
+// nats-server: what one writes the other sees, racing chats keep every turn, and a
+// stretch of history is summarized once.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { defaultConfig } from "../lib/config";
+import type { Completion, Events, Providers } from "../lib/context";
+import { encodeName } from "../lib/keys";
+import type { Kv } from "../lib/kv";
+import { silentLogger } from "../lib/log";
+import { createMemory, type MemoryService } from "../lib/memory";
+import { BUILTIN_PERSONAS, createPersonas } from "../lib/personas";
+import { natsKv } from "../runtime/kv";
+import { startNatsServer, type NatsServer } from "../runtime/nats-server";
+
+const persona = BUILTIN_PERSONAS[0];
+let server: NatsServer;
+let storeDir: string;
+const conns: NatsConnection[] = [];
+const services: MemoryService[] = [];
+
+async function buckets(): Promise<{ memory: Kv; personas: Kv }> {
+  const nc = await connect({ servers: server.url });
+  conns.push(nc);
+  const js = nc.jetstream();
+  const [m, p] = await Promise.all([
+    js.views.kv("ROSEY_LLM_MEMORY", { history: 1 }),
+    js.views.kv("ROSEY_LLM_PERSONAS", { history: 1 }),
+  ]);
+  return { memory: natsKv(m, "ROSEY_LLM_MEMORY"), personas: natsKv(p, "ROSEY_LLM_PERSONAS") };
+}
+
+function counting() {
+  let calls = 0;
+  const emitted: Array<{ name: string; payload: unknown }> = [];
+  const providers: Providers = {
+    async complete(): Promise<Completion> {
+      calls++;
+      await new Promise((r) => setTimeout(r, 20)); // a provider takes a while: let the race happen
+      return {
+        content: "The group planned a picnic.",
+        tokens: { prompt: 1, completion: 1, total: 2 },
+        tokens_reported: true,
+        provider: "fake",
+        model: "fake-1",
+        finish_reason: "stop",
+        latency_ms: 20,
+      };
+    },
+    status: () => [],
+    current: () => ({ name: "fake", model: "fake-1" }),
+    estimateTokens: (t) => t.length,
+  };
+  const events: Events = {
+    emit(name, payload) {
+      emitted.push({ name, payload });
+      return "x";
+    },
+    flush: async () => {},
+  };
+  return { providers, events, emitted, calls: () => calls };
+}
+
+async function instance(memory: Record<string, number> = {}) {
+  const b = await buckets();
+  const c = counting();
+  const config = defaultConfig({ memory: memory as never });
+  const mem = createMemory({ kv: b.memory, config, clock: { now: () => Date.now() }, ...c, log: silentLogger });
+  services.push(mem);
+  await mem.ready();
+  const personas = createPersonas({ kv: b.personas, config, log: silentLogger });
+  return { mem, personas, kv: b.memory, ...c };
+}
+
+beforeAll(async () => {
+  storeDir = mkdtempSync(join(tmpdir(), "rosey-llm-memory-"));
+  server = await startNatsServer({ storeDir });
+});
+
+afterAll(async () => {
+  for (const s of services) s.close();
+  await Promise.all(services.map((s) => s.settled()));
+  await Promise.all(conns.map((c) => c.drain().catch(() => {})));
+  await server?.stop();
+  rmSync(storeDir, { recursive: true, force: true });
+});
+
+describe("two instances on one nats-server", () => {
+  it("sees a persona defined and selected on the other instance", async () => {
+    const [a, b] = await Promise.all([instance(), instance()]);
+    await a.personas.define({ name: "quizmaster", description: "Runs quizzes", system_prompt: "Ask one question at a time." });
+    await a.personas.select("#quiz", "quizmaster");
+    expect(await b.personas.forChannel("#quiz")).toMatchObject({ name: "quizmaster", system_prompt: "Ask one question at a time." });
+    expect((await b.personas.list()).map((p) => p.name)).toContain("quizmaster");
+  });
+
+  it("recalls on one instance a memory added on the other", async () => {
+    const [a, b] = await Promise.all([instance(), instance()]);
+    const m = await a.mem.add({ channel: "#shared", content: "Rosa's favourite band is Queen", category: "fact", importance: 2 });
+    await b.mem.sync();
+    const got = await b.mem.recall({ channel: "#shared", query: "which band does rosa like", limit: 3 });
+    expect(got.map((x) => x.id)).toEqual([m.id]);
+    // Without sync it arrives through the watch shortly after.
+    const n = await a.mem.add({ channel: "#shared", content: "Sam plays the banjo", category: "fact", importance: 1 });
+    await vi.waitFor(async () => {
+      expect((await b.mem.recall({ channel: "#shared", query: "banjo", limit: 1 }))[0]?.id).toBe(n.id);
+    });
+    // Forgetting on B removes it from A.
+    expect(await b.mem.forget({ channel: "#shared", id: m.id })).toBe(1);
+    await a.mem.sync();
+    expect(await a.mem.recall({ channel: "#shared", query: "queen band", limit: 3 })).toEqual([]);
+  });
+
+  it("keeps every turn of chats racing on both instances", async () => {
+    const [a, b] = await Promise.all([
+      instance({ summarize_after: 1000, history_messages: 1000, context_tokens: 100_000 }),
+      instance({ summarize_after: 1000, history_messages: 1000, context_tokens: 100_000 }),
+    ]);
+    await Promise.all(
+      Array.from({ length: 60 }, (_, i) => (i % 2 ? a : b).mem.record("#busy", `user${i}`, `msg ${i}`, `reply ${i}`)),
+    );
+    expect((await a.kv.keys(`t.${encodeName("#busy")}.*`)).length).toBe(120);
+    for (const x of [a, b]) {
+      await x.mem.sync();
+      const ctx = await x.mem.context("#busy", "z", "?", persona);
+      expect(ctx.length).toBe(1 + 120 + 1);
+      for (let i = 0; i < 60; i++) expect(ctx.some((m) => m.content === `user${i}: msg ${i}`)).toBe(true);
+    }
+  });
+
+  it("summarizes a stretch once when both instances cross the threshold", async () => {
+    const cfg = { summarize_after: 10, history_messages: 4 };
+    const [a, b] = await Promise.all([instance(cfg), instance(cfg)]);
+    for (let i = 0; i < 5; i++) await a.mem.record("#picnic", "tess", `plan ${i}`, `ok ${i}`);
+    await b.mem.sync();
+    await Promise.all([a.mem.record("#picnic", "tess", "more", "sure"), b.mem.record("#picnic", "uma", "and", "yes")]);
+    await Promise.all([a.mem.settled(), b.mem.settled()]);
+
+    expect(a.calls() + b.calls()).toBe(1);
+    const events = [...a.emitted, ...b.emitted].filter((e) => e.name === "summarized");
+    expect(events).toHaveLength(1);
+    const { message_count } = events[0].payload as { message_count: number };
+    const ch = encodeName("#picnic");
+    expect((await a.kv.keys(`s.${ch}.*`)).length).toBe(1);
+    expect((await a.kv.keys(`t.${ch}.*`)).length).toBe(14 - message_count);
+
+    // A fresh instance (a restart) carries on with the summary and the remaining history.
+    const c = await instance(cfg);
+    const ctx = await c.mem.context("#picnic", "tess", "where do we meet?", persona);
+    expect(ctx[1].content).toBe("Previous conversation summary: The group planned a picnic.");
+    expect(ctx.at(-1)!.content).toBe("tess: where do we meet?");
+    expect(ctx.length).toBe(2 + Math.min(4, 14 - message_count) + 1);
+  });
+});
