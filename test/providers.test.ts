@@ -280,11 +280,33 @@ describe("when no provider answers", () => {
     expect(p.status()[0].consecutive_failures).toBe(1);
   });
 
-  it("ends with a clean error when the caller's signal aborts", async () => {
+  it("ends with a clean error when the request's own deadline signal fires first", async () => {
     server.setDefault({ kind: "hang" });
     const p = registry(["openai", "offline"], { openai: openaiDef(server.url, "m", { timeout_ms: 60_000 }) });
     const err = await rejection(p.complete(messages, { signal: AbortSignal.timeout(300) }));
     expect(err.code).toBe("provider_unavailable");
+    expect(err.message).toMatch(/before the request deadline/);
+    expect(p.status()[0].consecutive_failures).toBe(1);
+  });
+
+  it("treats a host's own timeout reason as a deadline too", async () => {
+    server.setDefault({ kind: "hang" });
+    const p = registry(["openai", "offline"], { openai: openaiDef(server.url, "m", { timeout_ms: 60_000 }) });
+    const ctl = new AbortController();
+    setTimeout(() => ctl.abort(new Error("request timed out after 300 ms")), 300);
+    const err = await rejection(p.complete(messages, { signal: ctl.signal }));
+    expect(err.message).toMatch(/deadline/);
+  });
+
+  it("ends a cancelled call without holding it against the provider", async () => {
+    server.setDefault({ kind: "hang" });
+    const p = registry(["openai", "offline"], { openai: openaiDef(server.url, "m", { timeout_ms: 60_000 }) });
+    const ctl = new AbortController();
+    setTimeout(() => ctl.abort(), 200);
+    const err = await rejection(p.complete(messages, { signal: ctl.signal }));
+    expect(err.code).toBe("provider_unavailable");
+    expect(err.message).toMatch(/cancelled/);
+    expect(p.status()[0]).toMatchObject({ healthy: true, consecutive_failures: 0 });
   });
 
   it("never shows the API key in status or errors, even when the server echoes it", async () => {

@@ -82,14 +82,16 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
   }
 
   /** The one error a call ends with when no provider answered. */
-  function exhausted(targets: Entry[], failures: ProviderFailure[], skipped: Entry[], isForced: boolean): RoseyError {
+  function exhausted(targets: Entry[], failures: ProviderFailure[], skipped: Entry[], isForced: boolean, signal: AbortSignal, ownDeadline: boolean): RoseyError {
     const details = [...failures.map((f) => scrub(f.message)), ...skipped.map(refusal)];
     const untried = targets.filter((e) => !skipped.includes(e) && !failures.some((f) => f.provider === e.name));
     if (untried.length) details.push(`${untried.map((e) => e.name).join(", ")}: not tried, no time left`);
-    const deadline = failures.some((f) => f.info.reason === "deadline");
+    const deadline = signal.aborted || failures.some((f) => f.info.reason === "deadline");
     const wide = failures.find((f) => f.info.kind === "final" && PROVIDER_WIDE.has(f.info.reason));
     const head = deadline
-      ? `No provider answered within the ${cfg.deadline_ms} ms deadline`
+      ? ownDeadline
+        ? `No provider answered within the ${cfg.deadline_ms} ms deadline`
+        : "No provider answered before the request deadline"
       : isForced
         ? `Provider ${targets[0].name} is unavailable`
         : "All providers failed";
@@ -154,7 +156,7 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
           if (f.info.reason === "deadline") break;
         }
       }
-      throw exhausted(targets, failures, skipped, options.provider !== undefined);
+      throw exhausted(targets, failures, skipped, options.provider !== undefined, signal, deadlineSignal.aborted);
     },
 
     status(): ProviderStatus[] {

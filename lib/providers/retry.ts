@@ -30,7 +30,12 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** True when an abort reason says a deadline passed (AbortSignal.timeout) rather than a cancel. */
+/**
+ * True when an abort reason means "out of time" rather than "cancelled". Only a plain
+ * `controller.abort()` (reason: an AbortError) counts as a cancel; AbortSignal.timeout and
+ * any host-specific reason (the runtime aborts with its own timeout error) mean a deadline.
+ */
 export function isDeadlineReason(reason: unknown): boolean {
-  return typeof reason === "object" && reason !== null && (reason as { name?: unknown }).name === "TimeoutError";
+  if (typeof reason !== "object" || reason === null) return true;
+  return (reason as { name?: unknown }).name !== "AbortError";
 }
