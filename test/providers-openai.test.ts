@@ -188,6 +188,18 @@ describe("OpenAI-compatible provider", () => {
     expect(f.info.reason).toBe("aborted");
   });
 
+  it("stops waiting out a Retry-After when the caller cancels, and says what it was waiting for", async () => {
+    server.setDefault({ kind: "error", status: 429, retry_after: "3", message: "slow down" });
+    const ctl = new AbortController();
+    setTimeout(() => ctl.abort(), 300);
+    const started = Date.now();
+    const f = await failure(provider(def(server.url)).complete(messages, { signal: ctl.signal }));
+    expect(Date.now() - started).toBeLessThan(2_500);
+    expect(f.info.reason).toBe("aborted");
+    expect(f.message).toMatch(/last error: HTTP 429: slow down/);
+    expect(server.chats()).toHaveLength(1);
+  });
+
   it("keeps the API key out of failure messages even when the server echoes it", async () => {
     server.setDefault({ kind: "error", status: 401, message: `Incorrect API key provided: ${KEY}.` });
     const f = await failure(provider(def(server.url)).complete(messages, {}));

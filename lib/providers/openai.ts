@@ -175,8 +175,8 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
           try {
             await sleep(wait, outer);
           } catch {
-            const aborted = isDeadlineReason(outer?.reason) ? "deadline" : "caller";
-            throw new ProviderFailure(name, { ...classifyFailure({ aborted }), message: `${classifyFailure({ aborted }).message} (last error: ${info.message})` }, n + 1);
+            const cut = classifyFailure({ aborted: isDeadlineReason(outer?.reason) ? "deadline" : "caller" });
+            throw new ProviderFailure(name, { ...cut, message: `${cut.message} (last error: ${info.message})` }, n + 1);
           }
         }
       }
