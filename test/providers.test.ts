@@ -339,6 +339,18 @@ describe("configured from the environment", () => {
     expect((await p.complete(messages)).model).toBe("gpt-test");
   });
 
+  it("sends requests through an injected fetch", async () => {
+    const config = loadConfig({ LLM_PROVIDERS: "openai", OPENAI_BASE_URL: server.url, OPENAI_API_KEY: "sk-test-1234567" });
+    const seen: string[] = [];
+    const spy: typeof fetch = (input, init) => {
+      seen.push(String(input instanceof Request ? input.url : input));
+      return fetch(input, init);
+    };
+    const p = createProviders(config, { log: silentLogger, clock: manualClock(), fetch: spy });
+    await p.complete(messages);
+    expect(seen).toEqual([`${server.url}/chat/completions`]);
+  });
+
   it("runs offline with the default configuration", async () => {
     const p = createProviders(defaultConfig(), { log: silentLogger, clock: manualClock() });
     const c = await p.complete(messages);
