@@ -5,7 +5,7 @@ import { defaultConfig } from "../lib/config";
 import type { Completion, CompletionOptions, Events, Providers } from "../lib/context";
 import { MemoryKv } from "../lib/kv";
 import { silentLogger } from "../lib/log";
-import { createMemory, SUMMARY_PROMPT, type MemoryService } from "../lib/memory";
+import { CLAIM_TTL_MS, createMemory, SUMMARY_PROMPT, type MemoryService } from "../lib/memory";
 import { BUILTIN_PERSONAS } from "../lib/personas";
 import { estimateMessagesTokens } from "../lib/providers/tokens";
 import type { Message } from "../lib/schemas";
@@ -155,6 +155,30 @@ describe("summarization", () => {
       expect(ctx[1]).toEqual({ role: "system", content: "Previous conversation summary: They talked about the weather." });
       expect(ctx.slice(2, -1)).toHaveLength(4);
     }
+  });
+
+  it("takes over a stretch whose claimant stopped before finishing", async () => {
+    const kv = new MemoryKv("MEM");
+    const config = defaultConfig({ memory: { summarize_after: 6, history_messages: 2 } as never });
+    let t = Date.parse("2025-01-01T00:00:00Z");
+    const clock = { now: () => t };
+    const stuck: Providers = { ...recordingProviders().providers, complete: () => new Promise(() => {}) };
+    const a = createMemory({ kv, config, clock, events: recordingEvents().events, providers: stuck, log: silentLogger });
+    const b = recordingProviders();
+    const bEvents = recordingEvents();
+    const bMem = createMemory({ kv, config, clock, events: bEvents.events, providers: b.providers, log: silentLogger });
+    await chat(a, "#t", 4); // A claims the stretch and never finishes
+    expect(await kv.keys("c.>")).toHaveLength(1);
+    t += 1000;
+    await bMem.record("#t", "bob", "anyone?", "here");
+    await bMem.settled();
+    expect(b.calls).toHaveLength(0); // the claim is fresh: B leaves it alone
+    t += CLAIM_TTL_MS + 1;
+    await bMem.record("#t", "bob", "still there?", "yes");
+    await bMem.settled();
+    expect(b.calls).toHaveLength(1);
+    expect(bEvents.emitted.filter((e) => e.name === "summarized")).toHaveLength(1);
+    expect(await kv.keys("s.>")).toHaveLength(1);
   });
 
   it("stores a plain summary when the provider fails", async () => {
