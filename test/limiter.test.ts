@@ -284,3 +284,19 @@ describe("limiter: concurrency on one bucket", () => {
     expect(used).toBe(5);
   });
 });
+
+describe("limiter: group commit", () => {
+  it("writes a burst for one user in few CAS writes and counts every request", async () => {
+    const { limiter, kv } = setup(limits({ user_per_minute: 1_000, user_per_hour: 1_000, user_per_day: 1_000 }));
+    const results = await Promise.all(Array.from({ length: 100 }, () => limiter.admit({ user: "burst", tokens: 1 })));
+    expect(results.every((r) => r.ok)).toBe(true);
+    expect((await limiter.remaining("burst")).per_minute).toBe(900);
+    expect(kv.ops.create + kv.ops.update).toBeLessThan(20);
+  });
+
+  it("stays exact at the limit inside one batch", async () => {
+    const { limiter } = setup(limits({ user_per_minute: 7 }));
+    const results = await Promise.all(Array.from({ length: 40 }, () => limiter.admit({ user: "batch", tokens: 1 })));
+    expect(results.filter((r) => r.ok)).toHaveLength(7);
+  });
+});

@@ -17,7 +17,10 @@
 // hold at most `limit` increments, whatever the number of instances or connections, and a
 // refusal never writes. With limit L and more than L racers, every racer keeps retrying
 // (re-read, re-decide) until it has either written or read a count of L, so exactly L are
-// admitted. A request with a user and a channel touches two keys: both are read
+// admitted. Requests of one instance for the same key are group-committed (cas.ts): their
+// checks run one after another on the same read, each on the count the previous left, and
+// go out as one CAS, so the argument holds per batch exactly as per request — and a hot
+// key sees one writer per instance instead of one per request. A request with a user and a channel touches two keys: both are read
 // concurrently and checked first (a full window refuses with no write at all), then both
 // written concurrently; if one of them lost its race to the limit meanwhile, the other
 // write is undone by a decrementing CAS. Over-admission is impossible; the only imprecision
@@ -39,7 +42,7 @@ import type { AdmitRequest, Ticket } from "../context/types";
 import { encodeName, key } from "../keys";
 import type { RateLimitsRemaining } from "../schemas";
 import { calendar, secondsUntil, type Windows } from "./calendar";
-import { casFrom, readDoc } from "./cas";
+import { createBatcher, readDoc } from "./cas";
 import { GlobalPool } from "./lease";
 import type { ChannelDoc, Counter, LimiterOptions, LimiterStats, RuntimeLimiter, UserDoc } from "./types";
 
@@ -96,6 +99,8 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
   const stats: LimiterStats = { admitted: 0, refused: 0, casRetries: 0, rollbacks: 0, leases: 0 };
   const onRetry = () => void stats.casRetries++;
   const settled = new WeakSet<object>();
+  // Requests of this instance for the same user or channel share one CAS write (cas.ts).
+  const batcher = createBatcher(kv, onRetry);
 
   const fire = (f: Fire) => {
     try {
@@ -177,17 +182,17 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
 
   /** Undoes an admission whose other window refused after a race. */
   const undoUser = (k: string, w: Windows, tokens: number) =>
-    casFrom<UserDoc, null>(kv, k, undefined, (cur) => {
+    batcher.submit<UserDoc, null>(k, undefined, (cur) => {
       if (!cur) return { value: undefined, result: null };
       const dec = (c: Counter | undefined, id: string) => (c && c.w === id ? { w: id, n: Math.max(0, c.n - 1) } : c);
       const d = cur.d && cur.d.w === w.day.id ? { ...cur.d, n: Math.max(0, cur.d.n - 1), t: Math.max(0, cur.d.t - tokens) } : cur.d;
       return { value: { ...cur, m: dec(cur.m, w.minute.id), h: dec(cur.h, w.hour.id), d }, result: null };
-    }, onRetry);
+    });
   const undoChannel = (k: string, w: Windows) =>
-    casFrom<ChannelDoc, null>(kv, k, undefined, (cur) => {
+    batcher.submit<ChannelDoc, null>(k, undefined, (cur) => {
       if (!cur?.h || cur.h.w !== w.hour.id) return { value: undefined, result: null };
       return { value: { ...cur, h: { w: w.hour.id, n: Math.max(0, cur.h.n - 1) } }, result: null };
-    }, onRetry);
+    });
 
   const refuse = (refusals: Refusal[], now: number): Ticket => {
     // The request is admitted only once every refusing window has rolled over.
@@ -209,7 +214,7 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
 
   /** Moves a user's day tokens by `delta` and adds `used` to the settled total, on the reservation's day only. */
   const adjustUser = async (user: string, day: string, delta: number, used: number, channel: string | null) => {
-    const out = await casFrom<UserDoc, Fire | null>(kv, userKeyOf(user), undefined, (cur) => {
+    const out = await batcher.submit<UserDoc, Fire | null>(userKeyOf(user), undefined, (cur) => {
       // Past midnight the reservation went with its window; nothing to adjust.
       if (!cur?.d || cur.d.w !== day) return { value: undefined, result: null };
       const d = { ...cur.d, t: Math.max(0, cur.d.t + delta), u: cur.d.u + used };
@@ -220,7 +225,7 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
         crossed = { scope: "user", name: user, user, channel, type: "tokens", period: day, current: d.u, limit: L.user_tokens_per_day };
       }
       return { value: { ...cur, d, f }, result: crossed };
-    }, onRetry);
+    });
     if (out.wrote && out.result) fire(out.result);
   };
 
@@ -259,8 +264,8 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       }
 
       const [uo, co] = await Promise.allSettled([
-        userKey ? casFrom(kv, userKey, u0, uStep!, onRetry) : undefined,
-        chanKey ? casFrom(kv, chanKey, c0, cStep!, onRetry) : undefined,
+        userKey ? batcher.submit(userKey, u0, uStep!) : undefined,
+        chanKey ? batcher.submit(chanKey, c0, cStep!) : undefined,
       ]);
       const wroteUser = uo.status === "fulfilled" && !!uo.value?.wrote;
       const wroteChan = co.status === "fulfilled" && !!co.value?.wrote;
