@@ -22,8 +22,8 @@ export interface ContextOptions {
   fetch?: typeof fetch;
 }
 
-/** The shared context of one runtime instance, and a close function for its watchers. */
-export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promise<void> } {
+/** The shared context of one runtime instance, and a close function that finishes its background work. */
+export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; close(): Promise<void> }> {
   const { js, buckets, config, log, instance } = opts;
   const clock = opts.clock ?? { now: () => Date.now() };
   const events = createEvents({
@@ -40,12 +40,24 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
   const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits), config, clock, events, log });
   const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage), config, clock, log });
   const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas), config, log });
-  const memory = createMemory({ kv: natsKv(buckets.memory, BUCKETS.memory), config, clock, events, providers, log });
+  const memory = createMemory({
+    kv: natsKv(buckets.memory, BUCKETS.memory),
+    config,
+    clock,
+    events,
+    providers,
+    log,
+    instance: instance.id,
+  });
+  // The memory index is loaded from the bucket before the first request is taken.
+  await memory.ready();
   const ctx: Ctx = { config, clock, log, instance, events, providers, limiter, usage, memory, personas };
   return {
     ctx,
     async close() {
-      memory.close?.();
+      // Summaries and touches in progress finish before the watch stops and events flush.
+      await memory.settled();
+      memory.close();
       await events.flush();
     },
   };

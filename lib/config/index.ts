@@ -15,8 +15,9 @@ const ProviderConfig = z.strictObject({
   base_url: z.url().optional(),
   api_key: z.string().optional(),
   model: z.string().min(1).default("gpt-4o-mini"),
-  timeout_ms: posInt.default(20_000),
-  max_retries: nonNegInt.max(10).default(2),
+  // Per attempt; with the 25 s deadline this leaves time to fall back to the next provider.
+  timeout_ms: posInt.default(8_000),
+  max_retries: nonNegInt.max(10).default(1),
   headers: z.record(z.string(), z.string()).default({}),
 });
 export type ProviderConfig = z.infer<typeof ProviderConfig>;

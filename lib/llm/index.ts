@@ -45,6 +45,11 @@ export function refuse(ctx: Ctx, req: Pick<CallRequest, "endpoint" | "user" | "c
 /** Admits, calls the provider chain, and accounts for the result. Throws RoseyError on provider failure. */
 export async function callModel(ctx: Ctx, req: CallRequest, admitted?: Ticket): Promise<CallResult> {
   const started = performance.now();
+  // A bad provider name is the caller's mistake: refuse it before it costs any limit.
+  if (req.provider && !ctx.providers.status().some((p) => p.name === req.provider)) {
+    if (admitted?.ok) await ctx.limiter.release(admitted);
+    throw new RoseyError("validation", `provider: "${req.provider}" is not one of ${ctx.providers.status().map((p) => p.name).join(", ")}`);
+  }
   const ticket =
     admitted ??
     (await ctx.limiter.admit({
@@ -70,7 +75,7 @@ export async function callModel(ctx: Ctx, req: CallRequest, admitted?: Ticket): 
       user: req.user ?? null,
       error: e.message.slice(0, 500),
       provider: e.provider ?? null,
-      error_type: "provider_error",
+      error_type: e.code === "validation" ? "validation" : "provider_error",
       endpoint: req.endpoint,
     });
     throw e;
