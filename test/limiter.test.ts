@@ -300,3 +300,35 @@ describe("limiter: group commit", () => {
     expect(results.filter((r) => r.ok)).toHaveLength(7);
   });
 });
+
+describe("limiter: a failing bucket", () => {
+  it("rejects the admission and undoes the write that did go through", async () => {
+    const inner = new MemoryKv("LIMITS");
+    // Writes to channel documents fail with a non-CAS error (e.g. a timeout).
+    const failing = Object.assign(Object.create(inner) as MemoryKv, {
+      create: (k: string, v: Uint8Array) => (k.startsWith("c.") ? Promise.reject(new Error("timeout")) : inner.create(k, v)),
+      update: (k: string, v: Uint8Array, r: number) => (k.startsWith("c.") ? Promise.reject(new Error("timeout")) : inner.update(k, v, r)),
+    });
+    const { limiter } = setup(limits({}), undefined, failing);
+    await expect(limiter.admit({ user: "f", channel: "#down", tokens: 10 })).rejects.toThrow("timeout");
+    expect(await limiter.remaining("f")).toMatchObject({ per_minute: 10, per_hour: 100, tokens_today: 50_000 });
+  });
+});
+
+describe("limiter: leases", () => {
+  it("an idle instance returns its unused lease to the global budget", async () => {
+    const kv = new MemoryKv("LIMITS");
+    const clock = { now: () => Date.parse("2024-05-01T10:00:00Z") };
+    const config = defaultConfig(limits({ global_tokens_per_day: 100_000 }));
+    const limiter = createLimiter({ kv, config, clock, events: recordingEvents(), log: silentLogger, leaseTokens: 5_000, leaseIdleMs: 20 });
+    const t = await limiter.admit({ user: "idle", tokens: 300 });
+    const granted = async () => JSON.parse(new TextDecoder().decode((await kv.get("g.2024-05-01"))!.value)).granted;
+    expect(await granted()).toBe(5_000);
+    // Only the outstanding reservation stays granted once the idle timer has run.
+    for (let i = 0; i < 500 && (await granted()) !== 300; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(await granted()).toBe(300);
+    if (t.ok) await limiter.settle(t, 100);
+    await limiter.close();
+    expect(await granted()).toBe(100);
+  });
+});

@@ -248,12 +248,17 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       const uStep = userKey ? userStep(req.user!, req.channel ?? null, w, tokens) : undefined;
       const cStep = chanKey ? channelStep(req.channel!, req.user ?? null, w) : undefined;
 
+      const giveBack = () => pool.give(day, tokens);
+      const take = pool.take(day, tokens);
       const [globalOk, u0, c0] = await Promise.all([
-        pool.take(day, tokens),
+        take,
         userKey ? readDoc<UserDoc>(kv, userKey) : undefined,
         chanKey ? readDoc<ChannelDoc>(kv, chanKey) : undefined,
-      ]);
-      const giveBack = () => pool.give(day, tokens);
+      ]).catch(async (err) => {
+        // A failed read must not keep the tokens taken from the pool.
+        if (await take.catch(() => false)) giveBack();
+        throw err;
+      });
       if (!globalOk) return refuse([{ code: "quota_exceeded", window: "global-tokens-per-day", end: w.day.end }], now);
 
       // Check both documents before writing either: a full window refuses at no write.
