@@ -332,3 +332,16 @@ describe("limiter: leases", () => {
     expect(await granted()).toBe(100);
   });
 });
+
+describe("limiter: remaining with a channel", () => {
+  it("reports the tighter of the user's and the channel's hour", async () => {
+    const { limiter } = setup(limits({ channel_per_hour: 4 }));
+    await limiter.admit({ user: "a", channel: "#c", tokens: 1 });
+    await limiter.admit({ user: "b", channel: "#c", tokens: 1 });
+    expect(await limiter.remaining("a", "#c")).toMatchObject({ per_minute: 9, per_hour: 2 });
+    expect(await limiter.remaining(undefined, "#c")).toMatchObject({ per_hour: 2 });
+    // An unused channel leaves its whole hour (4), still tighter than the user's 99.
+    expect(await limiter.remaining("a", "#other")).toMatchObject({ per_hour: 4 });
+    expect(await limiter.remaining("a")).toMatchObject({ per_hour: 99 });
+  });
+});

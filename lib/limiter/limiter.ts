@@ -319,8 +319,14 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       }
     },
 
-    async remaining(user?: string): Promise<RateLimitsRemaining> {
+    async remaining(user?: string, channel?: string): Promise<RateLimitsRemaining> {
       const w = cal.windows(clock.now());
+      // With a channel, per_hour is the tighter of the user's and the channel's hour.
+      if (channel !== undefined && !exemptChannels.has(channel) && !(user !== undefined && exemptUsers.has(user))) {
+        const [own, doc] = await Promise.all([limiter.remaining(user), readDoc<ChannelDoc>(kv, channelKeyOf(channel))]);
+        const left = Math.max(0, channelPerHour(channel) - count(doc.value?.h, w.hour.id));
+        return { ...own, per_hour: Math.min(own.per_hour, left) };
+      }
       if (user === undefined || exemptUsers.has(user)) {
         const global = await globalRemaining(w.day.id);
         // -1: no request limit applies to an exempt user.

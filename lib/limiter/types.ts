@@ -63,6 +63,8 @@ export interface LimiterStats {
 
 /** The limiter the runtime builds: the Ctx part plus stats and a close that returns unused leases. */
 export interface RuntimeLimiter extends Limiter {
+  /** What is left for a user; with a channel, per_hour is the tighter of the user's and the channel's. */
+  remaining(user?: string, channel?: string): ReturnType<Limiter["remaining"]>;
   readonly stats: LimiterStats;
   /** Returns this instance's unused global lease; call when the runtime drains. */
   close(): Promise<void>;
