@@ -14,7 +14,7 @@ export const response = UsageResponse;
 export async function handle(req: UsageRequest, ctx: Ctx): Promise<UsageResponse> {
   const [totals, remaining] = await Promise.all([
     ctx.usage.get({ user: req.user, channel: req.channel }),
-    ctx.limiter.remaining(req.user),
+    ctx.limiter.remaining(req.user, req.channel),
   ]);
   const reply: UsageResponse = {
     success: true,

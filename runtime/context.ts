@@ -38,7 +38,7 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
   });
   const providers = createProviders(config, { log, clock, fetch: opts.fetch });
   const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits), config, clock, events, log });
-  const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage), config, clock, log });
+  const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage), config, clock, log, instance: instance.id });
   const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas), config, log });
   const memory = createMemory({
     kv: natsKv(buckets.memory, BUCKETS.memory),
@@ -58,6 +58,8 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
       // Summaries and touches in progress finish before the watch stops and events flush.
       await memory.settled();
       memory.close();
+      // Unused global budget goes back; batched usage counters are written.
+      await Promise.all([limiter.close(), usage.flush()]);
       await events.flush();
     },
   };

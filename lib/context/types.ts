@@ -121,8 +121,8 @@ export interface Limiter {
   settle(ticket: Ticket & { ok: true }, tokens: number): Promise<void>;
   /** Returns the reservation after a failed call. */
   release(ticket: Ticket & { ok: true }): Promise<void>;
-  /** What is left for a user (or the defaults when no user). */
-  remaining(user?: string): Promise<RateLimitsRemaining>;
+  /** What is left for a user (or the defaults when no user); a channel narrows per_hour to it too. */
+  remaining(user?: string, channel?: string): Promise<RateLimitsRemaining>;
   /** True when the global daily token budget (or the user's quota/limits) is spent. */
   limited(user?: string): Promise<boolean>;
 }
