@@ -1,0 +1,181 @@
+// chat, complete, summarize and status as functions over an in-memory context with the
+// real limiter, usage, memory and personas.
+import { afterEach, describe, expect, it } from "vitest";
+import * as chat from "../handlers/chat";
+import * as complete from "../handlers/complete";
+import * as status from "../handlers/status";
+import * as summarize from "../handlers/summarize";
+import { RoseyError } from "../lib/errors";
+import type { ChatRequest } from "../lib/schemas";
+import { createMemoryContext, recordingProviders, type MemoryCtx } from "./helpers/memory-context";
+
+let ctx: MemoryCtx | undefined;
+afterEach(async () => {
+  await ctx?.close();
+  ctx = undefined;
+});
+
+const chatReq = (message: string, extra: Partial<ChatRequest> = {}) =>
+  chat.request.parse({ channel: "#general", user: "alice", message, ...extra });
+
+describe("rosey.llm.chat", () => {
+  it("answers with the channel persona's prompt and temperature reaching the provider", async () => {
+    const providers = recordingProviders();
+    ctx = await createMemoryContext({ providers });
+    await ctx.personas.select("#general", "technical");
+    const r = await chat.handle(chatReq("how do I sort a list?"), ctx);
+    expect(r).toMatchObject({ success: true, content: "echo: alice: how do I sort a list?", persona: "technical", provider: "recorder" });
+    const call = providers.calls[0];
+    expect(call.messages[0].role).toBe("system");
+    expect(call.messages[0].content).toMatch(/precise technical assistant/);
+    expect(call.options.temperature).toBe(0.2);
+    expect(call.options.max_tokens).toBeGreaterThan(0);
+  });
+
+  it("uses chat.persona for one request only", async () => {
+    const providers = recordingProviders();
+    ctx = await createMemoryContext({ providers });
+    await chat.handle(chatReq("tell me a story", { persona: "creative" }), ctx);
+    await chat.handle(chatReq("and now?"), ctx);
+    expect(providers.calls[0].messages[0].content).toMatch(/playful/);
+    expect(providers.calls[0].options.temperature).toBe(1.0);
+    expect(providers.calls[1].messages[0].content).toMatch(/friendly and helpful/);
+  });
+
+  it("carries the conversation: the second turn sees the first", async () => {
+    const providers = recordingProviders();
+    ctx = await createMemoryContext({ providers });
+    await chat.handle(chatReq("my cat is called Miso"), ctx);
+    await chat.handle(chatReq("what is my cat called?", { user: "bob" }), ctx);
+    const texts = providers.calls[1].messages.map((m) => m.content).join("\n");
+    expect(texts).toContain("my cat is called Miso");
+    expect(texts).toContain("echo: alice: my cat is called Miso");
+  });
+
+  it("refuses the eighth request in a minute without calling the provider", async () => {
+    const providers = recordingProviders();
+    ctx = await createMemoryContext({ providers, config: { limits: { user_per_minute: 7 } as never } });
+    for (let i = 0; i < 7; i++) expect((await chat.handle(chatReq(`msg ${i}`), ctx)).success).toBe(true);
+    const r = await chat.handle(chatReq("one too many"), ctx);
+    expect(r).toMatchObject({ success: false, error_code: "rate_limited", tokens_used: 0 });
+    expect(r.error).toMatch(/^Rate limit exceeded \(per-minute\)\. Retry after \d+ seconds\.$/);
+    expect(r.retry_after).toBeGreaterThanOrEqual(1);
+    expect(r.retry_after).toBeLessThanOrEqual(60);
+    expect(providers.calls).toHaveLength(7);
+    const err = ctx.recorded.find((e) => e.name === "error");
+    expect(err?.payload).toMatchObject({ error_type: "rate_limit", user: "alice", channel: "#general" });
+  });
+
+  it("refuses an unknown persona with not_found and consumes no limit", async () => {
+    ctx = await createMemoryContext({ providers: recordingProviders(), config: { limits: { user_per_minute: 1 } as never } });
+    await expect(chat.handle(chatReq("hi", { persona: "pirate" }), ctx)).rejects.toMatchObject({ code: "not_found" });
+    expect((await chat.handle(chatReq("hi"), ctx)).success).toBe(true);
+  });
+
+  it("returns the token reservation when the provider fails, and publishes a provider_error event", async () => {
+    const providers = recordingProviders();
+    ctx = await createMemoryContext({ providers, config: { limits: { user_tokens_per_day: 2_000 } as never } });
+    providers.fail = () => new RoseyError("provider_unavailable", "every provider is down", { provider: "openai" });
+    const before = await ctx.limiter.remaining("alice");
+    await expect(chat.handle(chatReq("hello?"), ctx)).rejects.toMatchObject({ code: "provider_unavailable" });
+    expect((await ctx.limiter.remaining("alice")).tokens_today).toBe(before.tokens_today);
+    const err = ctx.recorded.find((e) => e.name === "error");
+    expect(err?.payload).toMatchObject({ error_type: "provider_error", provider: "openai" });
+    expect(ctx.recorded.some((e) => e.name === "response")).toBe(false);
+  });
+
+  it("publishes a response event and counts usage with the real token total", async () => {
+    ctx = await createMemoryContext({ providers: recordingProviders() });
+    const r = await chat.handle(chatReq("count me"), ctx);
+    const ev = ctx.recorded.find((e) => e.name === "response")!;
+    expect(ev.payload).toMatchObject({
+      channel: "#general",
+      user: "alice",
+      prompt_length: "count me".length,
+      response_length: r.content!.length,
+      tokens_used: r.tokens_used,
+      provider: "recorder",
+      model: "rec-1",
+      persona: "default",
+    });
+    await (ctx.usage as unknown as { flush(): Promise<void> }).flush();
+    const u = await ctx.usage.get({ user: "alice" });
+    expect(u).toMatchObject({ requests_today: 1, tokens_today: r.tokens_used });
+  });
+});
+
+describe("rosey.llm.complete", () => {
+  it("passes messages, temperature and max_tokens through", async () => {
+    const providers = recordingProviders();
+    ctx = await createMemoryContext({ providers });
+    const req = complete.request.parse({ messages: [{ role: "user", content: "2+2?" }], temperature: 0.1, max_tokens: 20, user: "u" });
+    const r = await complete.handle(req, ctx);
+    expect(r).toMatchObject({ success: true, content: "echo: 2+2?", model: "rec-1" });
+    expect(providers.calls[0].options).toMatchObject({ temperature: 0.1, max_tokens: 20 });
+  });
+
+  it("refuses an unknown forced provider as a validation error before counting it", async () => {
+    const providers = recordingProviders();
+    ctx = await createMemoryContext({ providers, config: { limits: { user_per_minute: 1 } as never } });
+    const bad = complete.request.parse({ messages: [{ role: "user", content: "x" }], provider: "nope", user: "u" });
+    await expect(complete.handle(bad, ctx)).rejects.toMatchObject({ code: "validation" });
+    expect(providers.calls).toHaveLength(0);
+    const ok = complete.request.parse({ messages: [{ role: "user", content: "x" }], user: "u" });
+    expect((await complete.handle(ok, ctx)).success).toBe(true);
+  });
+
+  it("works with the offline provider and no user or channel", async () => {
+    ctx = await createMemoryContext();
+    const r = await complete.handle(complete.request.parse({ messages: [{ role: "user", content: "ping" }] }), ctx);
+    expect(r).toMatchObject({ success: true, provider: "offline", content: "[offline] ping" });
+    expect(r.tokens_used).toBeGreaterThan(0);
+  });
+
+  it("refuses when the global token budget is spent", async () => {
+    ctx = await createMemoryContext({ config: { limits: { global_tokens_per_day: 10 } as never } });
+    const r = await complete.handle(complete.request.parse({ messages: [{ role: "user", content: "a long question" }], max_tokens: 100 }), ctx);
+    expect(r).toMatchObject({ success: false, error_code: "quota_exceeded" });
+    expect(ctx.recorded.find((e) => e.name === "error")?.payload.error_type).toBe("quota");
+  });
+});
+
+describe("rosey.llm.summarize", () => {
+  it("sends the concise prompt at temperature 0.3 and bounds the summary to max_length words", async () => {
+    const providers = recordingProviders(() => Array.from({ length: 80 }, (_, i) => `w${i}`).join(" "));
+    ctx = await createMemoryContext({ providers });
+    const r = await summarize.handle(summarize.request.parse({ text: "Some long text about cats.", max_length: 25 }), ctx);
+    expect(r.success).toBe(true);
+    expect(r.summary!.split(/\s+/).length).toBeLessThanOrEqual(25);
+    expect(providers.calls[0].messages.map((m) => m.content).join("\n")).toContain("Summarize in 25 words or less:");
+    expect(providers.calls[0].options.temperature).toBe(0.3);
+  });
+
+  it("asks for bullets in the bullets style", async () => {
+    const providers = recordingProviders(() => "- one\n- two");
+    ctx = await createMemoryContext({ providers });
+    const r = await summarize.handle(summarize.request.parse({ text: "abc def", style: "bullets" }), ctx);
+    expect(r.summary).toBe("- one\n- two");
+    expect(providers.calls[0].messages.map((m) => m.content).join("\n")).toMatch(/bullet/i);
+  });
+});
+
+describe("rosey.llm.status", () => {
+  it("reports providers, version, uptime and today's totals", async () => {
+    const now = Date.now();
+    ctx = await createMemoryContext({ clock: { now: () => now } });
+    ctx.instance.started_at = now - 90_000;
+    await complete.handle(complete.request.parse({ messages: [{ role: "user", content: "hello" }] }), ctx);
+    await (ctx.usage as unknown as { flush(): Promise<void> }).flush();
+    const r = await status.handle(status.request.parse({}), ctx);
+    expect(r).toMatchObject({ success: true, healthy: true, provider: "offline", rate_limited: false, uptime_seconds: 90, requests_today: 1 });
+    expect(r.tokens_today).toBeGreaterThan(0);
+    expect(r.providers).toEqual([expect.objectContaining({ name: "offline", healthy: true })]);
+  });
+
+  it("says rate_limited when the global budget is spent, or the given user is limited", async () => {
+    ctx = await createMemoryContext({ config: { limits: { user_per_minute: 1, global_tokens_per_day: 100_000 } as never } });
+    await complete.handle(complete.request.parse({ messages: [{ role: "user", content: "x" }], user: "u" }), ctx);
+    expect((await status.handle(status.request.parse({ user: "u" }), ctx)).rate_limited).toBe(true);
+    expect((await status.handle(status.request.parse({ user: "v" }), ctx)).rate_limited).toBe(false);
+  });
+});

@@ -1,0 +1,83 @@
+// A Ctx built from the real lib parts over in-memory KV buckets: handlers run exactly as in
+// the service, minus NATS. Providers can be replaced by a recording fake.
+import { defaultConfig, type ConfigInput } from "../../lib/config";
+import type { Clock, Completion, CompletionOptions, Ctx, Providers } from "../../lib/context";
+import { MemoryKv } from "../../lib/kv";
+import { createLimiter } from "../../lib/limiter";
+import { silentLogger } from "../../lib/log";
+import { createMemory } from "../../lib/memory";
+import { createPersonas } from "../../lib/personas";
+import { createProviders, estimateTokens } from "../../lib/providers";
+import type { Message } from "../../lib/schemas";
+import { createUsage } from "../../lib/usage";
+import { createTestContext, type TestCtx } from "./context";
+
+export interface RecordedCall {
+  messages: Message[];
+  options: CompletionOptions;
+}
+
+/** Providers that answer `reply` (or throw what `fail` returns) and record every call. */
+export function recordingProviders(
+  reply: (messages: Message[]) => string = (m) => `echo: ${m[m.length - 1].content}`,
+): Providers & { calls: RecordedCall[]; fail?: () => Error } {
+  const calls: RecordedCall[] = [];
+  const self: Providers & { calls: RecordedCall[]; fail?: () => Error } = {
+    calls,
+    async complete(messages, options = {}): Promise<Completion> {
+      calls.push({ messages, options });
+      if (self.fail) throw self.fail();
+      const content = reply(messages);
+      const prompt = messages.reduce((n, m) => n + estimateTokens(m.content), 0);
+      const completion = estimateTokens(content);
+      return {
+        content,
+        tokens: { prompt, completion, total: prompt + completion },
+        tokens_reported: true,
+        provider: "recorder",
+        model: "rec-1",
+        finish_reason: "stop",
+        latency_ms: 0,
+      };
+    },
+    status: () => [{ name: "recorder", model: "rec-1", healthy: true }],
+    current: () => ({ name: "recorder", model: "rec-1" }),
+    estimateTokens,
+  };
+  return self;
+}
+
+export type MemoryCtx = TestCtx & { buckets: Record<string, MemoryKv>; close(): Promise<void> };
+
+/** A context over fresh in-memory buckets with the real limiter, usage, memory and personas. */
+export async function createMemoryContext(
+  opts: { config?: Partial<ConfigInput>; clock?: Clock; providers?: Providers } = {},
+): Promise<MemoryCtx> {
+  const config = defaultConfig({ log: { level: "silent" }, ...(opts.config ?? {}) });
+  const clock = opts.clock ?? { now: () => Date.now() };
+  const base = createTestContext({ clock });
+  const events = base.events;
+  const buckets = {
+    limits: new MemoryKv("ROSEY_LLM_LIMITS"),
+    usage: new MemoryKv("ROSEY_LLM_USAGE"),
+    personas: new MemoryKv("ROSEY_LLM_PERSONAS"),
+    memory: new MemoryKv("ROSEY_LLM_MEMORY"),
+  };
+  const log = silentLogger;
+  const providers = opts.providers ?? createProviders(config, { log, clock });
+  const limiter = createLimiter({ kv: buckets.limits, config, clock, events, log });
+  const usage = createUsage({ kv: buckets.usage, config, clock, log, instance: "test" });
+  const personas = createPersonas({ kv: buckets.personas, config, log });
+  const memory = createMemory({ kv: buckets.memory, config, clock, events, providers, log, instance: "test" });
+  await memory.ready();
+  const ctx: Ctx = { ...base, config, clock, log, providers, limiter, usage, personas, memory };
+  return Object.assign(ctx, {
+    recorded: base.recorded,
+    buckets,
+    async close() {
+      await memory.settled();
+      memory.close();
+      await Promise.all([limiter.close(), usage.flush()]);
+    },
+  });
+}
