@@ -1,0 +1,234 @@
+// A typed client for plugins that call rosey-llm over NATS.
+//
+//   const llm = createClient(nc);
+//   const r = await llm.chat({ channel: "#general", user: "alice", message: "hi" });
+//   if (r.success) say(r.content);
+//   else if (r.error_code === "rate_limited") later(r.retry_after);
+//
+// Methods never throw for anything that can go wrong with a request; they resolve to a value
+// whose `success` says what happened, so one `if` handles every outcome:
+//   - the service's reply, parsed with the endpoint's response schema (defaults filled in,
+//     extra fields kept) — on failure it carries `error`, `error_code` (a contract code such
+//     as `rate_limited`) and, where it applies, `retry_after` in seconds;
+//   - a local `validation` failure, with the same shape and wording as the service's, when the
+//     request does not match the schema (nothing is sent; `local: true`);
+//   - a TransportFailure when no reply arrived (`timeout`, `no_responders`, `disconnected`) or
+//     the reply was not the service's (`bad_reply`), marked `transport: true`. Its codes are
+//     kept apart from the service's so a caller never mistakes "nobody answered" for "the model
+//     is down": both may be worth a retry, but only the first says the service itself is missing.
+//
+// This file is for plugin authors; handlers never import it, so it may use the nats client.
+import type { JetStreamClient, NatsConnection } from "nats";
+import { z } from "zod";
+import { describeIssues } from "./errors";
+import {
+  ChatRequest,
+  ChatResponse,
+  CompleteRequest,
+  ContextResetRequest,
+  MemoryAddRequest,
+  MemoryForgetRequest,
+  MemoryRecallRequest,
+  MemoryResponse,
+  OkResponse,
+  PersonaGetRequest,
+  PersonaListRequest,
+  PersonaListResponse,
+  PersonaResponse,
+  PersonaSetRequest,
+  StatusRequest,
+  StatusResponse,
+  SummarizeRequest,
+  SummaryResponse,
+  UsageRequest,
+  UsageResponse,
+  type ErrorCode,
+} from "./schemas";
+import { endpointSubject, type EndpointName } from "./subjects";
+import { replayEvents, type ReplayedEvent } from "../runtime/replay";
+
+/** Request and response schema of every endpoint: the single source of the client's types. */
+export const API = {
+  chat: { request: ChatRequest, response: ChatResponse },
+  complete: { request: CompleteRequest, response: ChatResponse },
+  summarize: { request: SummarizeRequest, response: SummaryResponse },
+  memory_add: { request: MemoryAddRequest, response: MemoryResponse },
+  memory_recall: { request: MemoryRecallRequest, response: MemoryResponse },
+  memory_forget: { request: MemoryForgetRequest, response: MemoryResponse },
+  context_reset: { request: ContextResetRequest, response: OkResponse },
+  persona_get: { request: PersonaGetRequest, response: PersonaResponse },
+  persona_set: { request: PersonaSetRequest, response: PersonaResponse },
+  persona_list: { request: PersonaListRequest, response: PersonaListResponse },
+  status: { request: StatusRequest, response: StatusResponse },
+  usage: { request: UsageRequest, response: UsageResponse },
+} as const satisfies Record<EndpointName, { request: z.ZodType; response: z.ZodType }>;
+
+type Api = typeof API;
+
+/** What a caller passes to an endpoint: the request schema's input (defaulted fields optional). */
+export type RequestOf<E extends EndpointName> = z.input<Api[E]["request"]>;
+
+/** The service's reply to an endpoint, parsed: defaults filled in, unknown extra fields kept. */
+export type ReplyOf<E extends EndpointName> = z.output<Api[E]["response"]> & {
+  /** True when the request was refused by the client's own validation and never sent. */
+  local?: true;
+};
+
+/** Why a request got no usable reply from the service. */
+export type TransportErrorCode = "timeout" | "no_responders" | "disconnected" | "bad_reply";
+
+/** No reply from the service (or one that is not the service's): nothing is known about the request's effect. */
+export interface TransportFailure {
+  success: false;
+  transport: true;
+  error: string;
+  error_code: TransportErrorCode;
+  /** Never set: present so `r.retry_after` reads on any failed result without narrowing first. */
+  retry_after?: undefined;
+}
+
+/** Every outcome of one call: the service's reply, a local validation refusal, or a transport failure. */
+export type Result<E extends EndpointName> = ReplyOf<E> | TransportFailure;
+
+/** Every error code a result can carry: the contract's codes and the transport ones. */
+export type ClientErrorCode = ErrorCode | TransportErrorCode;
+
+/** Options of a client. */
+export interface ClientOptions {
+  /** First subject token of the service (ROSEY_SUBJECT_PREFIX); default `rosey`. */
+  prefix?: string;
+  /** How long to wait for a reply; default 30 s (the service's own handler timeout). */
+  timeoutMs?: number;
+  /** Check requests against the schema before sending; default true. */
+  validate?: boolean;
+}
+
+/** Options of one call, overriding the client's. */
+export interface CallOptions {
+  timeoutMs?: number;
+  validate?: boolean;
+}
+
+/** Options of `events()`: where to start and which events. */
+export interface EventsOptions {
+  /** Start at this time (default: the stream's beginning). */
+  since?: Date;
+  /** Start at this stream sequence instead of a time. */
+  startSeq?: number;
+  /** Event type: `response`, `error`, `memory`, `summarized`, `usage.threshold`; all when unset. */
+  type?: string;
+  /** Keep waiting for new events instead of stopping at the end of the stream. */
+  follow?: boolean;
+  signal?: AbortSignal;
+}
+
+/** The typed client returned by createClient. */
+export interface RoseyLlmClient {
+  /** Sends a request to any endpoint by name. */
+  call<E extends EndpointName>(endpoint: E, req: RequestOf<E>, opts?: CallOptions): Promise<Result<E>>;
+  /** A chat turn in a channel, with its persona, memory and history. */
+  chat(req: RequestOf<"chat">, opts?: CallOptions): Promise<Result<"chat">>;
+  /** A raw completion over a list of messages. */
+  complete(req: RequestOf<"complete">, opts?: CallOptions): Promise<Result<"complete">>;
+  /** A summary of a text, at most `max_length` words. */
+  summarize(req: RequestOf<"summarize">, opts?: CallOptions): Promise<Result<"summarize">>;
+  /** Stores a memory for a channel (or one of its users). */
+  memoryAdd(req: RequestOf<"memory_add">, opts?: CallOptions): Promise<Result<"memory_add">>;
+  /** The memories most relevant to a query. */
+  memoryRecall(req: RequestOf<"memory_recall">, opts?: CallOptions): Promise<Result<"memory_recall">>;
+  /** Forgets one memory by id, or all of a user's. */
+  memoryForget(req: RequestOf<"memory_forget">, opts?: CallOptions): Promise<Result<"memory_forget">>;
+  /** Drops a channel's conversation history and summaries, keeping memories. */
+  contextReset(req: RequestOf<"context_reset">, opts?: CallOptions): Promise<Result<"context_reset">>;
+  /** The persona a channel uses. */
+  personaGet(req: RequestOf<"persona_get">, opts?: CallOptions): Promise<Result<"persona_get">>;
+  /** Selects a channel's persona ({channel, persona}) or defines one ({name, system_prompt, …}). */
+  personaSet(req: RequestOf<"persona_set">, opts?: CallOptions): Promise<Result<"persona_set">>;
+  /** Every persona, built-in and defined. */
+  personaList(req?: RequestOf<"persona_list">, opts?: CallOptions): Promise<Result<"persona_list">>;
+  /** Health, providers and today's totals of the instance that answers. */
+  status(req?: RequestOf<"status">, opts?: CallOptions): Promise<Result<"status">>;
+  /** Today's usage and remaining limits of a user or channel (global totals when neither). */
+  usage(req?: RequestOf<"usage">, opts?: CallOptions): Promise<Result<"usage">>;
+  /** Replays stored events from the ROSEY_LLM_EVENTS stream (needs a JetStream client of the same account). */
+  events(js: JetStreamClient, opts?: EventsOptions): AsyncGenerator<ReplayedEvent>;
+}
+
+const enc = new TextEncoder();
+
+/** True for a result that is a transport failure rather than a reply of the service. */
+export function isTransportFailure(r: { success: boolean }): r is TransportFailure {
+  return (r as Partial<TransportFailure>).transport === true;
+}
+
+/** Maps a nats request rejection to a transport failure. */
+function transportFailure(err: unknown, subject: string, timeoutMs: number): TransportFailure {
+  const code = (err as { code?: unknown })?.code;
+  if (code === "503") {
+    return { success: false, transport: true, error_code: "no_responders", error: `no rosey-llm instance listens on ${subject}` };
+  }
+  if (code === "TIMEOUT") {
+    return { success: false, transport: true, error_code: "timeout", error: `no reply on ${subject} within ${timeoutMs} ms` };
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return { success: false, transport: true, error_code: "disconnected", error: `request on ${subject} failed: ${message}` };
+}
+
+/** Creates a client over an open connection; the caller keeps owning (and closing) `nc`. */
+export function createClient(nc: NatsConnection, options: ClientOptions = {}): RoseyLlmClient {
+  const prefix = options.prefix ?? "rosey";
+  const defaultTimeout = options.timeoutMs ?? 30_000;
+  const defaultValidate = options.validate ?? true;
+
+  async function call<E extends EndpointName>(endpoint: E, req: RequestOf<E>, opts: CallOptions = {}): Promise<Result<E>> {
+    const { request, response } = API[endpoint] as { request: z.ZodType; response: z.ZodType };
+    const subject = endpointSubject(prefix, endpoint);
+    const timeoutMs = opts.timeoutMs ?? defaultTimeout;
+
+    if (opts.validate ?? defaultValidate) {
+      const checked = request.safeParse(req);
+      if (!checked.success) {
+        // Same wording as the service's own refusal, so logs read alike whichever side caught it.
+        const refusal = { success: false, error: `invalid request: ${describeIssues(checked.error.issues)}`, error_code: "validation" };
+        return { ...(response.parse(refusal) as object), local: true } as Result<E>;
+      }
+    }
+
+    let raw: unknown;
+    try {
+      // The request goes as written: the service applies its defaults itself.
+      const msg = await nc.request(subject, enc.encode(JSON.stringify(req ?? {})), { timeout: timeoutMs });
+      raw = msg.json();
+    } catch (err) {
+      if (err instanceof SyntaxError) {
+        return { success: false, transport: true, error_code: "bad_reply", error: `reply on ${subject} is not JSON` };
+      }
+      return transportFailure(err, subject, timeoutMs);
+    }
+    const parsed = response.safeParse(raw);
+    if (!parsed.success || typeof raw !== "object" || raw === null) {
+      return { success: false, transport: true, error_code: "bad_reply", error: `reply on ${subject} does not match the ${endpoint} response schema` };
+    }
+    // Keep fields a newer service added (the schemas strip unknown keys) under the parsed ones.
+    return { ...(raw as object), ...(parsed.data as object) } as Result<E>;
+  }
+
+  return {
+    call,
+    chat: (req, opts) => call("chat", req, opts),
+    complete: (req, opts) => call("complete", req, opts),
+    summarize: (req, opts) => call("summarize", req, opts),
+    memoryAdd: (req, opts) => call("memory_add", req, opts),
+    memoryRecall: (req, opts) => call("memory_recall", req, opts),
+    memoryForget: (req, opts) => call("memory_forget", req, opts),
+    contextReset: (req, opts) => call("context_reset", req, opts),
+    personaGet: (req, opts) => call("persona_get", req, opts),
+    personaSet: (req, opts) => call("persona_set", req, opts),
+    personaList: (req = {}, opts) => call("persona_list", req, opts),
+    status: (req = {}, opts) => call("status", req, opts),
+    usage: (req = {}, opts) => call("usage", req, opts),
+    events: (js, opts = {}) => replayEvents(js, { prefix, ...opts }),
+  };
+}
+
+export type { ReplayedEvent };
