@@ -7,6 +7,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { connect } from "nats";
 import { main } from "../runtime/cli";
+import { startEmbedded, urlFile } from "../runtime/embedded";
+import { createLogger } from "../lib/log";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { parseSince } from "../runtime/replay";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { request, startInstance, type TestInstance } from "./helpers/service";
@@ -64,6 +67,33 @@ describe("rosey-llm start without NATS_URL", () => {
     expect(code).toBe(2);
     expect(err.trim()).toMatch(/^rosey-llm: invalid setting ROSEY_LIMIT_USER_PER_MINUTE/);
     expect(err.trim().split("\n")).toHaveLength(1);
+  });
+});
+
+describe("embedded nats-server", () => {
+  it("writes its URL for the CLI, stops a server a killed run left behind, and cleans up", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "rosey-llm-embedded-"));
+    // A server a previous run left behind, recorded in the pid file.
+    const stale = await startTestServer();
+    mkdirSync(join(dataDir, "nats"), { recursive: true });
+    writeFileSync(join(dataDir, "nats", "nats-server.pid"), String(stale.pid));
+    const lines: string[] = [];
+    const server = await startEmbedded(dataDir, createLogger("debug", {}, (l) => lines.push(l)));
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      expect(alive(stale.pid)).toBe(false);
+      expect(lines.some((l) => l.includes("left behind"))).toBe(true);
+      expect(readFileSync(urlFile(dataDir), "utf8").trim()).toBe(server.url);
+      const nc = await connect({ servers: server.url });
+      expect(nc.info?.jetstream).toBe(true);
+      await nc.close();
+    } finally {
+      await server.stop();
+      await stale.cleanup();
+    }
+    expect(existsSync(urlFile(dataDir))).toBe(false);
+    expect(alive(server.pid)).toBe(false);
+    rmSync(dataDir, { recursive: true, force: true });
   });
 });
 
