@@ -45,7 +45,8 @@ import {
   type ErrorCode,
 } from "./schemas";
 import { endpointSubject, type EndpointName } from "./subjects";
-import { replayEvents, type ReplayedEvent } from "../runtime/replay";
+import { EVENTS_STREAM } from "../runtime/provision";
+import { parseSince, replayEvents, type ReplayedEvent } from "../runtime/replay";
 
 /** Request and response schema of every endpoint: the single source of the client's types. */
 export const API = {
@@ -231,4 +232,4 @@ export function createClient(nc: NatsConnection, options: ClientOptions = {}): R
   };
 }
 
-export type { ReplayedEvent };
+export { EVENTS_STREAM, parseSince, type ReplayedEvent };
