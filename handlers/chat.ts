@@ -1,6 +1,7 @@
 // handlers/chat.ts — rosey.llm.chat
 import { ChatRequest, ChatResponse } from "../lib/schemas";
-import type { Ctx } from "../lib/context";
+import type { Ctx, Ticket } from "../lib/context";
+import type { Persona } from "../lib/schemas";
 import { callModel, refuse, reservation } from "../lib/llm";
 
 export const name = "chat";
@@ -13,13 +14,31 @@ const CHAT_MAX_TOKENS = 512;
 /** A chat turn in a channel: persona, memory and history in, the reply recorded and published. */
 export async function handle(req: ChatRequest, ctx: Ctx): Promise<ChatResponse> {
   const call = { endpoint: name, user: req.user, channel: req.channel } as const;
-  const persona = await ctx.personas.forChannel(req.channel, req.persona);
   // Reserve for the message and the reply before any work; history is settled with the real count.
-  const ticket = await ctx.limiter.admit({
-    user: req.user,
-    channel: req.channel,
-    tokens: reservation(ctx, [{ role: "user", content: req.message }], CHAT_MAX_TOKENS),
-  });
+  const admit = () =>
+    ctx.limiter.admit({
+      user: req.user,
+      channel: req.channel,
+      tokens: reservation(ctx, [{ role: "user", content: req.message }], CHAT_MAX_TOKENS),
+    });
+  let persona: Persona;
+  let ticket: Ticket;
+  if (req.persona !== undefined) {
+    // An unknown override is the caller's mistake and must not cost a request: check it first
+    // (a built-in or operator persona is known locally, so this is no round trip).
+    persona = await ctx.personas.forChannel(req.channel, req.persona);
+    ticket = await admit();
+  } else {
+    // The channel's selection and the admission are independent round trips: run them together.
+    const [p, t] = await Promise.allSettled([ctx.personas.forChannel(req.channel), admit()]);
+    if (p.status === "rejected") {
+      if (t.status === "fulfilled" && t.value.ok) await ctx.limiter.release(t.value).catch(() => undefined);
+      throw p.reason;
+    }
+    if (t.status === "rejected") throw t.reason;
+    persona = p.value;
+    ticket = t.value;
+  }
   if (!ticket.ok) return { ...refuse(ctx, call, ticket), tokens_used: 0 };
 
   let messages;
@@ -38,11 +57,12 @@ export async function handle(req: ChatRequest, ctx: Ctx): Promise<ChatResponse> 
       max_tokens: CHAT_MAX_TOKENS,
       persona: persona.name,
       prompt_length: req.message.length,
+      // History is written while the call is accounted for, not after.
+      alongside: (reply) => ctx.memory.record(req.channel, req.user, req.message, reply.content),
     },
     ticket,
   );
   if (!r.ok) return { ...refuse(ctx, call, r.refusal), tokens_used: 0 };
-  await ctx.memory.record(req.channel, req.user, req.message, r.reply.content);
   return {
     success: true,
     content: r.reply.content,

@@ -16,6 +16,11 @@ export interface CallRequest {
   persona?: string;
   /** Length in characters of what the caller asked (the seed's prompt_length). */
   prompt_length: number;
+  /**
+   * Work that needs the reply and is independent of the accounting (chat records the
+   * exchange): it runs concurrently with settle and usage, so it adds no round trip.
+   */
+  alongside?: (reply: Completion) => Promise<unknown>;
 }
 
 export type CallResult =
@@ -81,10 +86,16 @@ export async function callModel(ctx: Ctx, req: CallRequest, admitted?: Ticket): 
     throw e;
   }
 
-  await Promise.all([
+  // Independent round trips, so concurrently; every one finishes before the reply so a
+  // caller reading usage, limits or history right after sees this call in them.
+  const done = await Promise.allSettled([
     ctx.limiter.settle(ticket, reply.tokens.total),
     ctx.usage.record({ user: req.user, channel: req.channel, provider: reply.provider, tokens: reply.tokens.total }),
+    req.alongside?.(reply),
   ]);
+  const [settled, recorded, side] = done;
+  if (settled.status === "rejected") throw settled.reason;
+  if (recorded.status === "rejected") throw recorded.reason;
   const latency_ms = Math.round((performance.now() - started) * 1000) / 1000;
   ctx.events.emit("response", {
     channel: req.channel ?? null,
@@ -98,5 +109,7 @@ export async function callModel(ctx: Ctx, req: CallRequest, admitted?: Ticket): 
     ...(req.persona ? { persona: req.persona } : {}),
     endpoint: req.endpoint,
   });
+  // The model answered and was accounted for: the event stands even if the side work failed.
+  if (side.status === "rejected") throw side.reason;
   return { ok: true, reply, latency_ms };
 }

@@ -1,0 +1,377 @@
+// End-to-end benchmark: `rosey.llm.chat` with the offline provider through a real
+// nats-server, the service running as separate `node dist/runtime/cli.js start` processes
+// (1, then 3 instances in one queue group), against a bare NATS micro echo endpoint in its
+// own process (bench/echo.ts) with a reply of the same size, measured in the same run.
+// Reports latency overhead (p50/p95/p99 at 1 in flight), sustained requests/s at 1, 16
+// and 64 in flight, KV/JetStream operations per chat, and memory (RSS) per instance.
+//
+//   node build.mjs && node --import tsx bench/e2e.bench.ts
+//
+// Knobs: E2E_SECONDS (length of one measurement, default 2), E2E_ROUNDS (interleaved
+// echo/chat rounds per figure, default 3), E2E_CPU_PROF=<dir> (service processes write
+// V8 CPU profiles there on exit), E2E_SKIP3=1 (one instance only).
+import { spawn, type ChildProcess } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
+import { connect, type Msg, type NatsConnection } from "nats";
+import { freePort, startNatsServer, type NatsServer } from "../runtime/nats-server";
+import { percentile, writeSection } from "./lib";
+
+const COMMAND = "npm run bench  (this section alone: node build.mjs && node --import tsx bench/e2e.bench.ts)";
+const SECONDS = Number(process.env.E2E_SECONDS ?? 2);
+const ROUNDS = Number(process.env.E2E_ROUNDS ?? 3);
+const CPU_PROF = process.env.E2E_CPU_PROF ? resolve(process.env.E2E_CPU_PROF) : undefined;
+const SKIP3 = process.env.E2E_SKIP3 === "1";
+const USERS = 1_000;
+const CHANNELS = 200;
+const KV_COUNT_CHATS = 400;
+const ECHO_SUBJECT = "bench.echo";
+const CHAT_SUBJECT = "rosey.llm.chat";
+const root = process.cwd();
+
+// The benchmark must end on its own even if something hangs.
+const guard = setTimeout(() => {
+  console.error("e2e bench: over time, giving up");
+  for (const c of children) c.kill("SIGKILL");
+  process.exit(1);
+}, 240_000);
+guard.unref();
+
+const children: ChildProcess[] = [];
+const enc = new TextEncoder();
+const big = 1e12;
+
+/** Chat requests from many users in many channels, so no per-user window or hot key dominates. */
+const bodies = Array.from({ length: 4_096 }, (_, i) =>
+  enc.encode(
+    JSON.stringify({
+      channel: `#bench-${(i * 7) % CHANNELS}`,
+      user: `user-${i % USERS}`,
+      message: `hello rosey ${i}, what would be a good name for a cat that sleeps in boxes?`,
+    }),
+  ),
+);
+
+interface Run {
+  lat: number[];
+  ok: number;
+  errors: number;
+  seconds: number;
+}
+
+/** Keeps `inFlight` requests outstanding for `ms` milliseconds; every reply's latency is kept. */
+async function drive(nc: NatsConnection, subject: string, inFlight: number, ms: number): Promise<Run> {
+  const lat: number[] = [];
+  let ok = 0;
+  let errors = 0;
+  let seq = Math.floor(Math.random() * bodies.length);
+  const t0 = performance.now();
+  const end = t0 + ms;
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (performance.now() < end) {
+        const body = bodies[seq++ % bodies.length];
+        const s = performance.now();
+        try {
+          const m: Msg = await nc.request(subject, body, { timeout: 10_000 });
+          // A micro error header marks a failed reply (refusal, validation, internal).
+          if (m.headers?.get("Nats-Service-Error-Code")) errors++;
+          else ok++;
+        } catch {
+          errors++;
+        }
+        lat.push(performance.now() - s);
+      }
+    }),
+  );
+  return { lat, ok, errors, seconds: (performance.now() - t0) / 1000 };
+}
+
+const median = (xs: number[]) => percentile(xs, 50);
+const f2 = (x: number) => x.toFixed(2);
+const int = (x: number) => Math.round(x).toLocaleString("en-US");
+
+/** Spawns a child and resolves once one of its output lines matches `ready`. */
+function spawnReady(name: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp, stream: "stdout" | "stderr"): Promise<ChildProcess> {
+  const child = spawn(process.execPath, args, { cwd: root, env, stdio: ["pipe", "pipe", "pipe"] });
+  children.push(child);
+  let log = "";
+  return new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`${name} not ready in 30 s:\n${log.slice(-2000)}`)), 30_000);
+    const onData = (d: Buffer) => {
+      const s = d.toString();
+      if (log.length < 50_000) log += s;
+      if (ready.test(log)) {
+        clearTimeout(timer);
+        res(child);
+      }
+    };
+    child.stdout!.on("data", stream === "stdout" ? onData : () => undefined);
+    child.stderr!.on("data", stream === "stderr" ? onData : (d: Buffer) => void (log += d.toString()));
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      rej(new Error(`${name} exited (${code}) before it was ready:\n${log.slice(-2000)}`));
+    });
+  });
+}
+
+/** Stops a child with SIGTERM (the service drains) and waits; SIGKILL after 10 s. */
+async function stopChild(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return;
+  const exited = new Promise<void>((r) => c.once("exit", () => r()));
+  c.kill("SIGTERM");
+  const t = setTimeout(() => c.kill("SIGKILL"), 10_000);
+  await exited;
+  clearTimeout(t);
+}
+
+/** Resident set size of a process in MiB, from /proc. */
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** Server-wide message counters from the monitoring endpoint. */
+async function varz(port: number): Promise<{ in_msgs: number; out_msgs: number }> {
+  const r = await fetch(`http://127.0.0.1:${port}/varz`);
+  return (await r.json()) as { in_msgs: number; out_msgs: number };
+}
+
+/** Sum of the chat endpoint's own stats over every instance: requests and nanoseconds spent. */
+async function chatStats(nc: NatsConnection): Promise<{ n: number; ns: number }> {
+  let n = 0;
+  let ns = 0;
+  for await (const s of await nc.services.client().stats("rosey-llm")) {
+    for (const e of s.endpoints ?? []) {
+      if (e.name === "chat") {
+        n += e.num_requests;
+        ns += e.processing_time;
+      }
+    }
+  }
+  return { n, ns };
+}
+
+interface Figures {
+  label: string;
+  instances: number;
+  /** Per in-flight level: per-round echo and chat runs. */
+  latency: { echo: Run[]; chat: Run[] };
+  throughput: Record<number, { echo: Run[]; chat: Run[] }>;
+  handlerMs: number;
+  rss: number[];
+}
+
+/** Interleaved rounds of echo and chat at one concurrency, so drift on a noisy machine hits both. */
+async function rounds(nc: NatsConnection, inFlight: number, n: number) {
+  const echo: Run[] = [];
+  const chat: Run[] = [];
+  for (let i = 0; i < n; i++) {
+    echo.push(await drive(nc, ECHO_SUBJECT, inFlight, SECONDS * 1000));
+    chat.push(await drive(nc, CHAT_SUBJECT, inFlight, SECONDS * 1000));
+  }
+  return { echo, chat };
+}
+
+async function measure(nc: NatsConnection, label: string, pids: number[]): Promise<Figures> {
+  // Warm-up: JIT, connections, and some history in every channel.
+  await drive(nc, ECHO_SUBJECT, 16, 1_000);
+  await drive(nc, CHAT_SUBJECT, 16, 2_000);
+  const before = await chatStats(nc);
+  const latency = await rounds(nc, 1, ROUNDS);
+  const after = await chatStats(nc);
+  const throughput: Figures["throughput"] = {};
+  for (const k of [16, 64]) throughput[k] = await rounds(nc, k, Math.max(2, ROUNDS - 1));
+  const handlerMs = after.n > before.n ? (after.ns - before.ns) / (after.n - before.n) / 1e6 : NaN;
+  return { label, instances: pids.length, latency, throughput, handlerMs, rss: pids.map(rssMiB) };
+}
+
+/** Counts JetStream API requests, KV writes and event publishes while `n` chats run one at a time. */
+async function countOps(url: string, nc: NatsConnection, monitorPort: number, n: number) {
+  const mon = await connect({ servers: url, name: "bench-monitor" });
+  const counts = new Map<string, number>();
+  const bump = (k: string) => counts.set(k, (counts.get(k) ?? 0) + 1);
+  const classify = (subject: string): string => {
+    if (subject.startsWith("$KV.")) return `KV write ${subject.split(".")[1].replace("ROSEY_LLM_", "")}`;
+    if (subject.startsWith("$JS.API.DIRECT.GET.")) return `KV read ${subject.split(".")[4].replace("KV_ROSEY_LLM_", "")}`;
+    if (subject.startsWith("$JS.API.STREAM.MSG.GET.")) return `KV read (msg get) ${subject.split(".")[5].replace("KV_ROSEY_LLM_", "")}`;
+    if (subject.startsWith("$JS.API.")) return `other JS API ${subject.split(".").slice(2, 4).join(".")}`;
+    return "event publish";
+  };
+  for (const s of ["$KV.>", "$JS.API.>", "rosey.event.>"]) {
+    mon.subscribe(s, { callback: (_e, m) => bump(classify(m.subject)) });
+  }
+  await mon.flush();
+  const v0 = await varz(monitorPort);
+  for (let i = 0; i < n; i++) await nc.request(CHAT_SUBJECT, bodies[(i * 13) % bodies.length], { timeout: 10_000 });
+  // Background work of these chats (events, usage batches, summaries) lands within a moment.
+  await new Promise((r) => setTimeout(r, 1_000));
+  await mon.flush();
+  const v1 = await varz(monitorPort);
+  await mon.close();
+  // The monitor's own deliveries are server out-messages too; count only what the service caused.
+  const seen = [...counts.values()].reduce((a, b) => a + b, 0);
+  return {
+    perChat: [...counts].sort((a, b) => b[1] - a[1]).map(([k, c]) => ({ k, per: c / n })),
+    total: seen / n,
+    inMsgs: (v1.in_msgs - v0.in_msgs) / n,
+    outMsgs: (v1.out_msgs - v0.out_msgs - seen) / n,
+  };
+}
+
+async function main() {
+  const started = performance.now();
+  const storeDir = mkdtempSync(join(tmpdir(), "rosey-e2e-bench-"));
+  const monitorPort = await freePort();
+  const server: NatsServer = await startNatsServer({ storeDir, config: `http: "127.0.0.1:${monitorPort}"` });
+  // A private copy of the bundles: a rebuild of dist/ during the run must not pull them away
+  // from a starting instance. Inside node_modules/ so packages still resolve from it.
+  const snap = join(root, "node_modules", ".cache", `rosey-e2e-${process.pid}`);
+  mkdirSync(snap, { recursive: true });
+  cpSync(join(root, "dist"), join(snap, "dist"), { recursive: true });
+  cpSync(join(root, "package.json"), join(snap, "package.json"));
+  if (CPU_PROF) mkdirSync(CPU_PROF, { recursive: true });
+
+  const serviceEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    NATS_URL: server.url,
+    LOG_LEVEL: "info",
+    LLM_PROVIDERS: "offline",
+    ROSEY_LIMIT_USER_PER_MINUTE: String(big),
+    ROSEY_LIMIT_USER_PER_HOUR: String(big),
+    ROSEY_LIMIT_USER_PER_DAY: String(big),
+    ROSEY_LIMIT_USER_TOKENS_PER_DAY: String(big),
+    ROSEY_LIMIT_CHANNEL_PER_HOUR: String(big),
+    ROSEY_LIMIT_GLOBAL_TOKENS_PER_DAY: String(big),
+    ROSEY_DATA_DIR: join(storeDir, "data"),
+  };
+  const startInstance = () =>
+    spawnReady(
+      "service",
+      [...(CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : []), join(snap, "dist", "runtime", "cli.js"), "start"],
+      serviceEnv,
+      /"msg":"ready"/,
+      "stderr",
+    );
+
+  const nc = await connect({ servers: server.url, name: "bench-load" });
+  const results: Figures[] = [];
+  let ops: Awaited<ReturnType<typeof countOps>> | undefined;
+  let rssIdle = NaN;
+  try {
+    const first = await startInstance();
+    rssIdle = rssMiB(first.pid!);
+    // The echo reply has the size of a real chat reply.
+    const sample = await nc.request(CHAT_SUBJECT, bodies[0], { timeout: 10_000 });
+    const replyBytes = sample.data.length;
+    const echo = await spawnReady(
+      "echo",
+      ["--import", "tsx", join(root, "bench", "echo.ts")],
+      { ...process.env, NATS_URL: server.url, ECHO_SUBJECT, ECHO_REPLY_BYTES: String(replyBytes) },
+      /ready/,
+      "stdout",
+    );
+    void echo;
+
+    results.push(await measure(nc, "chat, 1 instance", [first.pid!]));
+    ops = await countOps(server.url, nc, monitorPort, KV_COUNT_CHATS);
+    if (!SKIP3) {
+      const more = await Promise.all([startInstance(), startInstance()]);
+      results.push(await measure(nc, "chat, 3 instances", [first.pid!, ...more.map((c) => c.pid!)]));
+    }
+  } finally {
+    await nc.close().catch(() => undefined);
+    await Promise.all(children.map(stopChild));
+    await server.stop();
+    rmSync(storeDir, { recursive: true, force: true });
+    rmSync(snap, { recursive: true, force: true });
+  }
+
+  // ------------------------------------------------------------ report
+  const lines: string[] = [];
+  const pct = (runs: Run[], p: number) => median(runs.map((r) => percentile(r.lat, p)));
+  const rate = (runs: Run[]) => median(runs.map((r) => r.ok / r.seconds));
+  const errs = (runs: Run[]) => runs.reduce((a, r) => a + r.errors, 0);
+
+  lines.push(
+    "## End to end (chat through NATS)",
+    "",
+    `Command: \`${COMMAND}\``,
+    "",
+    `One nats-server (file store, loopback), the service as separate \`node dist/runtime/cli.js start\` processes ` +
+      `(offline provider, limits raised so nothing is refused, ${USERS.toLocaleString("en-US")} users in ${CHANNELS} channels), ` +
+      "a bare NATS micro echo endpoint with a reply of the same size in its own process, and the load generator in a " +
+      `third process, all on one ${cpus().length}-core machine (${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}). ` +
+      `Echo and chat are measured in interleaved rounds of ${SECONDS} s (${ROUNDS} rounds at 1 in flight, ` +
+      `${Math.max(2, ROUNDS - 1)} at 16 and 64); each figure is the median over its rounds. ` +
+      "Overhead = chat − echo at the same percentile, so it is the service's own cost on top of a NATS round trip.",
+    "",
+    "### Latency at 1 in flight",
+    "",
+    "| target | p50 | p95 | p99 | overhead p50 | overhead p95 | overhead p99 | time in handler (avg) | errors |",
+    "|---|---|---|---|---|---|---|---|---|",
+  );
+  for (const r of results) {
+    const e = r.latency.echo;
+    const c = r.latency.chat;
+    lines.push(`| echo (same run as ${r.label}) | ${f2(pct(e, 50))} ms | ${f2(pct(e, 95))} ms | ${f2(pct(e, 99))} ms | – | – | – | – | ${errs(e)} |`);
+    lines.push(
+      `| ${r.label} | ${f2(pct(c, 50))} ms | ${f2(pct(c, 95))} ms | ${f2(pct(c, 99))} ms | ` +
+        `**${f2(pct(c, 50) - pct(e, 50))} ms** | ${f2(pct(c, 95) - pct(e, 95))} ms | **${f2(pct(c, 99) - pct(e, 99))} ms** | ${f2(r.handlerMs)} ms | ${errs(c)} |`,
+    );
+  }
+  lines.push(
+    "",
+    "### Sustained requests/s",
+    "",
+    "| target | in flight | echo req/s | chat req/s | chat / echo | chat req/s per instance | chat p50 | chat p99 | errors |",
+    "|---|---|---|---|---|---|---|---|---|",
+  );
+  for (const r of results) {
+    const levels: Array<[number, { echo: Run[]; chat: Run[] }]> = [[1, r.latency], ...Object.entries(r.throughput).map(([k, v]) => [Number(k), v] as [number, typeof v])];
+    for (const [k, v] of levels) {
+      const cr = rate(v.chat);
+      const er = rate(v.echo);
+      lines.push(
+        `| ${r.label} | ${k} | ${int(er)} | **${int(cr)}** | ${f2(cr / er)} | ${int(cr / r.instances)} | ${f2(pct(v.chat, 50))} ms | ${f2(pct(v.chat, 99))} ms | ${errs(v.chat)} |`,
+      );
+    }
+  }
+  if (ops) {
+    lines.push(
+      "",
+      `### JetStream operations per chat (${KV_COUNT_CHATS} chats one at a time, 1 instance, counted on a monitoring connection)`,
+      "",
+      "| operation | per chat |",
+      "|---|---|",
+      ...ops.perChat.map((o) => `| ${o.k} | ${f2(o.per)} |`),
+      `| **all JetStream operations** | **${f2(ops.total)}** |`,
+      `| server messages in / out per chat (varz, incl. request, reply, acks, watch deliveries) | ${f2(ops.inMsgs)} / ${f2(ops.outMsgs)} |`,
+    );
+  }
+  lines.push("", "### Memory", "", "| instances | RSS per instance after load |", "|---|---|");
+  lines.push(`| 1 (idle, after start) | ${rssIdle.toFixed(0)} MiB |`);
+  for (const r of results) lines.push(`| ${r.instances} | ${r.rss.map((x) => `${x.toFixed(0)} MiB`).join(", ")} |`);
+  lines.push("", `Run took ${((performance.now() - started) / 1000).toFixed(0)} s.`);
+
+  const notes = process.env.E2E_NOTES_FILE ? readFileSync(process.env.E2E_NOTES_FILE, "utf8") : NOTES;
+  const md = `${lines.join("\n")}\n\n${notes.trim()}`;
+  writeSection("e2e", md);
+  console.log(md);
+}
+
+/** What bounds the figures; kept beside the code that measures them. */
+const NOTES = `
+### What bounds these figures
+
+See the hot-path notes below the tables of the latest run.
+`;
+
+main()
+  .catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  .finally(() => clearTimeout(guard));
