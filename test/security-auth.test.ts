@@ -41,6 +41,8 @@ function startFromEnv(env: Record<string, string>): Promise<RunningService> {
 /** Starts the service, asks for a chat as a client would, and stops it. */
 async function chatsWith(env: Record<string, string>, clientOpts: ConnectionOptions): Promise<void> {
   const svc = await startFromEnv(env);
+  // The endpoints' subscriptions must reach the server before the first request.
+  await svc.nc.flush();
   let nc: NatsConnection | undefined;
   try {
     nc = await connect({ servers: env.NATS_URL, ...clientOpts });

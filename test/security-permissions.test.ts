@@ -123,6 +123,7 @@ describe("the service under the full service set (provisions its own state)", ()
   beforeAll(async () => {
     srv = await serverWith(PERMS.service, violations);
     svc = await startInstance(srv.url, serviceConfig);
+    await svc.nc.flush();
     [plugin, admin] = await Promise.all([login(srv, "client"), login(srv, "admin")]);
   });
   afterAll(async () => {
@@ -211,6 +212,7 @@ describe("the service under the smaller set, with state provisioned by an operat
 
   it("starts, answers every endpoint, publishes every event type, with no violation", async () => {
     const svc = await startInstance(srv.url, serviceConfig);
+    await svc.nc.flush();
     try {
       expectAllAnswered(await exerciseEverything(plugin));
       await svc.ctx.memory.settled();
