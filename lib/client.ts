@@ -84,8 +84,9 @@ export interface TransportFailure {
   transport: true;
   error: string;
   error_code: TransportErrorCode;
-  /** Never set: present so `r.retry_after` reads on any failed result without narrowing first. */
+  /** Never set: present so `r.retry_after` and `r.local` read on any result without narrowing first. */
   retry_after?: undefined;
+  local?: undefined;
 }
 
 /** Every outcome of one call: the service's reply, a local validation refusal, or a transport failure. */
