@@ -9,7 +9,8 @@
 //
 // Knobs: E2E_SECONDS (length of one measurement, default 2), E2E_ROUNDS (interleaved
 // echo/chat rounds per figure, default 3), E2E_CPU_PROF=<dir> (service processes write
-// V8 CPU profiles there on exit), E2E_SKIP3=1 (one instance only).
+// V8 CPU profiles there on exit), E2E_SKIP3=1 (one instance only), E2E_DIST=<dir> (the
+// bundles to run instead of ./dist, to compare two builds).
 import { spawn, type ChildProcess } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
@@ -31,15 +32,23 @@ const ECHO_SUBJECT = "bench.echo";
 const CHAT_SUBJECT = "rosey.llm.chat";
 const root = process.cwd();
 
-// The benchmark must end on its own even if something hangs.
-const guard = setTimeout(() => {
-  console.error("e2e bench: over time, giving up");
-  for (const c of children) c.kill("SIGKILL");
-  process.exit(1);
-}, 240_000);
-guard.unref();
-
 const children: ChildProcess[] = [];
+let serverRef: NatsServer | undefined;
+
+/** Kills every process this benchmark started, so none outlives it. */
+function abort(why: string): never {
+  console.error(`e2e bench: ${why}`);
+  for (const c of children) c.kill("SIGKILL");
+  serverRef?.process.kill("SIGKILL");
+  process.exit(1);
+}
+
+// The benchmark must end on its own even if something hangs, and take its processes along
+// when the runner stops it.
+const guard = setTimeout(() => abort("over time, giving up"), 240_000);
+guard.unref();
+process.once("SIGTERM", () => abort("stopped (SIGTERM)"));
+process.once("SIGINT", () => abort("stopped (SIGINT)"));
 const enc = new TextEncoder();
 const big = 1e12;
 
@@ -226,11 +235,12 @@ async function main() {
   const storeDir = mkdtempSync(join(tmpdir(), "rosey-e2e-bench-"));
   const monitorPort = await freePort();
   const server: NatsServer = await startNatsServer({ storeDir, config: `http: "127.0.0.1:${monitorPort}"` });
+  serverRef = server;
   // A private copy of the bundles: a rebuild of dist/ during the run must not pull them away
   // from a starting instance. Inside node_modules/ so packages still resolve from it.
   const snap = join(root, "node_modules", ".cache", `rosey-e2e-${process.pid}`);
   mkdirSync(snap, { recursive: true });
-  cpSync(join(root, "dist"), join(snap, "dist"), { recursive: true });
+  cpSync(process.env.E2E_DIST ? resolve(process.env.E2E_DIST) : join(root, "dist"), join(snap, "dist"), { recursive: true });
   cpSync(join(root, "package.json"), join(snap, "package.json"));
   if (CPU_PROF) mkdirSync(CPU_PROF, { recursive: true });
 
