@@ -32,6 +32,8 @@ await Promise.all([
     entryPoints: [join(root, "runtime", "cli.ts"), join(root, "runtime", "index.ts")],
     outdir: join(root, "dist", "runtime"),
   }),
+  // The typed client other plugins import as "rosey-llm/client".
+  build({ ...common, entryPoints: [join(root, "lib", "client.ts")], outfile: join(root, "dist", "client.js") }),
 ]);
 
 if (!quiet) {
