@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type NatsConnection } from "nats";
+import type { MemoryService } from "../lib/memory/types";
 import { projectRoot } from "../runtime/nats-server";
 import { replayEvents } from "../runtime/replay";
 import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
@@ -139,7 +140,7 @@ describe("the service under the full service set (provisions its own state)", ()
   });
 
   it("publishes every event type into the stream", async () => {
-    await svc.ctx.memory.settled();
+    await (svc.ctx.memory as MemoryService).settled();
     await svc.ctx.events.flush();
     const types = await eventTypes(admin);
     for (const t of ["response", "error", "memory", "summarized", "usage.threshold"]) expect(types, t).toContain(t);
@@ -215,7 +216,7 @@ describe("the service under the smaller set, with state provisioned by an operat
     await svc.nc.flush();
     try {
       expectAllAnswered(await exerciseEverything(plugin));
-      await svc.ctx.memory.settled();
+      await (svc.ctx.memory as MemoryService).settled();
       await svc.ctx.events.flush();
       const types = await eventTypes(admin);
       for (const t of ["response", "error", "memory", "summarized", "usage.threshold"]) expect(types, t).toContain(t);
