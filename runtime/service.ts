@@ -11,7 +11,7 @@ import type { Config } from "../lib/config";
 import type { Clock, Ctx, Logger } from "../lib/context";
 import { createLogger } from "../lib/log";
 import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
-import { connectNats } from "./connect";
+import { connectNats, redactUrl } from "./connect";
 import { createContext } from "./context";
 import { createEndpoint, isHandlerModule, type EndpointStats, type HandlerModule } from "./endpoint";
 import { projectRoot } from "./nats-server";
@@ -180,7 +180,9 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
       },
     });
   }
-  slog.info("service started", { endpoints: mods.map((m) => m.name), version: VERSION, servers });
+  // The server has every endpoint subscription before startService resolves: no "no responders" window.
+  await nc.flush();
+  slog.info("service started", { endpoints: mods.map((m) => m.name), version: VERSION, servers: servers.map(redactUrl) });
 
   let stopping: Promise<void> | undefined;
   return {

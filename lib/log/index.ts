@@ -21,7 +21,7 @@ export function createLogger(
   const min = RANK[level];
   const emit = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>) => {
     if (RANK[lvl] < min) return;
-    const line = { time: new Date().toISOString(), level: lvl, msg, ...base, ...(fields ? scrub(fields) : {}) };
+    const line = { time: new Date().toISOString(), level: lvl, msg, ...scrub(base), ...(fields ? scrub(fields) : {}) };
     write(JSON.stringify(line));
   };
   return {
