@@ -6,8 +6,13 @@
 // read that needs the leader) comes back at once as "503 no responders". Without a retry,
 // every request in that window fails with `internal` even though the cluster heals by
 // itself. A 503 means no server took the message, so nothing was written and retrying is
-// safe for writes too; a timeout is retried only for reads, because a write that timed out
-// may have been stored (a retried CAS would then conflict, re-read and count twice).
+// safe. A write that timed out, though, may have been stored: retried as is, the CAS would
+// conflict with itself, re-read and count twice. So compare-and-set writes (create, update)
+// carry a Nats-Msg-Id made once per write: the stream's dedupe check runs before its
+// expected-revision check, so a retry of a stored write is answered "duplicate" with the
+// original revision, and the write lands at most once. Plain puts and deletes are retried
+// on 503 only.
+import { randomUUID } from "node:crypto";
 import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type KV } from "nats";
 import type { Config } from "../lib/config";
 
@@ -73,9 +78,6 @@ export function isNoResponders(err: unknown): boolean {
 /** True for a request that got no answer in time (may or may not have been applied). */
 const isTimeout = (err: unknown) => (err as { code?: string } | null)?.code === "TIMEOUT";
 
-const READS = new Set(["get"]);
-const WRITES = new Set(["put", "create", "update", "delete", "purge"]);
-
 /**
  * Runs `op`, retrying while the stream has no leader (and, when `idempotent` — a read, or a
  * publish with a Nats-Msg-Id — on timeouts too), with backoff from 25 ms to 500 ms, for at
@@ -94,18 +96,43 @@ export async function retryLeaderless<T>(op: () => Promise<T>, idempotent: boole
   }
 }
 
-/** A KV handle whose reads and writes wait out a leader election (see the header). */
-export function leaderTolerant(kv: KV, budgetMs = LEADERLESS_RETRY_MS): KV {
+/**
+ * A KV handle whose operations wait out a leader election, with compare-and-set writes that
+ * are safe to retry after a timeout (see the header). Keys are used as given: our keys are
+ * already valid subject tokens (lib/keys) and the buckets are not mirrors, so a key's
+ * subject is `$KV.<bucket>.<key>`.
+ */
+export function leaderTolerant(kv: KV, js: JetStreamClient, bucket: string, budgetMs = LEADERLESS_RETRY_MS): KV {
+  /** Writes `data` if the key's revision is still `previous` (0 = absent), at most once. */
+  const casWrite = (key: string, data: Uint8Array, previous: number) => {
+    const msgID = randomUUID();
+    return retryLeaderless(
+      async () => (await js.publish(`$KV.${bucket}.${key}`, data, { msgID, expect: { lastSubjectSequence: previous } })).seq,
+      true,
+      budgetMs,
+    );
+  };
+  const overrides: Partial<KV> = {
+    get: (key, opts) => retryLeaderless(() => kv.get(key, opts), true, budgetMs),
+    put: (key, data, opts) => retryLeaderless(() => kv.put(key, data, opts), false, budgetMs),
+    delete: (key, opts) => retryLeaderless(() => kv.delete(key, opts), false, budgetMs),
+    update: (key, data, version) => casWrite(key, data as Uint8Array, version),
+    async create(key, data) {
+      try {
+        return await casWrite(key, data as Uint8Array, 0);
+      } catch (err) {
+        // The key exists, or holds a delete marker that create may overwrite: the client's
+        // own create knows that case.
+        if ((err as { api_error?: { err_code?: number } }).api_error?.err_code !== 10071) throw err;
+        return retryLeaderless(() => kv.create(key, data), false, budgetMs);
+      }
+    },
+  };
   return new Proxy(kv, {
     get(target, prop, receiver) {
+      if (typeof prop === "string" && prop in overrides) return overrides[prop as keyof KV];
       const v = Reflect.get(target, prop, receiver) as unknown;
-      if (typeof v !== "function") return v;
-      const fn = v as (...a: unknown[]) => Promise<unknown>;
-      const name = String(prop);
-      if (READS.has(name) || WRITES.has(name)) {
-        return (...args: unknown[]) => retryLeaderless(() => fn.apply(target, args), READS.has(name), budgetMs);
-      }
-      return fn.bind(target);
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
 }
@@ -130,7 +157,7 @@ export async function provisionBuckets(js: JetStreamClient, config: Config): Pro
       if (info.config.num_replicas !== config.replicas) {
         await jsm.streams.update(stream, { ...info.config, num_replicas: config.replicas });
       }
-      return [k, leaderTolerant(kv)] as const;
+      return [k, leaderTolerant(kv, js, BUCKETS[k])] as const;
     }),
   );
   return Object.fromEntries(entries) as Buckets;
