@@ -10,8 +10,8 @@
 // conflict with itself, re-read and count twice. So compare-and-set writes (create, update)
 // carry a Nats-Msg-Id made once per write: the stream's dedupe check runs before its
 // expected-revision check, so a retry of a stored write is answered "duplicate" with the
-// original revision, and the write lands at most once. Plain puts and deletes are retried
-// on 503 only.
+// original revision, and the write lands at most once. Plain puts get the same treatment;
+// deletes are retried on 503 only.
 import { randomUUID } from "node:crypto";
 import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type KV } from "nats";
 import type { Config } from "../lib/config";
@@ -39,6 +39,22 @@ export type Buckets = Record<keyof typeof BUCKETS, KV>;
 
 const nanos = (ms: number) => ms * 1_000_000;
 
+/**
+ * Waits (bounded) until a stream whose replicas just changed has a leader and all its
+ * replicas current: writes during the move can stall, and the first requests should not
+ * pay for it.
+ */
+export async function waitForReplicas(jsm: JetStreamManager, stream: string, replicas: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const info = await jsm.streams.info(stream).catch(() => null);
+    const reps = info?.cluster?.replicas ?? [];
+    if (info?.cluster?.leader && reps.length === replicas - 1 && reps.every((r) => r.current && !r.offline)) return;
+    if (Date.now() > deadline) throw new Error(`stream ${stream} did not reach ${replicas} current replicas within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** Ensures the events stream exists with the configured replicas and max age. */
 export async function provisionStream(jsm: JetStreamManager, config: Config): Promise<void> {
   const want = {
@@ -59,6 +75,7 @@ export async function provisionStream(jsm: JetStreamManager, config: Config): Pr
       c.subjects.join() !== want.subjects.join()
     ) {
       await jsm.streams.update(EVENTS_STREAM, { ...c, ...want });
+      if (c.num_replicas !== want.num_replicas) await waitForReplicas(jsm, EVENTS_STREAM, want.num_replicas);
     }
   } catch (err) {
     if (!/stream not found/i.test((err as Error).message)) throw err;
@@ -103,23 +120,21 @@ export async function retryLeaderless<T>(op: () => Promise<T>, idempotent: boole
  * subject is `$KV.<bucket>.<key>`.
  */
 export function leaderTolerant(kv: KV, js: JetStreamClient, bucket: string, budgetMs = LEADERLESS_RETRY_MS): KV {
-  /** Writes `data` if the key's revision is still `previous` (0 = absent), at most once. */
-  const casWrite = (key: string, data: Uint8Array, previous: number) => {
+  /** Writes `data` (if the key's revision is still `previous`, 0 = absent), at most once. */
+  const write = (key: string, data: Uint8Array, previous?: number) => {
     const msgID = randomUUID();
-    return retryLeaderless(
-      async () => (await js.publish(`$KV.${bucket}.${key}`, data, { msgID, expect: { lastSubjectSequence: previous } })).seq,
-      true,
-      budgetMs,
-    );
+    const expect = previous === undefined ? undefined : { lastSubjectSequence: previous };
+    return retryLeaderless(async () => (await js.publish(`$KV.${bucket}.${key}`, data, { msgID, expect })).seq, true, budgetMs);
   };
   const overrides: Partial<KV> = {
     get: (key, opts) => retryLeaderless(() => kv.get(key, opts), true, budgetMs),
-    put: (key, data, opts) => retryLeaderless(() => kv.put(key, data, opts), false, budgetMs),
+    put: (key, data, opts) =>
+      opts && Object.keys(opts).length > 0 ? retryLeaderless(() => kv.put(key, data, opts), false, budgetMs) : write(key, data as Uint8Array),
     delete: (key, opts) => retryLeaderless(() => kv.delete(key, opts), false, budgetMs),
-    update: (key, data, version) => casWrite(key, data as Uint8Array, version),
+    update: (key, data, version) => write(key, data as Uint8Array, version),
     async create(key, data) {
       try {
-        return await casWrite(key, data as Uint8Array, 0);
+        return await write(key, data as Uint8Array, 0);
       } catch (err) {
         // The key exists, or holds a delete marker that create may overwrite: the client's
         // own create knows that case.
@@ -156,6 +171,7 @@ export async function provisionBuckets(js: JetStreamClient, config: Config): Pro
       const info = await jsm.streams.info(stream);
       if (info.config.num_replicas !== config.replicas) {
         await jsm.streams.update(stream, { ...info.config, num_replicas: config.replicas });
+        await waitForReplicas(jsm, stream, config.replicas);
       }
       return [k, leaderTolerant(kv, js, BUCKETS[k])] as const;
     }),

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type NatsConnection } from "nats";
 import { encodeName, key } from "../lib/keys";
-import { BUCKETS } from "../runtime/provision";
+import { BUCKETS, leaderTolerant } from "../runtime/provision";
 import { projectRoot, startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { outcomeOf, runLoad, summarize, type Outcome } from "./helpers/cluster";
 import { startTestServer, type TestServer } from "./helpers/nats";
@@ -335,4 +335,49 @@ describe("KV compare-and-set storm on one hot key", () => {
     expect(udoc.d.t).toBe(tokens);
     expect(cdoc.h.n).toBe(TOTAL);
   }, 90_000);
+});
+
+describe("a compare-and-set write whose acknowledgement is lost", () => {
+  let srv: TestServer;
+  let nc: NatsConnection;
+
+  beforeAll(async () => {
+    srv = await startTestServer();
+    nc = await connect({ servers: srv.url });
+  });
+
+  afterAll(async () => {
+    await nc?.close();
+    await srv?.cleanup();
+  });
+
+  it("is retried and stored once, and a retried create does not conflict with itself", async () => {
+    const js = nc.jetstream();
+    const raw = await js.views.kv("CAS_RETRY", { history: 1 });
+    // The first publish reaches the stream, then its ack is "lost": the caller sees a timeout.
+    let lost = 0;
+    const flaky = new Proxy(js, {
+      get(target, prop) {
+        if (prop !== "publish") return Reflect.get(target, prop).bind(target);
+        return async (...args: Parameters<typeof js.publish>) => {
+          const ack = await target.publish(...args);
+          if (lost++ % 2 === 0) throw Object.assign(new Error("TIMEOUT"), { code: "TIMEOUT" });
+          return ack;
+        };
+      },
+    });
+    const kv = leaderTolerant(raw, flaky, "CAS_RETRY", 5_000);
+    const enc = new TextEncoder();
+    const r1 = await kv.create("k", enc.encode('{"n":1}'));
+    const r2 = await kv.update("k", enc.encode('{"n":2}'), r1);
+    expect(lost).toBe(4); // each write: one stored-but-unacknowledged attempt, one duplicate answer
+    const e = await raw.get("k");
+    expect(e?.revision).toBe(r2);
+    expect(e?.json()).toEqual({ n: 2 });
+    // Two writes, two messages: the retries were dropped as duplicates.
+    expect((await raw.status()).values).toBe(1);
+    expect((await nc.jetstreamManager().then((m) => m.streams.info("KV_CAS_RETRY"))).state.last_seq).toBe(2);
+    // A stale revision is still a conflict, not a retry.
+    await expect(kv.update("k", enc.encode('{"n":3}'), r1)).rejects.toMatchObject({ api_error: { err_code: 10071 } });
+  });
 });

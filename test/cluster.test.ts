@@ -87,6 +87,9 @@ const wrongAnswer = (o: Outcome, user: string, message: string) =>
 
 beforeAll(async () => {
   cluster = await startCluster();
+  // A first deployment with one replica: the instances below must raise it to three.
+  const single = await startPinnedInstance(cluster.urls, { replicas: 1 }, { clock });
+  await single.stop();
   // Started one after another so the first provisions and the others find it in place.
   for (let i = 0; i < 3; i++) {
     const log = createLogger("warn", { node: `n${i + 1}` }, (l) => logs.push(l));
@@ -101,7 +104,7 @@ afterAll(async () => {
 }, 60_000);
 
 describe("rosey-llm on a 3-node cluster", () => {
-  it("provisions the events stream and every KV bucket with 3 replicas", async () => {
+  it("raises the events stream and every KV bucket of an R1 deployment to 3 replicas", async () => {
     const nc = await clientOn(cluster.urls[0]);
     const jsm = await nc.jetstreamManager();
     for (const name of STREAMS) {
