@@ -10,7 +10,7 @@ import { createPersonas } from "../lib/personas";
 import { createProviders } from "../lib/providers";
 import { createUsage } from "../lib/usage";
 import { natsKv } from "./kv";
-import { BUCKETS, type Buckets } from "./provision";
+import { BUCKETS, retryLeaderless, type Buckets } from "./provision";
 
 export interface ContextOptions {
   js: JetStreamClient;
@@ -32,8 +32,10 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
     instance: instance.id,
     clock,
     log,
+    // Rides out a stream leader election (no responders) instead of dropping the event;
+    // the Nats-Msg-Id makes a retry after a lost acknowledgement safe.
     sink: async (subject, data, msgId) => {
-      await js.publish(subject, data, { msgID: msgId });
+      await retryLeaderless(() => js.publish(subject, data, { msgID: msgId }), true);
     },
   });
   const providers = createProviders(config, { log, clock, fetch: opts.fetch });
