@@ -148,7 +148,17 @@ export async function startCluster(opts: { size?: number; name?: string } = {}):
 
   try {
     await Promise.all(nodes.map(start));
-    await cluster.waitForMeta();
+    try {
+      await cluster.waitForMeta(size, 15_000);
+    } catch {
+      // Rarely (seen about once in six runs on a loaded 2-core machine) two nodes bootstrap the
+      // meta group before the third's routes are up, and the third stays a follower outside the
+      // group. Cluster formation is not what these tests are about: restart every node once
+      // on the same stores, which lets the full group form.
+      await Promise.all(nodes.map((n) => cluster.kill(n.name)));
+      await Promise.all(nodes.map(start));
+      await cluster.waitForMeta();
+    }
   } catch (err) {
     await cluster.cleanup();
     throw err;
