@@ -153,9 +153,10 @@ export async function startCluster(opts: { size?: number; name?: string } = {}):
     } catch {
       // Rarely (seen about once in six runs on a loaded 2-core machine) two nodes bootstrap the
       // meta group before the third's routes are up, and the third stays a follower outside the
-      // group. Cluster formation is not what these tests are about: restart every node once
-      // on the same stores, which lets the full group form.
+      // group. Cluster formation is not what these tests are about: start the nodes once more
+      // on empty stores (nothing was created yet), which lets the full group form.
       await Promise.all(nodes.map((n) => cluster.kill(n.name)));
+      for (const n of nodes) rmSync(n.storeDir, { recursive: true, force: true });
       await Promise.all(nodes.map(start));
       await cluster.waitForMeta();
     }
