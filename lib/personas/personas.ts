@@ -3,28 +3,50 @@
 //
 // Built-in and operator personas are fixed: `builtin: true` tells clients that persona_set
 // cannot redefine them (an operator changes them in the configuration, which may also
-// replace a built-in's prompt under its own name). Every read goes to KV, so a persona
-// defined or selected on one instance is seen by the next request on any other.
+// replace a built-in's prompt under its own name).
+//
+// Keys: def.<name> (a defined persona), sel.<encoded channel> (a channel's selection),
+// sync.<tag> (a short-lived barrier, see start()).
+//
+// Consistency: definitions and selections are mirrored into this instance by a watch on the
+// bucket, so the chat path reads a channel's persona without a round trip. Writes go to KV
+// first and are applied to the mirror with the revision KV returned: an instance always
+// reads its own writes at once. A select or define made on another instance is seen once
+// the watch delivers it, in bucket order, typically well under a millisecond later on one
+// server. A persona name the mirror does not know is looked up in KV before it is refused,
+// so "define on one instance, select on another" never fails for want of the watch.
+// Without a watch (a Kv that has none) every read goes to KV, as it did before the mirror.
+import { randomBytes } from "node:crypto";
 import type { Persona } from "../schemas";
 import { PersonaName } from "../schemas";
-import type { Personas } from "../context/types";
 import { invalid, notFound } from "../errors";
 import { encodeName, key } from "../keys";
-import { getJson } from "../kv";
+import { getJson, type KvEntry } from "../kv";
 import { BUILTIN_PERSONAS } from "./builtins";
-import type { PersonasOptions, StoredPersona, StoredSelection } from "./types";
+import type { PersonasOptions, PersonasService, StoredPersona, StoredSelection } from "./types";
 
 const enc = new TextEncoder();
+const dec = new TextDecoder();
 const bytes = (v: unknown) => enc.encode(JSON.stringify(v));
 
 /** Name of the persona a channel uses until it selects another. */
 export const DEFAULT_PERSONA = "default";
+/** Longest wait for the start barrier before reads fall back to KV. */
+const START_TIMEOUT_MS = 5_000;
 
 const defKey = (name: string) => key("def", name);
 const selKey = (channel: string) => key("sel", encodeName(channel));
 
+interface Versioned<T> {
+  value: T;
+  revision: number;
+}
+
+/** One macrotask: lets watch deliveries already read from the socket reach the mirror first. */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 /** Builds the persona registry over the ROSEY_LLM_PERSONAS bucket. */
-export function createPersonas(opts: PersonasOptions): Personas {
+export function createPersonas(opts: PersonasOptions): PersonasService {
   const { kv, config, log } = opts;
 
   // Built-ins in their fixed order, each replaceable by an operator persona of the same name.
@@ -44,12 +66,118 @@ export function createPersonas(opts: PersonasOptions): Personas {
     return p;
   };
 
-  async function get(name: string): Promise<Persona | null> {
+  // ------------------------------------------------------------ the mirror
+
+  /** Defined personas by name and selections by encoded channel, as the watch delivered them. */
+  const defs = new Map<string, Versioned<StoredPersona>>();
+  const sels = new Map<string, Versioned<StoredSelection>>();
+  /** True while the mirror is complete and fed by the watch; false means "read KV". */
+  let live = false;
+  let closed = false;
+  let stopWatch: (() => void) | undefined;
+  let seen = 0;
+  let waiter: { revision: number; resolve: () => void } | undefined;
+
+  /** Applies one bucket entry (null = deleted); an older revision than the one held is ignored. */
+  function apply(k: string, entry: KvEntry | null): void {
+    const dot = k.indexOf(".");
+    const kind = k.slice(0, dot);
+    const id = k.slice(dot + 1);
+    const map: Map<string, Versioned<unknown>> | undefined = kind === "def" ? defs : kind === "sel" ? sels : undefined;
+    if (!map || !id) return;
+    if (entry === null) {
+      map.delete(id);
+      return;
+    }
+    const cur = map.get(id);
+    if (cur && cur.revision >= entry.revision) return;
+    try {
+      map.set(id, { value: JSON.parse(dec.decode(entry.value)), revision: entry.revision });
+    } catch {
+      log.warn("persona: unreadable entry skipped", { key: k });
+    }
+  }
+
+  function onWatch(k: string, entry: KvEntry | null): void {
+    apply(k, entry);
+    if (entry && entry.revision > seen) {
+      seen = entry.revision;
+      if (waiter && waiter.revision <= seen) waiter.resolve();
+    }
+  }
+
+  /**
+   * Starts the watch and waits until it has replayed the bucket: a barrier key written after
+   * the watch started comes back through it only after everything stored before it.
+   */
+  async function start(): Promise<void> {
+    if (!kv.watch) return;
+    try {
+      const stop = await kv.watch(">", onWatch);
+      if (closed) return stop();
+      stopWatch = stop;
+      const barrier = key("sync", randomBytes(6).toString("base64url"));
+      const revision = await kv.put(barrier, bytes({ at: Date.now() }));
+      if (seen < revision) {
+        const caughtUp = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), START_TIMEOUT_MS);
+          waiter = {
+            revision,
+            resolve: () => {
+              clearTimeout(timer);
+              resolve(true);
+            },
+          };
+        });
+        waiter = undefined;
+        if (!caughtUp) {
+          log.warn("persona: watch did not catch up in time, reading personas from KV", { revision, seen });
+          return;
+        }
+      }
+      // The barrier has done its job; nobody reads it.
+      kv.delete(barrier).catch((err) => log.warn("persona: barrier cleanup failed", { error: (err as Error).message }));
+      live = !closed;
+    } catch (err) {
+      log.error("persona: watch failed to start, reading personas from KV", { error: (err as Error).message });
+    }
+  }
+
+  const started = start();
+
+  /** Waits for the initial load; true when reads may be served from the mirror. */
+  async function mirrored(): Promise<boolean> {
+    await started;
+    if (!live) return false;
+    // A change delivered in the same socket read as this request is still on its way
+    // through the watch's async iterator; one turn of the event loop lets it land first.
+    await nextTurn();
+    return live;
+  }
+
+  // ------------------------------------------------------------ reads
+
+  /** A defined persona from KV, applied to the mirror so the next read needs no round trip. */
+  async function readDef(name: string): Promise<StoredPersona | null> {
+    const k = defKey(name);
+    const e = await kv.get(k);
+    if (!e || e.value.length === 0) return null;
+    apply(k, e);
+    return JSON.parse(dec.decode(e.value)) as StoredPersona;
+  }
+
+  /** A persona by name; `fromMirror` says whether the caller already found the mirror usable. */
+  async function lookup(name: string, fromMirror: boolean): Promise<Persona | null> {
     const f = fixed.get(name);
     if (f) return { ...f };
     if (!PersonaName.safeParse(name).success) return null;
-    const s = await getJson<StoredPersona>(kv, defKey(name));
-    return s ? fromStored(s.value) : null;
+    // The mirror may not have a persona defined elsewhere a moment ago: look it up before refusing it.
+    const s = (fromMirror && defs.get(name)?.value) || (await readDef(name));
+    return s ? fromStored(s) : null;
+  }
+
+  async function get(name: string): Promise<Persona | null> {
+    return lookup(name, !fixed.has(name) && (await mirrored()));
   }
 
   async function mustGet(name: string): Promise<Persona> {
@@ -58,10 +186,24 @@ export function createPersonas(opts: PersonasOptions): Personas {
     return p;
   }
 
+  // ------------------------------------------------------------ the interface
+
   return {
+    ready: () => started,
+
+    close() {
+      closed = true;
+      live = false;
+      stopWatch?.();
+      stopWatch = undefined;
+      waiter?.resolve();
+    },
+
     async list() {
-      const names = (await kv.keys("def.*")).map((k) => k.slice("def.".length)).filter((n) => !fixed.has(n));
-      const defined = (await Promise.all(names.map((n) => get(n)))).filter((p): p is Persona => p !== null);
+      const fromMirror = await mirrored();
+      const stored = fromMirror ? [...defs.keys()] : (await kv.keys("def.*")).map((k) => k.slice("def.".length));
+      const names = stored.filter((n) => !fixed.has(n));
+      const defined = (await Promise.all(names.map((n) => lookup(n, fromMirror)))).filter((p): p is Persona => p !== null);
       const builtins = BUILTIN_PERSONAS.map((b) => ({ ...fixed.get(b.name)! }));
       const others = [...[...fixed.values()].filter((p) => !BUILTIN_PERSONAS.some((b) => b.name === p.name)), ...defined];
       others.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -72,18 +214,25 @@ export function createPersonas(opts: PersonasOptions): Personas {
 
     async forChannel(channel, override) {
       if (override !== undefined) return mustGet(override);
-      const sel = await getJson<StoredSelection>(kv, selKey(channel));
-      if (!sel) return mustGet(DEFAULT_PERSONA);
-      const p = await get(sel.value.persona);
+      const fromMirror = await mirrored();
+      const selected = fromMirror
+        ? sels.get(encodeName(channel))?.value.persona
+        : (await getJson<StoredSelection>(kv, selKey(channel)))?.value.persona;
+      if (selected === undefined) return mustGet(DEFAULT_PERSONA);
+      const p = await lookup(selected, fromMirror);
       if (p) return p;
       // The operator removed a persona from the configuration that a channel had selected.
-      log.warn("persona: channel selects an unknown persona, using the default", { channel, persona: sel.value.persona });
+      log.warn("persona: channel selects an unknown persona, using the default", { channel, persona: selected });
       return mustGet(DEFAULT_PERSONA);
     },
 
     async select(channel, name) {
       const p = await mustGet(name);
-      await kv.put(selKey(channel), bytes({ persona: p.name } satisfies StoredSelection));
+      const k = selKey(channel);
+      const value = bytes({ persona: p.name } satisfies StoredSelection);
+      const revision = await kv.put(k, value);
+      // Our own write is visible to our next read without waiting for the watch.
+      apply(k, { key: k, value, revision });
       return p;
     },
 
@@ -95,7 +244,10 @@ export function createPersonas(opts: PersonasOptions): Personas {
       }
       const stored: StoredPersona = { name: p.name, description: p.description ?? "", system_prompt: p.system_prompt };
       if (p.temperature !== undefined) stored.temperature = p.temperature;
-      await kv.put(defKey(p.name), bytes(stored));
+      const k = defKey(p.name);
+      const value = bytes(stored);
+      const revision = await kv.put(k, value);
+      apply(k, { key: k, value, revision });
       return fromStored(stored);
     },
   };

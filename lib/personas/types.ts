@@ -1,14 +1,26 @@
-// Personas: what they need from the host.
+// Personas: what they need from the host and what they offer besides Personas.
 import type { Config } from "../config";
-import type { Logger } from "../context/types";
+import type { Logger, Personas } from "../context/types";
 import type { Kv } from "../kv";
 
 export interface PersonasOptions {
-  /** The ROSEY_LLM_PERSONAS bucket. */
+  /** The ROSEY_LLM_PERSONAS bucket. With `watch`, reads are served from a local copy. */
   kv: Kv;
   /** `config.personas` holds the operator's personas. */
   config: Config;
   log: Logger;
+}
+
+/** Personas plus the lifecycle calls the runtime and tests use. */
+export interface PersonasService extends Personas {
+  /**
+   * Resolves once the local copy holds everything the bucket held at start (at once when
+   * the bucket has no watch). Reads wait for it themselves; awaiting it at start only
+   * keeps that wait off the first requests.
+   */
+  ready(): Promise<void>;
+  /** Stops the watch; later reads go to the bucket again. */
+  close(): void;
 }
 
 /** A defined persona as stored (key `def.<name>`). */
