@@ -4,6 +4,7 @@ import { defaultConfig, type ConfigInput } from "../lib/config";
 import type { Events, Ticket } from "../lib/context";
 import { MemoryKv } from "../lib/kv";
 import { calendar, createLimiter, thresholdEventId } from "../lib/limiter";
+import { createBatcher } from "../lib/limiter/cas";
 import { silentLogger } from "../lib/log";
 import type { EventName } from "../lib/schemas";
 
@@ -285,9 +286,23 @@ describe("limiter: concurrency on one bucket", () => {
   });
 });
 
+/** The in-memory bucket with writes that take a round trip, as on a server. */
+class SlowWriteKv extends MemoryKv {
+  private later = () => new Promise((r) => setTimeout(r, 1));
+  override async create(key: string, value: Uint8Array) {
+    await this.later();
+    return super.create(key, value);
+  }
+  override async update(key: string, value: Uint8Array, revision: number) {
+    await this.later();
+    return super.update(key, value, revision);
+  }
+}
+
 describe("limiter: group commit", () => {
   it("writes a burst for one user in few CAS writes and counts every request", async () => {
-    const { limiter, kv } = setup(limits({ user_per_minute: 1_000, user_per_hour: 1_000, user_per_day: 1_000 }));
+    // Writes take time, as on a server: requests arriving while one is in flight join the next.
+    const { limiter, kv } = setup(limits({ user_per_minute: 1_000, user_per_hour: 1_000, user_per_day: 1_000 }), undefined, new SlowWriteKv("LIMITS"));
     const results = await Promise.all(Array.from({ length: 100 }, () => limiter.admit({ user: "burst", tokens: 1 })));
     expect(results.every((r) => r.ok)).toBe(true);
     expect((await limiter.remaining("burst")).per_minute).toBe(900);
@@ -343,5 +358,103 @@ describe("limiter: remaining with a channel", () => {
     // An unused channel leaves its whole hour (4), still tighter than the user's 99.
     expect(await limiter.remaining("a", "#other")).toMatchObject({ per_hour: 4 });
     expect(await limiter.remaining("a")).toMatchObject({ per_hour: 99 });
+  });
+});
+
+describe("limiter: remembered documents", () => {
+  it("two instances alternating admits on one user admit exactly the limit", async () => {
+    const kv = new MemoryKv("LIMITS");
+    const cfg = limits({ user_per_minute: 7 });
+    const [a, b] = [setup(cfg, undefined, kv), setup(cfg, undefined, kv)];
+    // One after another, so each instance's remembered document is stale on every turn
+    // (the other wrote last): its CAS must fail and re-read, never count on old figures.
+    const oks: boolean[] = [];
+    for (let i = 0; i < 20; i++) oks.push((await (i % 2 ? b : a).limiter.admit({ user: "alt", tokens: 1 })).ok);
+    expect(oks.filter(Boolean)).toHaveLength(7);
+    expect(oks.slice(0, 7).every(Boolean)).toBe(true);
+    expect((await a.limiter.remaining("alt")).per_hour).toBe(93);
+    expect(a.limiter.stats.casRetries + b.limiter.stats.casRetries).toBeGreaterThan(0);
+  });
+
+  it("stays exact when two instances race with warm, stale caches", async () => {
+    const kv = new MemoryKv("LIMITS");
+    const cfg = limits({ user_per_minute: 1_000, user_per_hour: 25 });
+    const [a, b] = [setup(cfg, undefined, kv), setup(cfg, undefined, kv)];
+    await a.limiter.admit({ user: "race", tokens: 1 });
+    await b.limiter.admit({ user: "race", tokens: 1 });
+    const results = await Promise.all(Array.from({ length: 60 }, (_, i) => (i % 2 ? b : a).limiter.admit({ user: "race", tokens: 1 })));
+    expect(results.filter((r) => r.ok)).toHaveLength(23);
+  });
+
+  it("never refuses on a stale cache: B admits after A released the tokens B saw as spent", async () => {
+    const kv = new MemoryKv("LIMITS");
+    const cfg = limits({ user_tokens_per_day: 1_000 });
+    const [a, b] = [setup(cfg, undefined, kv), setup(cfg, undefined, kv)];
+    const held = await a.limiter.admit({ user: "q", tokens: 600 });
+    expect(held.ok).toBe(true);
+    // B's remembered document now shows 900 of 1,000 tokens reserved.
+    const mine = await b.limiter.admit({ user: "q", tokens: 300 });
+    expect(mine.ok).toBe(true);
+    if (held.ok) await a.limiter.release(held);
+    // On B's stale view 900 + 500 > 1,000; in the store only 300 are reserved.
+    const t = await b.limiter.admit({ user: "q", tokens: 500 });
+    expect(t.ok).toBe(true);
+    expect(b.limiter.stats.refused).toBe(0);
+  });
+
+  it("a step that declines on a remembered document is re-decided on a fresh read", async () => {
+    const kv = new MemoryKv("LIMITS");
+    const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+    const batcher = createBatcher(kv, () => {});
+    const rev = await kv.create("k", enc({ n: 5 }));
+    await batcher.read("k");
+    // Another instance lowers the count; this instance still remembers 5.
+    await kv.update("k", enc({ n: 1 }), rev);
+    const inc = (cur: { n: number } | undefined) => (cur!.n + 1 > 5 ? { value: undefined, result: false } : { value: { n: cur!.n + 1 }, result: true });
+    const out = await batcher.submit("k", batcher.tick(), inc);
+    expect(out).toMatchObject({ result: true, wrote: true, doc: { value: { n: 2 } } });
+  });
+
+  it("a refusal checked against the store: a full window seen in memory is re-read once", async () => {
+    const kv = new MemoryKv("LIMITS");
+    const { limiter } = setup(limits({ user_per_minute: 2 }), undefined, kv);
+    await limiter.admit({ user: "full", tokens: 1 });
+    await limiter.admit({ user: "full", tokens: 1 });
+    const before = kv.ops.get;
+    expect((await limiter.admit({ user: "full", tokens: 1 })).ok).toBe(false);
+    expect(kv.ops.get - before).toBe(1);
+  });
+
+  it("a warm key costs no read: admit and settle are one CAS each", async () => {
+    const kv = new MemoryKv("LIMITS");
+    const { limiter } = setup(limits({}), undefined, kv);
+    const first = await limiter.admit({ user: "warm", channel: "#w", tokens: 50 });
+    if (first.ok) await limiter.settle(first, 20);
+    const gets = kv.ops.get;
+    const writes = kv.ops.update + kv.ops.create;
+    const t = await limiter.admit({ user: "warm", channel: "#w", tokens: 50 });
+    expect(t.ok).toBe(true);
+    if (t.ok) await limiter.settle(t, 30);
+    expect(kv.ops.get - gets).toBe(0);
+    // User admit, channel admit, user settle.
+    expect(kv.ops.update + kv.ops.create - writes).toBe(3);
+    expect(await limiter.remaining("warm")).toMatchObject({ per_minute: 8, tokens_today: 50_000 - 50 });
+  });
+});
+
+describe("calendar: cached windows", () => {
+  it("answers within a minute from the cache and recomputes past its end", () => {
+    const cal = calendar("Europe/Berlin");
+    const t = Date.parse("2024-03-31T00:59:10Z"); // one minute before the spring-forward jump
+    const w = cal.windows(t);
+    expect(cal.windows(t + 40_000)).toBe(w);
+    const next = cal.windows(t + 50_000); // 01:00:00Z = 03:00 CEST
+    expect(next).not.toBe(w);
+    expect(next.hour.start).toBe(Date.parse("2024-03-31T01:00:00Z"));
+    expect(next.day).toEqual(w.day);
+    // Back in time (a test clock) recomputes too.
+    expect(cal.windows(t - 60_000).minute.start).toBe(Date.parse("2024-03-31T00:58:00Z"));
+    expect(cal.date(Date.parse("2024-03-31T22:30:00Z"))).toBe("2024-04-01");
+    expect(cal.date(Date.parse("2024-03-31T21:30:00Z"))).toBe("2024-03-31");
   });
 });

@@ -68,6 +68,48 @@ describe("usage counters", () => {
   });
 });
 
+describe("usage counters: remembered documents", () => {
+  it("a warm key is written without a read; its own shard never needs one", async () => {
+    const kv = new MemoryKv("USAGE");
+    const usage = createUsage({ kv, config: defaultConfig(), clock: clockAt("2024-05-01T12:00:00Z"), log: silentLogger, instance: "i1" });
+    await usage.record({ user: "ann", channel: "#a", provider: "offline", tokens: 10 });
+    const gets = kv.ops.get;
+    for (let i = 0; i < 5; i++) await usage.record({ user: "ann", channel: "#a", provider: "offline", tokens: 10 });
+    expect(kv.ops.get - gets).toBe(0);
+    expect(await usage.get({ user: "ann" })).toMatchObject({ requests_today: 6, tokens_today: 60 });
+    expect(await usage.get({})).toMatchObject({ requests_today: 6, tokens_today: 60 });
+  });
+
+  it("two instances on one user lose no count: a stale document only costs a read", async () => {
+    const kv = new MemoryKv("USAGE");
+    const mk = (instance: string) => createUsage({ kv, config: defaultConfig(), clock: clockAt("2024-05-01T12:00:00Z"), log: silentLogger, instance });
+    const [a, b] = [mk("a"), mk("b")];
+    for (let i = 0; i < 10; i++) await (i % 2 ? b : a).record({ user: "shared", channel: "#s", provider: "offline", tokens: 1 });
+    await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? b : a).record({ user: "shared", channel: "#s", provider: "offline", tokens: 1 })));
+    expect(await a.get({ user: "shared" })).toMatchObject({ requests_today: 50, tokens_today: 50 });
+    expect(await b.get({ channel: "#s" })).toMatchObject({ requests_today: 50 });
+    expect(await b.get({})).toMatchObject({ requests_today: 50, tokens_today: 50 });
+  });
+
+  it("forgets a key whose write failed and reads it again next time", async () => {
+    const inner = new MemoryKv("USAGE");
+    let fail = false;
+    const kv = Object.assign(Object.create(inner) as MemoryKv, {
+      update: (k: string, v: Uint8Array, r: number) => (fail ? Promise.reject(new Error("timeout")) : inner.update(k, v, r)),
+    });
+    const usage = createUsage({ kv, config: defaultConfig(), clock: clockAt("2024-05-01T12:00:00Z"), log: silentLogger, instance: "f" });
+    await usage.record({ user: "x", provider: "offline", tokens: 1 });
+    await usage.record({ user: "x", provider: "offline", tokens: 1 });
+    fail = true;
+    await expect(usage.record({ user: "x", provider: "offline", tokens: 1 })).rejects.toThrow("timeout");
+    fail = false;
+    const gets = inner.ops.get;
+    await usage.record({ user: "x", provider: "offline", tokens: 1 });
+    expect(inner.ops.get - gets).toBe(2);
+    expect(await usage.get({ user: "x" })).toMatchObject({ requests_today: 3 });
+  });
+});
+
 describe("usage on nats-server, three instances", () => {
   let srv: NatsServer;
   let dir: string;

@@ -7,6 +7,12 @@
 // to the first instant whose local date is D+1 — 23 or 25 hours across a DST change, and
 // correct even where a transition skips local midnight. Day starts are found by binary
 // search over Intl-formatted dates, which needs no offset arithmetic, and cached.
+//
+// Intl formatting is the expensive part (microseconds per call), and every request asks
+// for its windows. The last result is kept with the span of instants it holds for — the
+// intersection of its minute, hour and day, i.e. normally the rest of the current minute
+// — so formatting runs about once a minute, not per request. The date of an instant is
+// answered from the last day window the same way.
 
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
@@ -93,24 +99,41 @@ function makeCalendar(timeZone: string): Calendar {
   };
   const nextDate = (d: string) => new Date(Date.parse(`${d}T12:00:00Z`) + 24 * HOUR).toISOString().slice(0, 10);
 
+  // The last day window computed: the local date of any instant inside it is its id.
+  let lastDay: Window | undefined;
   const day = (t: number): Window => {
+    if (lastDay && t >= lastDay.start && t < lastDay.end) return lastDay;
     const d = date(t);
-    return { id: d, start: startOf(d), end: startOf(nextDate(d)) };
+    return (lastDay = Object.freeze({ id: d, start: startOf(d), end: startOf(nextDate(d)) }));
+  };
+
+  // The last windows computed, valid for instants in [from, until).
+  let last: { w: Windows; from: number; until: number } | undefined;
+  const compute = (t: number): Windows => {
+    const m = Math.floor(t / MINUTE) * MINUTE;
+    const local = t + offset(t);
+    const h = t - (((local % HOUR) + HOUR) % HOUR);
+    // Frozen: every caller shares the cached object.
+    return Object.freeze({
+      minute: Object.freeze({ id: String(m), start: m, end: m + MINUTE }),
+      hour: Object.freeze({ id: String(h), start: h, end: h + HOUR }),
+      day: day(t),
+    });
   };
 
   return {
     timeZone,
-    date,
+    date: (t) => (lastDay && t >= lastDay.start && t < lastDay.end ? lastDay.id : date(t)),
     day,
     windows(t) {
-      const m = Math.floor(t / MINUTE) * MINUTE;
-      const local = t + offset(t);
-      const h = t - (((local % HOUR) + HOUR) % HOUR);
-      return {
-        minute: { id: String(m), start: m, end: m + MINUTE },
-        hour: { id: String(h), start: h, end: h + HOUR },
-        day: day(t),
+      if (last && t >= last.from && t < last.until) return last.w;
+      const w = compute(t);
+      last = {
+        w,
+        from: Math.max(w.minute.start, w.hour.start, w.day.start),
+        until: Math.min(w.minute.end, w.hour.end, w.day.end),
       };
+      return w;
     },
   };
 }

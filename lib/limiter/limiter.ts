@@ -10,22 +10,37 @@
 //     window's counts as 0, so windows roll over without cleanup writes, and idle documents
 //     expire with the bucket's max age (LIMITS_TTL_MS).
 //
-// Exactness: every admission is a CAS write of `n + 1` against the revision it read, after
-// checking `n + 1 <= limit` on that same read. JetStream applies writes to a key in order
-// and rejects one whose expected revision is stale, so the admissions of one window form a
-// chain of revisions, each one seeing the count left by the previous one: the chain can
-// hold at most `limit` increments, whatever the number of instances or connections, and a
-// refusal never writes. With limit L and more than L racers, every racer keeps retrying
-// (re-read, re-decide) until it has either written or read a count of L, so exactly L are
-// admitted. Requests of one instance for the same key are group-committed (cas.ts): their
-// checks run one after another on the same read, each on the count the previous left, and
-// go out as one CAS, so the argument holds per batch exactly as per request — and a hot
-// key sees one writer per instance instead of one per request. A request with a user and a channel touches two keys: both are read
-// concurrently and checked first (a full window refuses with no write at all), then both
-// written concurrently; if one of them lost its race to the limit meanwhile, the other
-// write is undone by a decrementing CAS. Over-admission is impossible; the only imprecision
-// is that, for the few milliseconds before such an undo, a racing request on the undone
-// window may see one count too many — it can only be refused, never admitted wrongly.
+// Exactness: every admission is a CAS write of `n + 1` against the revision of the document
+// it decided on, after checking `n + 1 <= limit` on that same document. JetStream applies
+// writes to a key in order and rejects one whose expected revision is stale, so the
+// admissions of one window form a chain of revisions, each one seeing the count left by the
+// previous one: the chain can hold at most `limit` increments, whatever the number of
+// instances or connections, and a refusal never writes. With limit L and more than L
+// racers, every racer keeps retrying (re-read, re-decide) until it has either written or
+// read a count of L, so exactly L are admitted. Requests of one instance for the same key
+// are group-committed (cas.ts): their checks run one after another on the same document,
+// each on the count the previous left, and go out as one CAS, so the argument holds per
+// batch exactly as per request — and a hot key sees one writer per instance instead of one
+// per request.
+//
+// Remembered documents: the document a request decides on need not be a read of its own.
+// The batcher keeps, per key, the last document and revision this instance wrote or read,
+// and admit, settle and release start from it (a warm key costs no read at all). It may be
+// stale — another instance wrote since — but the argument above only needs the write to be
+// a CAS on the revision of the document decided on: a stale document makes the CAS fail,
+// and the retry re-reads, so a stale cache can never admit more. The other direction is
+// guarded explicitly: a refusal (or any decision not to write) is taken only on a document
+// observed after the request began; one decided on an older remembered document is
+// re-checked on a fresh read first, so a stale cache (e.g. counts another instance has
+// since released or undone) never refuses wrongly either.
+//
+// A request with a user and a channel touches two keys: both documents are fetched (or
+// taken from memory) concurrently and checked first (a full window refuses with no write
+// at all), then both written concurrently; if one of them lost its race to the limit
+// meanwhile, the other write is undone by a decrementing CAS. Over-admission is
+// impossible; the only imprecision is that, for the few milliseconds before such an undo,
+// a racing request on the undone window may see one count too many — it can only be
+// refused, never admitted wrongly.
 //
 // Tokens: admit reserves the request's tokens in the user's day document (checked against
 // the quota in the same CAS) and from the global lease pool; settle replaces the reservation
@@ -42,7 +57,7 @@ import type { AdmitRequest, Ticket } from "../context/types";
 import { encodeName, key } from "../keys";
 import type { RateLimitsRemaining } from "../schemas";
 import { calendar, secondsUntil, type Windows } from "./calendar";
-import { createBatcher, readDoc } from "./cas";
+import { createBatcher, type Known } from "./cas";
 import { GlobalPool } from "./lease";
 import type { ChannelDoc, Counter, LimiterOptions, LimiterStats, RuntimeLimiter, UserDoc } from "./types";
 
@@ -181,15 +196,15 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
   };
 
   /** Undoes an admission whose other window refused after a race. */
-  const undoUser = (k: string, w: Windows, tokens: number) =>
-    batcher.submit<UserDoc, null>(k, undefined, (cur) => {
+  const undoUser = (k: string, since: number, w: Windows, tokens: number) =>
+    batcher.submit<UserDoc, null>(k, since, (cur) => {
       if (!cur) return { value: undefined, result: null };
       const dec = (c: Counter | undefined, id: string) => (c && c.w === id ? { w: id, n: Math.max(0, c.n - 1) } : c);
       const d = cur.d && cur.d.w === w.day.id ? { ...cur.d, n: Math.max(0, cur.d.n - 1), t: Math.max(0, cur.d.t - tokens) } : cur.d;
       return { value: { ...cur, m: dec(cur.m, w.minute.id), h: dec(cur.h, w.hour.id), d }, result: null };
     });
-  const undoChannel = (k: string, w: Windows) =>
-    batcher.submit<ChannelDoc, null>(k, undefined, (cur) => {
+  const undoChannel = (k: string, since: number, w: Windows) =>
+    batcher.submit<ChannelDoc, null>(k, since, (cur) => {
       if (!cur?.h || cur.h.w !== w.hour.id) return { value: undefined, result: null };
       return { value: { ...cur, h: { w: w.hour.id, n: Math.max(0, cur.h.n - 1) } }, result: null };
     });
@@ -214,7 +229,9 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
 
   /** Moves a user's day tokens by `delta` and adds `used` to the settled total, on the reservation's day only. */
   const adjustUser = async (user: string, day: string, delta: number, used: number, channel: string | null) => {
-    const out = await batcher.submit<UserDoc, Fire | null>(userKeyOf(user), undefined, (cur) => {
+    // Starts from the document this instance last wrote (normally the admission's own
+    // write), so a settle costs one CAS and no read unless another instance wrote since.
+    const out = await batcher.submit<UserDoc, Fire | null>(userKeyOf(user), batcher.tick(), (cur) => {
       // Past midnight the reservation went with its window; nothing to adjust.
       if (!cur?.d || cur.d.w !== day) return { value: undefined, result: null };
       const d = { ...cur.d, t: Math.max(0, cur.d.t + delta), u: cur.d.u + used };
@@ -248,13 +265,15 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       const uStep = userKey ? userStep(req.user!, req.channel ?? null, w, tokens) : undefined;
       const cStep = chanKey ? channelStep(req.channel!, req.user ?? null, w) : undefined;
 
+      // Documents seen after this tick are current for this request; older ones (the
+      // last known document of a key, from an earlier request) may be stale.
+      const since = batcher.tick();
       const giveBack = () => pool.give(day, tokens);
       const take = pool.take(day, tokens);
-      const [globalOk, u0, c0] = await Promise.all([
-        take,
-        userKey ? readDoc<UserDoc>(kv, userKey) : undefined,
-        chanKey ? readDoc<ChannelDoc>(kv, chanKey) : undefined,
-      ]).catch(async (err) => {
+      // A key this instance wrote or read before needs no read: decide on what we know,
+      // and let the compare-and-set find out whether another instance wrote meanwhile.
+      const docOf = <T>(k: string | undefined) => (k ? (batcher.known<T>(k) ?? batcher.read<T>(k)) : undefined);
+      let [globalOk, u0, c0] = await Promise.all([take, docOf<UserDoc>(userKey), docOf<ChannelDoc>(chanKey)]).catch(async (err) => {
         // A failed read must not keep the tokens taken from the pool.
         if (await take.catch(() => false)) giveBack();
         throw err;
@@ -262,15 +281,31 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       if (!globalOk) return refuse([{ code: "quota_exceeded", window: "global-tokens-per-day", end: w.day.end }], now);
 
       // Check both documents before writing either: a full window refuses at no write.
-      const early = [...(uStep ? uStep(u0!.value).result.refusals : []), ...(cStep ? cStep(c0!.value).result.refusals : [])];
+      const refusalsOn = (u?: Known<UserDoc>, c?: Known<ChannelDoc>) => [
+        ...(uStep ? uStep(u!.doc.value).result.refusals : []),
+        ...(cStep ? cStep(c!.doc.value).result.refusals : []),
+      ];
+      let early = refusalsOn(u0, c0);
+      if (early.length && ((u0 && u0.at <= since) || (c0 && c0.at <= since))) {
+        // Decided on a remembered document: another instance may have released or undone
+        // since. Refuse only on what the store holds now.
+        const again = (k: string | undefined, d: Known<unknown> | undefined) => (k && d && d.at <= since ? batcher.read(k, true) : d);
+        try {
+          [u0, c0] = (await Promise.all([again(userKey, u0), again(chanKey, c0)])) as [Known<UserDoc> | undefined, Known<ChannelDoc> | undefined];
+        } catch (err) {
+          giveBack();
+          throw err;
+        }
+        early = refusalsOn(u0, c0);
+      }
       if (early.length) {
         giveBack();
         return refuse(early, now);
       }
 
       const [uo, co] = await Promise.allSettled([
-        userKey ? batcher.submit(userKey, u0, uStep!) : undefined,
-        chanKey ? batcher.submit(chanKey, c0, cStep!) : undefined,
+        userKey ? batcher.submit(userKey, since, uStep!) : undefined,
+        chanKey ? batcher.submit(chanKey, since, cStep!) : undefined,
       ]);
       const wroteUser = uo.status === "fulfilled" && !!uo.value?.wrote;
       const wroteChan = co.status === "fulfilled" && !!co.value?.wrote;
@@ -282,8 +317,8 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
         // Lost a race on one window (or the bucket failed): undo the other so the refused
         // request consumes nothing.
         const undo: Promise<unknown>[] = [];
-        if (wroteUser) undo.push(undoUser(userKey!, w, tokens));
-        if (wroteChan) undo.push(undoChannel(chanKey!, w));
+        if (wroteUser) undo.push(undoUser(userKey!, since, w, tokens));
+        if (wroteChan) undo.push(undoChannel(chanKey!, since, w));
         if (undo.length) stats.rollbacks++;
         giveBack();
         await Promise.all(undo);
@@ -323,7 +358,7 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       const w = cal.windows(clock.now());
       // With a channel, per_hour is the tighter of the user's and the channel's hour.
       if (channel !== undefined && !exemptChannels.has(channel) && !(user !== undefined && exemptUsers.has(user))) {
-        const [own, doc] = await Promise.all([limiter.remaining(user), readDoc<ChannelDoc>(kv, channelKeyOf(channel))]);
+        const [own, { doc }] = await Promise.all([limiter.remaining(user), batcher.read<ChannelDoc>(channelKeyOf(channel))]);
         const left = Math.max(0, channelPerHour(channel) - count(doc.value?.h, w.hour.id));
         return { ...own, per_hour: Math.min(own.per_hour, left) };
       }
@@ -338,7 +373,7 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
           tokens_today: Math.min(L.user_tokens_per_day, global),
         };
       }
-      const [doc, global] = await Promise.all([readDoc<UserDoc>(kv, userKeyOf(user)), globalRemaining(w.day.id)]);
+      const [{ doc }, global] = await Promise.all([batcher.read<UserDoc>(userKeyOf(user)), globalRemaining(w.day.id)]);
       const cur = doc.value;
       const d = cur?.d?.w === w.day.id ? cur.d : undefined;
       return {

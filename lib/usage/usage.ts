@@ -12,11 +12,16 @@
 // Within an instance, writes to one key are coalesced: while one CAS is in flight the
 // next records accumulate and go out together, so a shard sees at most one writer at a
 // time and a burst costs a handful of writes. record() resolves once its delta is stored.
+// Each write also remembers the document and revision it stored (for the most recently
+// written keys), so the next write of the key is a compare-and-set on that revision with
+// no read first: the instance's own shard has no other writer and never needs one, and a
+// user's or channel's key needs one only when another instance wrote it since (the
+// update then conflicts and the write falls back to read-modify-write).
 import { randomUUID } from "node:crypto";
 import type { Config } from "../config";
 import type { Clock, Logger, Usage, UsageRecord, UsageTotals } from "../context/types";
 import { encodeName, key } from "../keys";
-import { casUpdate, getJson, type Kv } from "../kv";
+import { casUpdate, getJson, isKvConflict, type Kv } from "../kv";
 import { calendar } from "../limiter/calendar";
 
 export interface UsageOptions {
@@ -27,6 +32,8 @@ export interface UsageOptions {
   log: Logger;
   /** This instance's id, naming its shard of the service totals (default: a random id). */
   instance?: string;
+  /** How many keys' last written documents to remember (default 4096). */
+  cacheKeys?: number;
 }
 
 /** Stored counters of one key. */
@@ -41,6 +48,8 @@ export interface RuntimeUsage extends Usage {
   /** Waits until every recorded delta is stored. */
   flush(): Promise<void>;
 }
+
+const enc = new TextEncoder();
 
 const empty = (): UsageDoc => ({ requests: 0, tokens: 0, by_provider: {} });
 
@@ -71,15 +80,43 @@ export function createUsage(opts: UsageOptions): RuntimeUsage {
   const shard = encodeName(opts.instance ?? randomUUID());
   const pending = new Map<string, Pending>();
   const running = new Map<string, Promise<void>>();
+  // Last document and revision written per key; Map order is recency (touched keys move last).
+  const written = new Map<string, { doc: UsageDoc; revision: number }>();
+  const cacheKeys = opts.cacheKeys ?? 4096;
+  const remember = (k: string, doc: UsageDoc, revision: number) => {
+    written.delete(k);
+    written.set(k, { doc, revision });
+    if (written.size > cacheKeys) written.delete(written.keys().next().value!);
+  };
+
+  /** Stores `delta` into `k`: straight from the remembered document if we have one, else read-modify-write. */
+  const store = async (k: string, delta: UsageDoc) => {
+    const last = written.get(k);
+    if (last) {
+      const doc = add(add(empty(), last.doc), delta);
+      try {
+        remember(k, doc, await kv.update(k, enc.encode(JSON.stringify(doc)), last.revision));
+        return;
+      } catch (err) {
+        // Not a conflict: the write may or may not have landed, so forget the key and fail.
+        written.delete(k);
+        if (!isKvConflict(err)) throw err;
+        // Another instance wrote the key since: read and retry below.
+      }
+    }
+    const out = await casUpdate<UsageDoc, null>(kv, k, (cur) => ({ value: add(add(empty(), cur ?? empty()), delta), result: null }));
+    remember(k, out.value!, out.revision);
+  };
 
   /** Writes the accumulated delta of `k` until none is left; one loop per key at a time. */
   const drain = async (k: string) => {
     for (let p = pending.get(k); p; p = pending.get(k)) {
       pending.delete(k);
       try {
-        await casUpdate<UsageDoc, null>(kv, k, (cur) => ({ value: add(add(empty(), cur ?? empty()), p!.delta), result: null }));
+        await store(k, p.delta);
         p.waiters.forEach((w) => w.resolve());
       } catch (err) {
+        written.delete(k);
         log.error("usage write failed", { key: k, error: (err as Error).message });
         p.waiters.forEach((w) => w.reject(err));
       }
