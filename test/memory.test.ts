@@ -110,7 +110,7 @@ describe("conversation history", () => {
     await Promise.all(
       Array.from({ length: 40 }, (_, i) => (i % 2 ? a.mem : b.mem).record("#race", `u${i}`, `m${i}`, `r${i}`)),
     );
-    expect((await kv.keys("t.>")).length).toBe(80);
+    expect((await kv.keys("t.>")).length).toBe(40); // one key per exchange
     const ctx = await a.mem.context("#race", "x", "?", persona);
     const contents = new Set(ctx.map((m) => m.content));
     for (let i = 0; i < 40; i++) {
@@ -149,7 +149,7 @@ describe("summarization", () => {
     expect(events[0].payload).toEqual({ channel: "#s", message_count: 10, summary_length: "They talked about the weather.".length });
 
     expect(await kv.keys("s.>")).toHaveLength(1);
-    expect(await kv.keys("t.>")).toHaveLength(4);
+    expect(await kv.keys("t.>")).toHaveLength(2); // the 4 newest messages: 2 exchanges
     for (const mem of [a.mem, b.mem]) {
       const ctx = await mem.context("#s", "alice", "next", persona);
       expect(ctx[1]).toEqual({ role: "system", content: "Previous conversation summary: They talked about the weather." });
@@ -189,7 +189,7 @@ describe("summarization", () => {
     expect(ctx[1].content).toMatch(/^Previous conversation summary: Earlier conversation of 6 messages between alice/);
     expect(ctx[1].content).toContain("question 0");
     expect(emitted.filter((e) => e.name === "summarized")).toHaveLength(1);
-    expect(await kv.keys("t.>")).toHaveLength(2);
+    expect(await kv.keys("t.>")).toHaveLength(1);
   });
 
   it("shows only the last summaries_in_context summaries, oldest first", async () => {
@@ -242,7 +242,7 @@ describe("reset", () => {
     expect((await kv.keys("s.>")).length).toBeGreaterThan(0);
     await mem.record("#other", "x", "stay", "here");
     await mem.reset("#r");
-    expect(await kv.keys("t.>")).toHaveLength(2); // #other's exchange
+    expect(await kv.keys("t.>")).toHaveLength(1); // #other's exchange
     expect(await kv.keys("s.>")).toHaveLength(0);
     const ctx = await mem.context("#r", "alice", "when is movie night?", persona);
     expect(ctx.map((m) => m.content)).toEqual([

@@ -2,9 +2,12 @@
 // bucket, mirrored into this instance by a watch.
 //
 // Keys (channel = encodeName(channel)):
-//   t.<channel>.<turn id>     one history turn; ids sort by time, so racing writers never
-//                             overwrite each other and every turn survives
-//   s.<channel>.<first id>    a summary of the turns first..last, which are then deleted
+//   t.<channel>.<id>          one exchange of the history: the user's message and the reply
+//                             in one value (one write per chat); ids sort by time, so racing
+//                             writers never overwrite each other and every exchange survives.
+//                             Keys written before exchanges were stored whole hold one turn
+//                             each (ids ending -0 question, -1 answer) and are read alike.
+//   s.<channel>.<first id>    a summary of the history keys first..last, which are then deleted
 //   c.<channel>.<first id>    create-once claim: the one instance that summarizes that stretch
 //   m.<channel>.<memory id>   a long-term memory; the id hashes scope + folded content, so
 //                             two instances adding the same fact meet on one key (CAS merge)
@@ -23,7 +26,7 @@ import { decodeName, encodeName, key } from "../keys";
 import { estimateTokens } from "../providers/tokens";
 import { MemoryIndex, type Doc, type Ranked } from "./bm25";
 import { canonical, terms } from "./text";
-import type { MemoryOptions, MemoryService, StoredClaim, StoredSummary, StoredTurn } from "./types";
+import type { MemoryOptions, MemoryService, StoredClaim, StoredExchange, StoredSummary, StoredTurn } from "./types";
 
 /** Summaries kept per channel; older ones are deleted (context only shows the last few). */
 export const MAX_SUMMARIES = 20;
@@ -53,9 +56,30 @@ interface Versioned<T> {
   revision: number;
 }
 
+/** One message of the history, as stored. */
+interface HistoryMessage {
+  role: "user" | "assistant";
+  /** Who spoke, for user messages. */
+  user?: string;
+  content: string;
+  /**
+   * Its cost in context() (framing + estimated tokens of the rendered message), worked out
+   * the first time a context needs it: history is re-read on every chat of the channel.
+   */
+  cost?: number;
+}
+
+/** One history key: an exchange (question and reply) or, from older data, a single turn. */
+interface HistoryEntry {
+  messages: HistoryMessage[];
+  revision: number;
+}
+
 interface ChannelState {
   name: string;
-  turns: Map<string, Versioned<StoredTurn>>;
+  /** History keys by id; `messages` counts the messages they hold, the unit of the bounds. */
+  turns: Map<string, HistoryEntry>;
+  messages: number;
   summaries: Map<string, Versioned<StoredSummary>>;
   claims: Map<string, number>;
   memories: MemoryIndex;
@@ -84,13 +108,12 @@ export function createMemory(opts: MemoryOptions): MemoryService {
   const iso = (ms: number) => new Date(ms).toISOString();
 
   /**
-   * Ids for one exchange: they sort by time, then this instance's sequence and tag, then
-   * question before answer — so an exchange stays together even when instances interleave.
+   * Id of one exchange: it sorts by time, then this instance's sequence and tag. Older
+   * per-turn keys used the same id with -0 (question) and -1 (answer) appended, so old and
+   * new keys of one channel sort together by time.
    */
-  const exchangeIds = (): [string, string] => {
-    const base = `${Math.max(0, Math.floor(now())).toString(36).padStart(9, "0")}-${(seq++ % 36 ** 5).toString(36).padStart(5, "0")}-${tag}`;
-    return [`${base}-0`, `${base}-1`];
-  };
+  const exchangeId = (): string =>
+    `${Math.max(0, Math.floor(now())).toString(36).padStart(9, "0")}-${(seq++ % 36 ** 5).toString(36).padStart(5, "0")}-${tag}`;
 
   function state(encoded: string): ChannelState {
     let st = channels.get(encoded);
@@ -98,6 +121,7 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       st = {
         name: decodeName(encoded),
         turns: new Map(),
+        messages: 0,
         summaries: new Map(),
         claims: new Map(),
         memories: new MemoryIndex(),
@@ -118,6 +142,31 @@ export function createMemory(opts: MemoryOptions): MemoryService {
 
   // ------------------------------------------------------------ the mirror
 
+  /** The messages of a stored history value: an exchange, or a single turn of older data. */
+  function historyMessages(v: StoredExchange | StoredTurn): HistoryMessage[] | null {
+    if ("reply" in v && typeof v.reply === "string" && typeof v.message === "string") {
+      return [
+        { role: "user", user: v.user, content: v.message },
+        { role: "assistant", content: v.reply },
+      ];
+    }
+    if ("role" in v && (v.role === "user" || v.role === "assistant") && typeof v.content === "string") {
+      return [v.role === "user" ? { role: "user", user: v.user, content: v.content } : { role: "assistant", content: v.content }];
+    }
+    return null;
+  }
+
+  function setTurn(st: ChannelState, id: string, e: HistoryEntry | null): void {
+    const cur = st.turns.get(id);
+    if (cur) st.messages -= cur.messages.length;
+    if (e) {
+      st.turns.set(id, e);
+      st.messages += e.messages.length;
+    } else {
+      st.turns.delete(id);
+    }
+  }
+
   /** Applies one bucket entry (null = deleted) to the mirror; older revisions are ignored. */
   function apply(k: string, entry: KvEntry | null): void {
     const parts = k.split(".");
@@ -127,7 +176,7 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       tombstones.delete(k);
       const st = channels.get(encoded);
       if (!st) return;
-      if (kind === "t") st.turns.delete(id);
+      if (kind === "t") setTurn(st, id, null);
       else if (kind === "s") st.summaries.delete(id);
       else if (kind === "c") st.claims.delete(id);
       else st.memories.remove(id);
@@ -149,7 +198,9 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       return rev === undefined || entry.revision > rev;
     };
     if (kind === "t") {
-      if (newer(st.turns)) st.turns.set(id, { value: value as StoredTurn, revision: entry.revision });
+      const messages = historyMessages(value as StoredExchange | StoredTurn);
+      if (!messages) log.warn("memory: unreadable history entry skipped", { key: k });
+      else if (newer(st.turns)) setTurn(st, id, { messages, revision: entry.revision });
     } else if (kind === "s") {
       if (newer(st.summaries)) st.summaries.set(id, { value: value as StoredSummary, revision: entry.revision });
     } else if (kind === "c") {
@@ -254,7 +305,7 @@ export function createMemory(opts: MemoryOptions): MemoryService {
   }
 
   /** A summary without the provider: who took part and the start of what they said. */
-  function fallbackSummary(turns: StoredTurn[]): string {
+  function fallbackSummary(turns: HistoryMessage[]): string {
     const people = [...new Set(turns.map((t) => t.user).filter((u): u is string => !!u))];
     const said = turns
       .filter((t) => t.role === "user")
@@ -266,7 +317,7 @@ export function createMemory(opts: MemoryOptions): MemoryService {
     return `Earlier conversation of ${turns.length} messages between ${people.join(", ") || "users"} and the assistant. They said: ${said}`;
   }
 
-  async function summaryText(st: ChannelState, turns: StoredTurn[]): Promise<string> {
+  async function summaryText(st: ChannelState, turns: HistoryMessage[]): Promise<string> {
     let transcript = turns
       .map((t) => `${t.role === "user" ? t.user ?? "user" : "assistant"}: ${t.content.slice(0, SUMMARY_TURN_CHARS)}`)
       .join("\n");
@@ -294,11 +345,16 @@ export function createMemory(opts: MemoryOptions): MemoryService {
   async function summarize(encoded: string): Promise<void> {
     const st = state(encoded);
     const turns = sortedTurns(st);
-    if (turns.length <= mc.summarize_after) return;
+    const total = st.messages;
+    if (total <= mc.summarize_after) return;
     const keep = Math.min(mc.history_messages, Math.floor(mc.summarize_after / 2));
-    let end = turns.length - keep;
-    // Keep a question together with its answer.
-    if (end < turns.length && turns[end][1].value.role === "assistant") end++;
+    // The oldest keys holding all but the newest `keep` messages. An exchange is one key, so
+    // a question stays with its answer; with older per-turn keys an answer right after the
+    // cut joins the stretch for the same reason.
+    let end = 0;
+    let count = 0;
+    while (end < turns.length && count < total - keep) count += turns[end++][1].messages.length;
+    if (end < turns.length && turns[end][1].messages[0].role === "assistant") count += turns[end++][1].messages.length;
     const stretch = turns.slice(0, end);
     if (stretch.length === 0) return;
     const first = stretch[0][0];
@@ -307,9 +363,9 @@ export function createMemory(opts: MemoryOptions): MemoryService {
 
     const text = await summaryText(
       st,
-      stretch.map(([, t]) => t.value),
+      stretch.flatMap(([, t]) => t.messages),
     );
-    const summary: StoredSummary = { summary: text, message_count: stretch.length, first, last, at: now() };
+    const summary: StoredSummary = { summary: text, message_count: count, first, last, at: now() };
     await put(key("s", encoded, first), summary);
     await Promise.all(stretch.map(([id, t]) => remove(key("t", encoded, id), t.revision)));
 
@@ -324,12 +380,12 @@ export function createMemory(opts: MemoryOptions): MemoryService {
     await Promise.all(cleanup);
 
     const eventId = "summarized-" + createHash("sha256").update(`${encoded}.${first}`).digest("base64url").slice(0, 22);
-    events.emit("summarized", { channel: st.name, message_count: stretch.length, summary_length: text.length }, { id: eventId });
+    events.emit("summarized", { channel: st.name, message_count: count, summary_length: text.length }, { id: eventId });
   }
 
   function maybeSummarize(encoded: string): void {
     const st = state(encoded);
-    if (st.summarizing || st.turns.size <= mc.summarize_after) return;
+    if (st.summarizing || st.messages <= mc.summarize_after) return;
     st.summarizing = true;
     background(
       "summarization",
@@ -456,19 +512,27 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       // ~4 tokens of framing per message, as the provider's estimate counts them.
       const cost = (m: Message) => 4 + estimateTokens(m.content);
       let budget = mc.context_tokens - 3 - head.reduce((n, m) => n + cost(m), 0) - cost(next);
+      // Newest first, at most history_messages, stopping at the first message that does not
+      // fit so the history stays contiguous.
       const history: Message[] = [];
       if (st) {
-        const recent = sortedTurns(st).slice(-mc.history_messages);
-        for (let i = recent.length - 1; i >= 0; i--) {
-          const t = recent[i][1].value;
-          const m: Message =
-            t.role === "user"
-              ? { role: "user", content: `${t.user ?? "user"}: ${t.content}` }
-              : { role: "assistant", content: t.content };
-          budget -= cost(m);
-          if (budget < 0) break; // keep the history contiguous: stop at the first turn that does not fit
-          history.unshift(m);
+        const keys = sortedTurns(st);
+        let left = mc.history_messages;
+        newest: for (let i = keys.length - 1; i >= 0 && left > 0; i--) {
+          const msgs = keys[i][1].messages;
+          for (let j = msgs.length - 1; j >= 0 && left > 0; j--, left--) {
+            const t = msgs[j];
+            const m: Message =
+              t.role === "user"
+                ? { role: "user", content: `${t.user ?? "user"}: ${t.content}` }
+                : { role: "assistant", content: t.content };
+            t.cost ??= cost(m);
+            budget -= t.cost;
+            if (budget < 0) break newest;
+            history.push(m);
+          }
         }
+        history.reverse();
       }
       return [...head, ...history, next];
     },
@@ -477,10 +541,9 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       await started;
       const encoded = encodeName(channel);
       const at = now();
-      const userTurn: StoredTurn = { role: "user", user, content: message, at };
-      const replyTurn: StoredTurn = { role: "assistant", content: reply, at };
-      const [q, a] = exchangeIds();
-      await Promise.all([create(key("t", encoded, q), userTurn), create(key("t", encoded, a), replyTurn)]);
+      // Question and reply in one key: one write, and no reader ever sees one without the other.
+      const exchange: StoredExchange = { user, message, reply, at };
+      await create(key("t", encoded, exchangeId()), exchange);
       maybeSummarize(encoded);
     },
 

@@ -30,7 +30,23 @@ export interface MemoryService extends ConversationMemory {
   close(): void;
 }
 
-/** One stored conversation turn (key `t.<channel>.<turn id>`). */
+/**
+ * One exchange of the history (key `t.<channel>.<id>`): the user's message and the reply,
+ * written together in one value.
+ */
+export interface StoredExchange {
+  /** Who asked. */
+  user: string;
+  message: string;
+  reply: string;
+  /** ms since the epoch. */
+  at: number;
+}
+
+/**
+ * One conversation turn (key `t.<channel>.<id>-0` or `-1`), as history was stored before
+ * exchanges were kept whole; still read from buckets that hold it.
+ */
 export interface StoredTurn {
   role: "user" | "assistant";
   /** Who spoke, for user turns. */
@@ -40,16 +56,17 @@ export interface StoredTurn {
   at: number;
 }
 
-/** One stored summary (key `s.<channel>.<first turn id>`) of turns first..last. */
+/** One stored summary (key `s.<channel>.<first id>`) of the history keys first..last. */
 export interface StoredSummary {
   summary: string;
+  /** Messages summarized (an exchange counts two). */
   message_count: number;
   first: string;
   last: string;
   at: number;
 }
 
-/** A summarization claim (key `c.<channel>.<first turn id>`): who summarizes that stretch. */
+/** A summarization claim (key `c.<channel>.<first id>`): who summarizes that stretch. */
 export interface StoredClaim {
   instance: string;
   at: number;
