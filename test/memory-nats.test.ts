@@ -12,7 +12,7 @@ import { encodeName } from "../lib/keys";
 import type { Kv } from "../lib/kv";
 import { silentLogger } from "../lib/log";
 import { createMemory, type MemoryService } from "../lib/memory";
-import { BUILTIN_PERSONAS, createPersonas } from "../lib/personas";
+import { BUILTIN_PERSONAS, createPersonas, type PersonasService } from "../lib/personas";
 import { natsKv } from "../runtime/kv";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
 
@@ -21,6 +21,7 @@ let server: NatsServer;
 let storeDir: string;
 const conns: NatsConnection[] = [];
 const services: MemoryService[] = [];
+const personasList: PersonasService[] = [];
 
 async function buckets(): Promise<{ memory: Kv; personas: Kv }> {
   const nc = await connect({ servers: server.url });
@@ -72,6 +73,8 @@ async function instance(memory: Record<string, number> = {}) {
   services.push(mem);
   await mem.ready();
   const personas = createPersonas({ kv: b.personas, config, log: silentLogger });
+  personasList.push(personas);
+  await personas.ready();
   return { mem, personas, kv: b.memory, ...c };
 }
 
@@ -82,6 +85,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const s of services) s.close();
+  for (const p of personasList) p.close();
   await Promise.all(services.map((s) => s.settled()));
   await Promise.all(conns.map((c) => c.drain().catch(() => {})));
   await server?.stop();
@@ -93,8 +97,18 @@ describe("two instances on one nats-server", () => {
     const [a, b] = await Promise.all([instance(), instance()]);
     await a.personas.define({ name: "quizmaster", description: "Runs quizzes", system_prompt: "Ask one question at a time." });
     await a.personas.select("#quiz", "quizmaster");
+    // B serves personas from its watch-fed copy: sync() waits for the watch to catch up.
+    await b.personas.sync();
     expect(await b.personas.forChannel("#quiz")).toMatchObject({ name: "quizmaster", system_prompt: "Ask one question at a time." });
     expect((await b.personas.list()).map((p) => p.name)).toContain("quizmaster");
+    // Without sync a selection arrives through the watch shortly after; A sees its own at once.
+    await a.personas.select("#quiz", "concise");
+    expect((await a.personas.forChannel("#quiz")).name).toBe("concise");
+    await vi.waitFor(async () => expect((await b.personas.forChannel("#quiz")).name).toBe("concise"));
+    // Selecting on B a persona A defined a moment ago never fails for want of the watch.
+    await a.personas.define({ name: "quizmaster2", description: "", system_prompt: "Two questions at a time." });
+    expect((await b.personas.select("#quiz2", "quizmaster2")).name).toBe("quizmaster2");
+    expect((await b.personas.forChannel("#quiz2")).name).toBe("quizmaster2");
   });
 
   it("recalls on one instance a memory added on the other", async () => {

@@ -201,6 +201,23 @@ describe("personas mirrored by a watch", () => {
     expect(await b.get("nobody")).toBeNull();
   });
 
+  it("sync() waits until the watch has delivered what other instances wrote before it", async () => {
+    const kv = new MemoryKv("PERSONAS");
+    const slow = laggingKv(kv);
+    const a = create(kv);
+    const b = create(slow.bucket);
+    await Promise.all([a.ready(), b.ready()]);
+    slow.lag();
+    await a.select("#s", "creative");
+    let synced = false;
+    const s = b.sync().then(() => (synced = true));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(synced).toBe(false);
+    slow.release();
+    await s;
+    expect((await b.forChannel("#s")).name).toBe("creative");
+  });
+
   it("reads KV on every call when the bucket has no watch, and after close", async () => {
     const kv = new MemoryKv("PERSONAS");
     const a = create(unwatched(kv));

@@ -13,8 +13,10 @@
 // first and are applied to the mirror with the revision KV returned: an instance always
 // reads its own writes at once. A select or define made on another instance is seen once
 // the watch delivers it, in bucket order, typically well under a millisecond later on one
-// server. A persona name the mirror does not know is looked up in KV before it is refused,
-// so "define on one instance, select on another" never fails for want of the watch.
+// server (a read made in the same instant as the other instance's write may still miss it;
+// a caller that must see such a write calls sync() first). A persona name the mirror does
+// not know is looked up in KV before it is refused, so "define on one instance, select on
+// another" never fails for want of the watch.
 // Without a watch (a Kv that has none) every read goes to KV, as it did before the mirror.
 import { randomBytes } from "node:crypto";
 import type { Persona } from "../schemas";
@@ -31,8 +33,8 @@ const bytes = (v: unknown) => enc.encode(JSON.stringify(v));
 
 /** Name of the persona a channel uses until it selects another. */
 export const DEFAULT_PERSONA = "default";
-/** Longest wait for the start barrier before reads fall back to KV. */
-const START_TIMEOUT_MS = 5_000;
+/** Longest wait for a barrier to come back through the watch. */
+const SYNC_TIMEOUT_MS = 5_000;
 
 const defKey = (name: string) => key("def", name);
 const selKey = (channel: string) => key("sel", encodeName(channel));
@@ -76,7 +78,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
   let closed = false;
   let stopWatch: (() => void) | undefined;
   let seen = 0;
-  let waiter: { revision: number; resolve: () => void } | undefined;
+  let waiters: Array<{ revision: number; resolve: () => void }> = [];
 
   /** Applies one bucket entry (null = deleted); an older revision than the one held is ignored. */
   function apply(k: string, entry: KvEntry | null): void {
@@ -102,41 +104,53 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
     apply(k, entry);
     if (entry && entry.revision > seen) {
       seen = entry.revision;
-      if (waiter && waiter.revision <= seen) waiter.resolve();
+      const due = waiters.filter((w) => w.revision <= seen);
+      if (due.length) {
+        waiters = waiters.filter((w) => w.revision > seen);
+        for (const w of due) w.resolve();
+      }
     }
   }
 
   /**
-   * Starts the watch and waits until it has replayed the bucket: a barrier key written after
-   * the watch started comes back through it only after everything stored before it.
+   * Writes a short-lived barrier key and waits until it comes back through the watch: the
+   * watch delivers in bucket order, so by then the mirror holds every write acknowledged
+   * before it, on any instance. False when the watch did not catch up in time.
    */
+  async function barrier(): Promise<boolean> {
+    const k = key("sync", randomBytes(6).toString("base64url"));
+    const revision = await kv.put(k, bytes({ at: Date.now() }));
+    let caughtUp = true;
+    if (seen < revision) {
+      caughtUp = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          waiters = waiters.filter((w) => w.resolve !== done);
+          resolve(false);
+        }, SYNC_TIMEOUT_MS);
+        const done = () => {
+          clearTimeout(timer);
+          resolve(true);
+        };
+        waiters.push({ revision, resolve: done });
+      });
+    }
+    // The barrier has done its job; nobody reads it.
+    kv.delete(k).catch((err) => log.warn("persona: barrier cleanup failed", { error: (err as Error).message }));
+    return caughtUp;
+  }
+
+  /** Starts the watch and waits until it has replayed the bucket. */
   async function start(): Promise<void> {
     if (!kv.watch) return;
     try {
       const stop = await kv.watch(">", onWatch);
       if (closed) return stop();
       stopWatch = stop;
-      const barrier = key("sync", randomBytes(6).toString("base64url"));
-      const revision = await kv.put(barrier, bytes({ at: Date.now() }));
-      if (seen < revision) {
-        const caughtUp = await new Promise<boolean>((resolve) => {
-          const timer = setTimeout(() => resolve(false), START_TIMEOUT_MS);
-          waiter = {
-            revision,
-            resolve: () => {
-              clearTimeout(timer);
-              resolve(true);
-            },
-          };
-        });
-        waiter = undefined;
-        if (!caughtUp) {
-          log.warn("persona: watch did not catch up in time, reading personas from KV", { revision, seen });
-          return;
-        }
+      // Everything stored before the watch started comes back through it before the barrier.
+      if (!(await barrier())) {
+        log.warn("persona: watch did not catch up in time, reading personas from KV", { seen });
+        return;
       }
-      // The barrier has done its job; nobody reads it.
-      kv.delete(barrier).catch((err) => log.warn("persona: barrier cleanup failed", { error: (err as Error).message }));
       live = !closed;
     } catch (err) {
       log.error("persona: watch failed to start, reading personas from KV", { error: (err as Error).message });
@@ -191,12 +205,18 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
   return {
     ready: () => started,
 
+    async sync() {
+      if (!(await mirrored())) return; // reads go to KV: nothing to wait for
+      if (!(await barrier())) log.warn("persona: watch did not catch up in time", { seen });
+    },
+
     close() {
       closed = true;
       live = false;
       stopWatch?.();
       stopWatch = undefined;
-      waiter?.resolve();
+      for (const w of waiters) w.resolve();
+      waiters = [];
     },
 
     async list() {

@@ -19,6 +19,12 @@ export interface PersonasService extends Personas {
    * keeps that wait off the first requests.
    */
   ready(): Promise<void>;
+  /**
+   * Waits until the local copy has seen every write any instance had acknowledged before
+   * the call (one KV put and delete plus the watch delay). Reads do not call it themselves:
+   * a select or define on another instance is seen once the watch delivers it.
+   */
+  sync(): Promise<void>;
   /** Stops the watch; later reads go to the bucket again. */
   close(): void;
 }
