@@ -415,6 +415,20 @@ describe("limiter: remembered documents", () => {
     expect(out).toMatchObject({ result: true, wrote: true, doc: { value: { n: 2 } } });
   });
 
+  it("reads a key first again once another instance has written it under us", async () => {
+    const kv = new MemoryKv("LIMITS");
+    const [a, b] = [setup(limits({}), undefined, kv), setup(limits({}), undefined, kv)];
+    await a.limiter.admit({ user: "shared", tokens: 1 });
+    await b.limiter.admit({ user: "shared", tokens: 1 });
+    // A's memory is stale: its write conflicts, and from then on it reads before deciding.
+    await a.limiter.admit({ user: "shared", tokens: 1 });
+    expect(a.limiter.stats.casRetries).toBe(1);
+    await b.limiter.admit({ user: "shared", tokens: 1 });
+    await a.limiter.admit({ user: "shared", tokens: 1 });
+    expect(a.limiter.stats.casRetries).toBe(1);
+    expect((await a.limiter.remaining("shared")).per_minute).toBe(5);
+  });
+
   it("a refusal checked against the store: a full window seen in memory is re-read once", async () => {
     const kv = new MemoryKv("LIMITS");
     const { limiter } = setup(limits({ user_per_minute: 2 }), undefined, kv);
@@ -425,7 +439,7 @@ describe("limiter: remembered documents", () => {
     expect(kv.ops.get - before).toBe(1);
   });
 
-  it("a warm key costs no read: admit and settle are one CAS each", async () => {
+  it("a warm user key costs no read: only the channel is read, and settle is one CAS", async () => {
     const kv = new MemoryKv("LIMITS");
     const { limiter } = setup(limits({}), undefined, kv);
     const first = await limiter.admit({ user: "warm", channel: "#w", tokens: 50 });
@@ -435,7 +449,8 @@ describe("limiter: remembered documents", () => {
     const t = await limiter.admit({ user: "warm", channel: "#w", tokens: 50 });
     expect(t.ok).toBe(true);
     if (t.ok) await limiter.settle(t, 30);
-    expect(kv.ops.get - gets).toBe(0);
+    // The channel's document (read on every admission); the user's comes from memory.
+    expect(kv.ops.get - gets).toBe(1);
     // User admit, channel admit, user settle.
     expect(kv.ops.update + kv.ops.create - writes).toBe(3);
     expect(await limiter.remaining("warm")).toMatchObject({ per_minute: 8, tokens_today: 50_000 - 50 });

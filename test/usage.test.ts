@@ -91,6 +91,22 @@ describe("usage counters: remembered documents", () => {
     expect(await b.get({})).toMatchObject({ requests_today: 50, tokens_today: 50 });
   });
 
+  it("reads a key before writing again once another instance has written it under us", async () => {
+    const kv = new MemoryKv("USAGE");
+    const mk = (instance: string) => createUsage({ kv, config: defaultConfig(), clock: clockAt("2024-05-01T12:00:00Z"), log: silentLogger, instance });
+    const [a, b] = [mk("a"), mk("b")];
+    await a.record({ channel: "#c", provider: "offline", tokens: 1 });
+    await b.record({ channel: "#c", provider: "offline", tokens: 1 });
+    await a.record({ channel: "#c", provider: "offline", tokens: 1 }); // conflicts: A's memory was stale
+    const gets = kv.ops.get;
+    const updates = kv.ops.update;
+    await a.record({ channel: "#c", provider: "offline", tokens: 1 });
+    // The channel's key is read first (no wasted write); A's own shard still is not.
+    expect(kv.ops.get - gets).toBe(1);
+    expect(kv.ops.update - updates).toBe(2);
+    expect(await a.get({ channel: "#c" })).toMatchObject({ requests_today: 4 });
+  });
+
   it("forgets a key whose write failed and reads it again next time", async () => {
     const inner = new MemoryKv("USAGE");
     let fail = false;

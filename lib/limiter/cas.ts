@@ -81,7 +81,11 @@ interface Item {
 export interface Batcher {
   /** The current tick: pass it as `since` for a request starting now. */
   tick(): number;
-  /** The last document this instance wrote or read for `key`, if it still remembers it. */
+  /**
+   * The last document this instance wrote or read for `key`, if it remembers it and the
+   * key is not contended (another instance wrote it under us recently): a contended key's
+   * memory is usually stale, so a caller does better to read it.
+   */
   known<T>(key: string): Known<T> | undefined;
   /**
    * Reads `key` and remembers the result; `authoritative` makes the read replace a newer
@@ -116,8 +120,18 @@ export interface Batcher {
  *     of the batch declines on an older document, the key is read again and the batch
  *     re-decided before anything is written or answered.
  */
-export function createBatcher(kv: Kv, onRetry: () => void, attempts = 60, cacheKeys = 4096): Batcher {
+export function createBatcher(kv: Kv, onRetry: () => void, attempts = 60, cacheKeys = 4096, contendedMs = 2_000): Batcher {
   const queues = new Map<string, Item[]>();
+  // Keys whose compare-and-set met another instance's write, and when (ms, Date.now()).
+  // Admissions on such a key read it first, as they did before documents were remembered:
+  // a document that another instance keeps moving is nearly always stale, and an instance
+  // that wrote from memory back to back (one round trip per batch) would leave a rival
+  // that must read and then write (two) too few gaps to ever get its write in.
+  const contended = new Map<string, number>();
+  const isContended = (k: string) => {
+    const at = contended.get(k);
+    return at !== undefined && Date.now() - at < contendedMs;
+  };
   // Insertion order is recency order: a touched key is deleted and set again.
   const cache = new Map<string, Known<unknown>>();
   let ticks = 0;
@@ -151,6 +165,10 @@ export function createBatcher(kv: Kv, onRetry: () => void, attempts = 60, cacheK
       }
     }
     queues.delete(k);
+    // A contended key's next run starts from its requests' own reads, not from our last
+    // write: otherwise the instance that wins once keeps writing from memory, one round
+    // trip per batch, and a rival that needs a read and a write never gets in.
+    if (isContended(k)) cache.delete(k);
   };
 
   const commit = async (k: string, batch: Item[]) => {
@@ -194,6 +212,11 @@ export function createBatcher(kv: Kv, onRetry: () => void, attempts = 60, cacheK
         settle(remember(k, { value: state, revision }).doc);
         return;
       } catch (err) {
+        if (isKvConflict(err)) {
+          contended.delete(k);
+          contended.set(k, Date.now());
+          if (contended.size > cacheKeys) contended.delete(contended.keys().next().value!);
+        }
         if (!isKvConflict(err) || ++i >= attempts) {
           // The write may or may not have landed: forget the key rather than guess.
           cache.delete(k);
@@ -212,7 +235,7 @@ export function createBatcher(kv: Kv, onRetry: () => void, attempts = 60, cacheK
 
   return {
     tick: () => ticks,
-    known: <T>(k: string) => cache.get(k) as Known<T> | undefined,
+    known: <T>(k: string) => (isContended(k) ? undefined : (cache.get(k) as Known<T> | undefined)),
     read,
     submit<T, R>(k: string, since: number, step: Step<T, R>) {
       return new Promise<CasOutcome<T, R>>((resolve, reject) => {

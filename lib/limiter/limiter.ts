@@ -24,11 +24,15 @@
 // per request.
 //
 // Remembered documents: the document a request decides on need not be a read of its own.
-// The batcher keeps, per key, the last document and revision this instance wrote or read,
-// and admit, settle and release start from it (a warm key costs no read at all). It may be
-// stale — another instance wrote since — but the argument above only needs the write to be
-// a CAS on the revision of the document decided on: a stale document makes the CAS fail,
-// and the retry re-reads, so a stale cache can never admit more. The other direction is
+// The batcher keeps, per key, the last document and revision this instance wrote or read;
+// admit starts from it for the user's document, settle and release always (a warm user
+// key costs no read at all). A channel's document is read on every admission, and so is a
+// user's that another instance has written under us in the last seconds (cas.ts): those
+// are shared keys, where memory is mostly stale and writing from it would let one
+// instance crowd the others out. A remembered document may be stale — another instance
+// wrote since — but the argument above only needs the write to be a CAS on the revision
+// of the document decided on: a stale document makes the CAS fail, and the retry
+// re-reads, so a stale cache can never admit more. The other direction is
 // guarded explicitly: a refusal (or any decision not to write) is taken only on a document
 // observed after the request began; one decided on an older remembered document is
 // re-checked on a fresh read first, so a stale cache (e.g. counts another instance has
@@ -270,10 +274,16 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       const since = batcher.tick();
       const giveBack = () => pool.give(day, tokens);
       const take = pool.take(day, tokens);
-      // A key this instance wrote or read before needs no read: decide on what we know,
-      // and let the compare-and-set find out whether another instance wrote meanwhile.
-      const docOf = <T>(k: string | undefined) => (k ? (batcher.known<T>(k) ?? batcher.read<T>(k)) : undefined);
-      let [globalOk, u0, c0] = await Promise.all([take, docOf<UserDoc>(userKey), docOf<ChannelDoc>(chanKey)]).catch(async (err) => {
+      // A user's document this instance wrote or read before needs no read: decide on what
+      // we know, and let the compare-and-set find out whether another instance wrote
+      // meanwhile. A channel's document is read every time: a busy channel is one key that
+      // every instance writes, where a remembered document is mostly stale and writing
+      // from memory would let one instance crowd the others out (cas.ts, contended keys).
+      let [globalOk, u0, c0] = await Promise.all([
+        take,
+        userKey ? (batcher.known<UserDoc>(userKey) ?? batcher.read<UserDoc>(userKey)) : undefined,
+        chanKey ? batcher.read<ChannelDoc>(chanKey) : undefined,
+      ]).catch(async (err) => {
         // A failed read must not keep the tokens taken from the pool.
         if (await take.catch(() => false)) giveBack();
         throw err;

@@ -16,7 +16,10 @@
 // written keys), so the next write of the key is a compare-and-set on that revision with
 // no read first: the instance's own shard has no other writer and never needs one, and a
 // user's or channel's key needs one only when another instance wrote it since (the
-// update then conflicts and the write falls back to read-modify-write).
+// update then conflicts and the write falls back to read-modify-write). A key that met
+// another instance's write is not written from memory for the next few seconds: on a busy
+// channel every instance writes, memory is mostly stale, and an instance writing from it
+// (one round trip) would leave a rival that reads and writes (two) no gap to get in.
 import { randomUUID } from "node:crypto";
 import type { Config } from "../config";
 import type { Clock, Logger, Usage, UsageRecord, UsageTotals } from "../context/types";
@@ -34,6 +37,8 @@ export interface UsageOptions {
   instance?: string;
   /** How many keys' last written documents to remember (default 4096). */
   cacheKeys?: number;
+  /** How long a key that another instance wrote under us is read before each write (ms, default 2000). */
+  contendedMs?: number;
 }
 
 /** Stored counters of one key. */
@@ -83,7 +88,18 @@ export function createUsage(opts: UsageOptions): RuntimeUsage {
   // Last document and revision written per key; Map order is recency (touched keys move last).
   const written = new Map<string, { doc: UsageDoc; revision: number }>();
   const cacheKeys = opts.cacheKeys ?? 4096;
+  const contendedMs = opts.contendedMs ?? 2_000;
+  // When a key last met another instance's write (Date.now()); only read while recent.
+  const contended = new Map<string, number>();
+  const conflicted = (k: string) => {
+    written.delete(k);
+    contended.delete(k);
+    contended.set(k, Date.now());
+    if (contended.size > cacheKeys) contended.delete(contended.keys().next().value!);
+  };
   const remember = (k: string, doc: UsageDoc, revision: number) => {
+    const at = contended.get(k);
+    if (at !== undefined && Date.now() - at < contendedMs) return;
     written.delete(k);
     written.set(k, { doc, revision });
     if (written.size > cacheKeys) written.delete(written.keys().next().value!);
@@ -98,13 +114,17 @@ export function createUsage(opts: UsageOptions): RuntimeUsage {
         remember(k, doc, await kv.update(k, enc.encode(JSON.stringify(doc)), last.revision));
         return;
       } catch (err) {
-        // Not a conflict: the write may or may not have landed, so forget the key and fail.
-        written.delete(k);
-        if (!isKvConflict(err)) throw err;
+        if (!isKvConflict(err)) {
+          // The write may or may not have landed: forget the key and fail.
+          written.delete(k);
+          throw err;
+        }
         // Another instance wrote the key since: read and retry below.
+        conflicted(k);
       }
     }
     const out = await casUpdate<UsageDoc, null>(kv, k, (cur) => ({ value: add(add(empty(), cur ?? empty()), delta), result: null }));
+    if (out.retries > 0) conflicted(k);
     remember(k, out.value!, out.revision);
   };
 
