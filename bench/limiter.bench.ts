@@ -157,8 +157,9 @@ async function main() {
       "|---|---|---|---|---|---|---|---|",
       ...rows,
       "",
-      "An admit is a read then a compare-and-set write of the user's document (and, with a channel, of the " +
-        "channel's, concurrently): the same two round trips as the baseline. One hot user is one key that every " +
+      "An admit is a compare-and-set write of the user's document, starting from the revision this instance " +
+        "last saw (a read only when it has none, or another instance wrote the key lately), and, with a channel, " +
+        "a read and a compare-and-set of the channel's document, concurrently. One hot user is one key that every " +
         "request writes; requests of one instance for the same key are group-committed (one CAS decides and " +
         "writes the whole batch), so the key sees 3 writers, not 24, and CAS retries count only the conflicts " +
         "between instances. In real use the per-minute limit refuses such a user after a few requests, with one " +

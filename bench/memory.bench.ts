@@ -123,7 +123,7 @@ async function main() {
     rows.push(
       row("context(), full channel", fullTimes, `${sample.length} messages (${summaries} summaries, ${facts} facts block, history), ~${estimateMessagesTokens(sample)} tokens`),
       row("context(), empty channel", emptyTimes, "persona prompt + new message"),
-      row("record() (two turn writes in parallel)", recordTimes, "summarization runs in the background"),
+      row("record() (one write per exchange)", recordTimes, "summarization runs in the background"),
     );
     await mem.settled();
     mem.close();
@@ -142,8 +142,8 @@ async function main() {
       "",
       "Recall and context() are served from this instance's index, fed by a watch on the bucket, so they make no",
       "round trip; a recall that finds memories not used for a minute also rewrites their last_accessed in the",
-      "background (not in these figures, which use fresh memories). record() costs one round trip (two writes",
-      "in parallel). Synthetic text: 3,000 pseudo-words with a Zipf-like frequency, 6–15 words per memory,",
+      "background (not in these figures, which use fresh memories). record() costs one round trip (one write",
+      "per exchange). Synthetic text: 3,000 pseudo-words with a Zipf-like frequency, 6–15 words per memory,",
       "3–5 words per query.",
     ].join("\n");
     writeSection("memory", md);

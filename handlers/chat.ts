@@ -29,7 +29,7 @@ export async function handle(req: ChatRequest, ctx: Ctx): Promise<ChatResponse> 
     persona = await ctx.personas.forChannel(req.channel, req.persona);
     ticket = await admit();
   } else {
-    // The channel's selection and the admission are independent round trips: run them together.
+    // The channel's selection (served from a watch-fed mirror) and the admission are independent: run them together.
     const [p, t] = await Promise.allSettled([ctx.personas.forChannel(req.channel), admit()]);
     if (p.status === "rejected") {
       if (t.status === "fulfilled" && t.value.ok) await ctx.limiter.release(t.value).catch(() => undefined);

@@ -52,7 +52,7 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
     instance: instance.id,
   });
   // The memory index is loaded from the bucket before the first request is taken.
-  await memory.ready();
+  await Promise.all([memory.ready(), personas.ready()]);
   const ctx: Ctx = { config, clock, log, instance, events, providers, limiter, usage, memory, personas };
   return {
     ctx,
@@ -60,6 +60,7 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
       // Summaries and touches in progress finish before the watch stops and events flush.
       await memory.settled();
       memory.close();
+      personas.close();
       // Unused global budget goes back; batched usage counters are written.
       await Promise.all([limiter.close(), usage.flush()]);
       await events.flush();

@@ -8,6 +8,7 @@ import fc from "fast-check";
 import type { NatsConnection } from "nats";
 import { STATUS } from "../lib/errors";
 import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
+import type { RuntimeLimiter } from "../lib/limiter";
 import type { RuntimeUsage } from "../lib/usage/usage";
 import { BUCKETS } from "../runtime/provision";
 import { startTestServer, type TestServer } from "./helpers/nats";
@@ -138,6 +139,9 @@ describe("fuzzing every endpoint", () => {
 /** Keys and revisions of every bucket: any write, even of the same value, changes a revision. */
 async function snapshot(): Promise<Record<string, string[]>> {
   await (svc.ctx.usage as Partial<RuntimeUsage>).flush?.();
+  // An idle instance hands its unused global budget back on a timer (lib/limiter/lease.ts),
+  // a write no request causes; hand it back now so that timer cannot fire between snapshots.
+  await (svc.ctx.limiter as Partial<RuntimeLimiter>).close?.();
   await svc.ctx.events.flush();
   const js = nc.jetstream();
   const out: Record<string, string[]> = {};
