@@ -56,6 +56,12 @@ interface Versioned<T> {
   revision: number;
 }
 
+/** A summary as stored, with its context message and cost once context() needed them. */
+interface StoredSummaryEntry extends Versioned<StoredSummary> {
+  msg?: Message;
+  cost?: number;
+}
+
 /** One message of the history, as stored. */
 interface HistoryMessage {
   role: "user" | "assistant";
@@ -67,6 +73,12 @@ interface HistoryMessage {
    * the first time a context needs it: history is re-read on every chat of the channel.
    */
   cost?: number;
+  /**
+   * The message as context() renders it, built once and frozen: every later context of the
+   * channel hands out this same object, so the provider's prompt estimate can reuse its count
+   * (see providers/offline.ts) instead of scanning the whole history again on every chat.
+   */
+  msg?: Message;
 }
 
 /** One history key: an exchange (question and reply) or, from older data, a single turn. */
@@ -80,7 +92,7 @@ interface ChannelState {
   /** History keys by id; `messages` counts the messages they hold, the unit of the bounds. */
   turns: Map<string, HistoryEntry>;
   messages: number;
-  summaries: Map<string, Versioned<StoredSummary>>;
+  summaries: Map<string, StoredSummaryEntry>;
   claims: Map<string, number>;
   memories: MemoryIndex;
   sweptAt: number;
@@ -472,6 +484,24 @@ export function createMemory(opts: MemoryOptions): MemoryService {
     await Promise.all(victims.map((d) => remove(key("m", encoded, d.memory.id), d.revision)));
   }
 
+  // ------------------------------------------------------------ context
+
+  /** ~4 tokens of framing per message, as the provider's estimate counts them. */
+  const cost = (m: Message) => 4 + estimateTokens(m.content);
+
+  // Persona prompts are the same few strings on every chat: their message is made once and
+  // shared, so the provider's estimate of it is cached with it. Bounded, since personas
+  // defined at run time are not; cleared when full.
+  const systemMessages = new Map<string, Message>();
+  const systemMessage = (content: string): Message => {
+    let msg = systemMessages.get(content);
+    if (!msg) {
+      if (systemMessages.size >= 256) systemMessages.clear();
+      systemMessages.set(content, (msg = Object.freeze({ role: "system", content } as Message)));
+    }
+    return msg;
+  };
+
   // ------------------------------------------------------------ the interface
 
   return {
@@ -496,22 +526,27 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       await started;
       const encoded = encodeName(channel);
       const st = channels.get(encoded);
-      const head: Message[] = [{ role: "system", content: persona.system_prompt }];
+      const prompt = systemMessage(persona.system_prompt);
+      const head: Message[] = [prompt];
+      let headCost = cost(prompt);
       if (st && mc.summaries_in_context > 0) {
         for (const [, s] of sortedSummaries(st).slice(-mc.summaries_in_context)) {
-          head.push({ role: "system", content: `Previous conversation summary: ${s.value.summary}` });
+          s.msg ??= Object.freeze({ role: "system", content: `Previous conversation summary: ${s.value.summary}` } as Message);
+          s.cost ??= cost(s.msg);
+          head.push(s.msg);
+          headCost += s.cost;
         }
       }
       const facts = findMemories(encoded, message, user, mc.memories_in_context);
       if (facts.length > 0) {
         const lines = facts.map((m) => `- ${m.user_id === null ? "" : `(about ${m.user_id}) `}${m.content}`);
-        head.push({ role: "system", content: `Remembered facts:\n${lines.join("\n")}` });
+        const m: Message = { role: "system", content: `Remembered facts:\n${lines.join("\n")}` };
+        head.push(m);
+        headCost += cost(m);
       }
       const next: Message = { role: "user", content: `${user}: ${message}` };
 
-      // ~4 tokens of framing per message, as the provider's estimate counts them.
-      const cost = (m: Message) => 4 + estimateTokens(m.content);
-      let budget = mc.context_tokens - 3 - head.reduce((n, m) => n + cost(m), 0) - cost(next);
+      let budget = mc.context_tokens - 3 - headCost - cost(next);
       // Newest first, at most history_messages, stopping at the first message that does not
       // fit so the history stays contiguous.
       const history: Message[] = [];
@@ -522,14 +557,15 @@ export function createMemory(opts: MemoryOptions): MemoryService {
           const msgs = keys[i][1].messages;
           for (let j = msgs.length - 1; j >= 0 && left > 0; j--, left--) {
             const t = msgs[j];
-            const m: Message =
+            t.msg ??= Object.freeze(
               t.role === "user"
-                ? { role: "user", content: `${t.user ?? "user"}: ${t.content}` }
-                : { role: "assistant", content: t.content };
-            t.cost ??= cost(m);
+                ? ({ role: "user", content: `${t.user ?? "user"}: ${t.content}` } as Message)
+                : ({ role: "assistant", content: t.content } as Message),
+            );
+            t.cost ??= cost(t.msg);
             budget -= t.cost;
             if (budget < 0) break newest;
-            history.push(m);
+            history.push(t.msg);
           }
         }
         history.reverse();
