@@ -3,6 +3,7 @@
 // Publishing happens in the background so a reply never waits on the stream; `flush`
 // (called when the runtime drains) waits for everything in flight.
 import { randomUUID } from "node:crypto";
+import type { z } from "zod";
 import { EventEnvelope, EventPayloads, type EventName, type EventPayload } from "../schemas";
 import type { Clock, Events, Logger } from "../context/types";
 
@@ -23,21 +24,30 @@ export interface EventsOptions {
 /** The subject of an event: `<prefix>.event.llm.<name>`. */
 export const eventSubject = (prefix: string, name: EventName) => `${prefix}.event.llm.${name}`;
 
+/**
+ * Envelope and payload of each event as one schema (envelope fields first, as published), so
+ * an event is validated in a single parse that also builds the object to publish: two
+ * parses and a merge of their results were a visible share of a chat's CPU.
+ */
+const EventSchemas = Object.fromEntries(
+  Object.entries(EventPayloads).map(([name, payload]) => [name, EventEnvelope.extend(payload.shape)]),
+) as unknown as Record<EventName, z.ZodType<Record<string, unknown>>>;
+
 /** Builds the full envelope for a payload, validating both. Throws on an invalid payload. */
 export function envelope<N extends EventName>(
   name: N,
   payload: EventPayload<N>,
   meta: { id: string; timestamp: string; service: string; instance: string },
 ): Record<string, unknown> {
-  const body = EventPayloads[name].parse(payload);
-  const head = EventEnvelope.parse({
+  // The envelope's fields are set after the payload's: a payload cannot replace them.
+  return EventSchemas[name].parse({
+    ...payload,
     event: name,
     version: 1,
     id: meta.id,
     timestamp: meta.timestamp,
     source: { service: meta.service, instance: meta.instance },
   });
-  return { ...head, ...body };
 }
 
 const enc = new TextEncoder();
