@@ -111,52 +111,70 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
       const started = performance.now();
       const targets = options.provider !== undefined ? [forced(options.provider)] : entries;
       // One deadline for the whole chain, fallbacks included; the caller's signal can cut it shorter.
-      const deadlineSignal = AbortSignal.timeout(cfg.deadline_ms);
-      const signal = options.signal ? AbortSignal.any([options.signal, deadlineSignal]) : deadlineSignal;
+      // One controller and one timer, both let go when the call ends: AbortSignal.timeout with
+      // AbortSignal.any kept a timer and two signals alive for deadline_ms after every call.
+      const ctl = new AbortController();
+      let deadlinePassed = false;
+      const timer = setTimeout(() => {
+        deadlinePassed = true;
+        // The reason AbortSignal.timeout gives, which isDeadlineReason reads as the deadline.
+        ctl.abort(new DOMException("The operation was aborted due to timeout", "TimeoutError"));
+      }, cfg.deadline_ms);
+      timer.unref();
+      const caller = options.signal;
+      const onCallerAbort = () => ctl.abort(caller!.reason);
+      if (caller?.aborted) ctl.abort(caller.reason);
+      else caller?.addEventListener("abort", onCallerAbort, { once: true });
+      const signal = ctl.signal;
       const deadlineAt = started + cfg.deadline_ms;
-      const callOptions: CompletionOptions = {};
-      if (options.temperature !== undefined) callOptions.temperature = options.temperature;
-      if (options.max_tokens !== undefined) callOptions.max_tokens = options.max_tokens;
+      try {
+        const callOptions: CompletionOptions = {};
+        if (options.temperature !== undefined) callOptions.temperature = options.temperature;
+        if (options.max_tokens !== undefined) callOptions.max_tokens = options.max_tokens;
 
-      const failures: ProviderFailure[] = [];
-      const skipped: Entry[] = [];
-      for (const e of targets) {
-        if (signal.aborted) break;
-        if (!e.health.acquire()) {
-          skipped.push(e);
-          continue;
-        }
-        const wasDown = e.health.state() !== "closed";
-        try {
-          const reply = await e.provider.complete(messages, callOptions, signal, deadlineAt);
-          e.health.success();
-          if (wasDown) log.info("provider recovered", { provider: e.name });
-          return { ...reply, latency_ms: performance.now() - started };
-        } catch (err) {
-          const f = asFailure(e.name, err, signal);
-          if (f.info.reason === "aborted") {
-            e.health.neutral();
-            throw new RoseyError("provider_unavailable", "Request cancelled before a provider answered", { provider: e.name });
+        const failures: ProviderFailure[] = [];
+        const skipped: Entry[] = [];
+        for (const e of targets) {
+          if (signal.aborted) break;
+          if (!e.health.acquire()) {
+            skipped.push(e);
+            continue;
           }
-          if (f.info.kind === "final" && !PROVIDER_WIDE.has(f.info.reason) && f.info.reason !== "deadline") {
-            e.health.neutral();
-            throw new RoseyError("provider_error", `Provider ${e.name} rejected the request: ${scrub(f.info.message)}`, { provider: e.name });
+          const wasDown = e.health.state() !== "closed";
+          try {
+            const reply = await e.provider.complete(messages, callOptions, signal, deadlineAt);
+            e.health.success();
+            if (wasDown) log.info("provider recovered", { provider: e.name });
+            return { ...reply, latency_ms: performance.now() - started };
+          } catch (err) {
+            const f = asFailure(e.name, err, signal);
+            if (f.info.reason === "aborted") {
+              e.health.neutral();
+              throw new RoseyError("provider_unavailable", "Request cancelled before a provider answered", { provider: e.name });
+            }
+            if (f.info.kind === "final" && !PROVIDER_WIDE.has(f.info.reason) && f.info.reason !== "deadline") {
+              e.health.neutral();
+              throw new RoseyError("provider_error", `Provider ${e.name} rejected the request: ${scrub(f.info.message)}`, { provider: e.name });
+            }
+            e.health.failure(scrub(f.info.message));
+            failures.push(f);
+            const snap = e.health.snapshot();
+            log.warn("provider failed", {
+              provider: e.name,
+              reason: f.info.reason,
+              status: f.info.status,
+              attempts: f.attempts,
+              consecutive_failures: snap.consecutive_failures,
+              cooldown_until: snap.state === "open" && snap.cooldown_until ? iso(snap.cooldown_until) : undefined,
+            });
+            if (f.info.reason === "deadline") break;
           }
-          e.health.failure(scrub(f.info.message));
-          failures.push(f);
-          const snap = e.health.snapshot();
-          log.warn("provider failed", {
-            provider: e.name,
-            reason: f.info.reason,
-            status: f.info.status,
-            attempts: f.attempts,
-            consecutive_failures: snap.consecutive_failures,
-            cooldown_until: snap.state === "open" && snap.cooldown_until ? iso(snap.cooldown_until) : undefined,
-          });
-          if (f.info.reason === "deadline") break;
         }
+        throw exhausted(targets, failures, skipped, options.provider !== undefined, signal, deadlinePassed);
+      } finally {
+        clearTimeout(timer);
+        caller?.removeEventListener("abort", onCallerAbort);
       }
-      throw exhausted(targets, failures, skipped, options.provider !== undefined, signal, deadlineSignal.aborted);
     },
 
     status(): ProviderStatus[] {
