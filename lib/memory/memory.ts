@@ -91,6 +91,12 @@ interface ChannelState {
   name: string;
   /** History keys by id; `messages` counts the messages they hold, the unit of the bounds. */
   turns: Map<string, HistoryEntry>;
+  /**
+   * The ids of `turns` in order, or null to sort again when next asked. Every chat reads
+   * the history in order and adds one exchange, whose id is normally the newest: it is
+   * appended, so the channel is not sorted again on every chat.
+   */
+  order: string[] | null;
   messages: number;
   summaries: Map<string, StoredSummaryEntry>;
   claims: Map<string, number>;
@@ -133,6 +139,7 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       st = {
         name: decodeName(encoded),
         turns: new Map(),
+        order: [],
         messages: 0,
         summaries: new Map(),
         claims: new Map(),
@@ -172,9 +179,15 @@ export function createMemory(opts: MemoryOptions): MemoryService {
     const cur = st.turns.get(id);
     if (cur) st.messages -= cur.messages.length;
     if (e) {
+      if (!cur && st.order) {
+        if (st.order.length === 0 || st.order[st.order.length - 1] < id) st.order.push(id);
+        else st.order = null;
+      }
       st.turns.set(id, e);
       st.messages += e.messages.length;
     } else {
+      // Deletions come in whole stretches (summaries, resets): sort once afterwards.
+      if (cur) st.order = null;
       st.turns.delete(id);
     }
   }
@@ -196,6 +209,14 @@ export function createMemory(opts: MemoryOptions): MemoryService {
     }
     const dead = tombstones.get(k);
     if (dead !== undefined && entry.revision <= dead) return;
+    // This instance's own writes come back through the watch after they were applied: a
+    // revision the mirror already holds is not decoded and parsed a second time.
+    if (kind !== "m") {
+      const known = channels.get(encoded);
+      const cur = kind === "t" ? known?.turns.get(id) : kind === "s" ? known?.summaries.get(id) : known?.claims.get(id);
+      const rev = typeof cur === "number" ? cur : cur?.revision;
+      if (rev !== undefined && entry.revision <= rev) return;
+    }
     let value: unknown;
     try {
       value = JSON.parse(dec.decode(entry.value));
@@ -287,7 +308,9 @@ export function createMemory(opts: MemoryOptions): MemoryService {
 
   // ------------------------------------------------------------ history and summaries
 
-  const sortedTurns = (st: ChannelState) => [...st.turns].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  /** History ids in order (ids sort by time; plain string order, as `<` compares). */
+  const turnIds = (st: ChannelState): string[] => (st.order ??= [...st.turns.keys()].sort());
+  const sortedTurns = (st: ChannelState): Array<[string, HistoryEntry]> => turnIds(st).map((id) => [id, st.turns.get(id)!]);
   const sortedSummaries = (st: ChannelState) =>
     [...st.summaries].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
 
@@ -551,10 +574,10 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       // fit so the history stays contiguous.
       const history: Message[] = [];
       if (st) {
-        const keys = sortedTurns(st);
+        const ids = turnIds(st);
         let left = mc.history_messages;
-        newest: for (let i = keys.length - 1; i >= 0 && left > 0; i--) {
-          const msgs = keys[i][1].messages;
+        newest: for (let i = ids.length - 1; i >= 0 && left > 0; i--) {
+          const msgs = st.turns.get(ids[i])!.messages;
           for (let j = msgs.length - 1; j >= 0 && left > 0; j--, left--) {
             const t = msgs[j];
             t.msg ??= Object.freeze(
