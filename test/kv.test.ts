@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MemoryKv, casUpdate, getJson, isKvConflict, matchesFilter } from "../lib/kv";
+import { MemoryKv, WatchProgress, casUpdate, getJson, isKvConflict, matchesFilter } from "../lib/kv";
 
 const enc = new TextEncoder();
 
@@ -75,5 +75,25 @@ describe("casUpdate", () => {
       { attempts: 3, baseDelayMs: 0 },
     );
     await expect(r).rejects.toSatisfy(isKvConflict);
+  });
+});
+
+describe("WatchProgress", () => {
+  it("wakes a waiter once its revision is delivered, at once when already seen", async () => {
+    const p = new WatchProgress();
+    const waiting = p.waitFor(3, 10_000);
+    p.advance(2);
+    p.advance(3);
+    expect(await waiting).toBe(true);
+    expect(await p.waitFor(1, 10)).toBe(true);
+    expect(p.seen).toBe(3);
+  });
+
+  it("gives up after the timeout, and releaseAll wakes the rest", async () => {
+    const p = new WatchProgress();
+    expect(await p.waitFor(5, 10)).toBe(false);
+    const waiting = p.waitFor(9, 10_000);
+    p.releaseAll();
+    expect(await waiting).toBe(true);
   });
 });

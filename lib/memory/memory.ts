@@ -21,7 +21,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { Memory, Message, Persona } from "../schemas";
 import type { AddMemory } from "../context/types";
-import { casUpdate, isKvConflict, type KvEntry } from "../kv";
+import { WatchProgress, casUpdate, isKvConflict, type KvEntry } from "../kv";
 import { decodeName, encodeName, key } from "../keys";
 import { estimateTokens } from "../providers/tokens";
 import { MemoryIndex, type Doc, type Ranked } from "./bm25";
@@ -116,8 +116,7 @@ export function createMemory(opts: MemoryOptions): MemoryService {
   /** Revisions of keys this instance deleted: an older put still in the watch must not revive them. */
   const tombstones = new Map<string, number>();
   const pending = new Set<Promise<unknown>>();
-  let seen = 0;
-  let waiters: Array<{ revision: number; resolve: () => void }> = [];
+  const progress = new WatchProgress();
   let stopWatch: (() => void) | undefined;
   let closed = false;
   let seq = 0;
@@ -245,31 +244,14 @@ export function createMemory(opts: MemoryOptions): MemoryService {
 
   function onWatch(k: string, entry: KvEntry | null): void {
     apply(k, entry);
-    if (entry && entry.revision > seen) {
-      seen = entry.revision;
-      const due = waiters.filter((w) => w.revision <= seen);
-      if (due.length) {
-        waiters = waiters.filter((w) => w.revision > seen);
-        for (const w of due) w.resolve();
-      }
-    }
+    if (entry) progress.advance(entry.revision);
   }
 
   async function sync(): Promise<void> {
     const revision = await kv.put(syncKey, bytes({ at: now() }));
-    if (seen >= revision) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        waiters = waiters.filter((w) => w.resolve !== done);
-        log.warn("memory: watch did not catch up in time", { revision, seen });
-        resolve();
-      }, SYNC_TIMEOUT_MS);
-      const done = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      waiters.push({ revision, resolve: done });
-    });
+    if (!(await progress.waitFor(revision, SYNC_TIMEOUT_MS))) {
+      log.warn("memory: watch did not catch up in time", { revision, seen: progress.seen });
+    }
   }
 
   async function start(): Promise<void> {
@@ -540,8 +522,7 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       closed = true;
       stopWatch?.();
       stopWatch = undefined;
-      for (const w of waiters) w.resolve();
-      waiters = [];
+      progress.releaseAll();
       background("sync key cleanup", kv.delete(syncKey));
     },
 

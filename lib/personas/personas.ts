@@ -23,7 +23,7 @@ import type { Persona } from "../schemas";
 import { PersonaName } from "../schemas";
 import { invalid, notFound } from "../errors";
 import { encodeName, key } from "../keys";
-import { getJson, type KvEntry } from "../kv";
+import { WatchProgress, getJson, type KvEntry } from "../kv";
 import { BUILTIN_PERSONAS } from "./builtins";
 import type { PersonasOptions, PersonasService, StoredPersona, StoredSelection } from "./types";
 
@@ -77,8 +77,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
   let live = false;
   let closed = false;
   let stopWatch: (() => void) | undefined;
-  let seen = 0;
-  let waiters: Array<{ revision: number; resolve: () => void }> = [];
+  const progress = new WatchProgress();
 
   /** Applies one bucket entry (null = deleted); an older revision than the one held is ignored. */
   function apply(k: string, entry: KvEntry | null): void {
@@ -102,14 +101,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
 
   function onWatch(k: string, entry: KvEntry | null): void {
     apply(k, entry);
-    if (entry && entry.revision > seen) {
-      seen = entry.revision;
-      const due = waiters.filter((w) => w.revision <= seen);
-      if (due.length) {
-        waiters = waiters.filter((w) => w.revision > seen);
-        for (const w of due) w.resolve();
-      }
-    }
+    if (entry) progress.advance(entry.revision);
   }
 
   /**
@@ -120,20 +112,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
   async function barrier(): Promise<boolean> {
     const k = key("sync", randomBytes(6).toString("base64url"));
     const revision = await kv.put(k, bytes({ at: Date.now() }));
-    let caughtUp = true;
-    if (seen < revision) {
-      caughtUp = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
-          waiters = waiters.filter((w) => w.resolve !== done);
-          resolve(false);
-        }, SYNC_TIMEOUT_MS);
-        const done = () => {
-          clearTimeout(timer);
-          resolve(true);
-        };
-        waiters.push({ revision, resolve: done });
-      });
-    }
+    const caughtUp = await progress.waitFor(revision, SYNC_TIMEOUT_MS);
     // The barrier has done its job; nobody reads it.
     kv.delete(k).catch((err) => log.warn("persona: barrier cleanup failed", { error: (err as Error).message }));
     return caughtUp;
@@ -148,7 +127,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
       stopWatch = stop;
       // Everything stored before the watch started comes back through it before the barrier.
       if (!(await barrier())) {
-        log.warn("persona: watch did not catch up in time, reading personas from KV", { seen });
+        log.warn("persona: watch did not catch up in time, reading personas from KV", { seen: progress.seen });
         return;
       }
       live = !closed;
@@ -209,7 +188,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
 
     async sync() {
       if (!(await mirrored())) return; // reads go to KV: nothing to wait for
-      if (!(await barrier())) log.warn("persona: watch did not catch up in time", { seen });
+      if (!(await barrier())) log.warn("persona: watch did not catch up in time", { seen: progress.seen });
     },
 
     close() {
@@ -217,8 +196,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
       live = false;
       stopWatch?.();
       stopWatch = undefined;
-      for (const w of waiters) w.resolve();
-      waiters = [];
+      progress.releaseAll();
     },
 
     async list() {
