@@ -5,7 +5,7 @@ import type { ProviderConfig } from "../lib/config";
 import { silentLogger } from "../lib/log";
 import { createOpenAIProvider, estimateMessagesTokens, estimateTokens, isProviderFailure, type ProviderFailure } from "../lib/providers";
 import type { Message } from "../lib/schemas";
-import { refusedUrl, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { refusedUrl, rejectionOf, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 
 const KEY = "sk-test-secret-0123456789";
 const messages: Message[] = [
@@ -22,15 +22,7 @@ function provider(d: ProviderConfig, deadline_ms = 10_000) {
 }
 
 /** The ProviderFailure a call rejects with (fails the test when it resolves). */
-async function failure(p: Promise<unknown>): Promise<ProviderFailure> {
-  try {
-    await p;
-  } catch (err) {
-    if (isProviderFailure(err)) return err;
-    throw err;
-  }
-  throw new Error("expected the call to fail");
-}
+const failure = (p: Promise<unknown>): Promise<ProviderFailure> => rejectionOf(p, isProviderFailure);
 
 let server: FakeOpenAI;
 beforeAll(async () => {

@@ -7,7 +7,7 @@ import { isRoseyError, type RoseyError } from "../lib/errors";
 import { silentLogger } from "../lib/log";
 import { createProviders, OFFLINE_PREFIX } from "../lib/providers";
 import type { Message } from "../lib/schemas";
-import { refusedUrl, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { refusedUrl, rejectionOf, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 
 const KEY = "sk-registry-secret-abcdef123456";
 const messages: Message[] = [
@@ -40,16 +40,8 @@ function registry(chain: string[], defs: Defs, opts: { clock?: Clock; threshold?
   return createProviders(config, { log: silentLogger, clock: opts.clock ?? manualClock(), backoff: { base_ms: 10, max_ms: 20 } });
 }
 
-/** The RoseyError a call rejects with. */
-async function rejection(p: Promise<unknown>): Promise<RoseyError> {
-  try {
-    await p;
-  } catch (err) {
-    if (isRoseyError(err)) return err;
-    throw err;
-  }
-  throw new Error("expected the call to fail");
-}
+/** The RoseyError a call rejects with (fails the test when it resolves). */
+const rejection = (p: Promise<unknown>): Promise<RoseyError> => rejectionOf(p, isRoseyError);
 
 let server: FakeOpenAI;
 beforeAll(async () => {
