@@ -463,7 +463,7 @@ add little throughput on this machine.
 Behaviour kept: an unknown persona override is still refused before it costs a request, a failed persona read returns
 the reservation, and the reply still waits until settle, usage and history are stored (test/hotpath.test.ts).
 
-### Measured, in files owned by others (same bench, \`E2E_DIST=<build>\`; CPU per chat from /proc at 16 in flight)
+### Measured on trial builds before they landed (same bench, \`E2E_DIST=<build>\`; CPU per chat from /proc at 16 in flight)
 
 | cumulative change | overhead p50 | overhead p99 | JetStream ops per chat | service CPU per chat | chats/s at 16 in flight (1 instance) |
 |---|---|---|---|---|---|
