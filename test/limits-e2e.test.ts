@@ -16,7 +16,10 @@ beforeAll(async () => {
   const config = {
     limits: { user_per_minute: 7, user_per_hour: 8, channel_per_hour: 12 } as never,
   };
-  instances = await Promise.all([0, 1, 2].map(() => startInstance(srv.url, config)));
+  // A frozen clock: the per-minute window must not roll over between the burst and the checks.
+  const now = Date.now();
+  const clock = { now: () => now };
+  instances = await Promise.all([0, 1, 2].map(() => startInstance(srv.url, config, { clock })));
   nc = await client(srv.url);
 });
 
