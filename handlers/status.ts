@@ -20,7 +20,7 @@ export async function handle(req: StatusRequest, ctx: Ctx): Promise<StatusRespon
     tokens_today: totals.tokens_today,
     rate_limited: limited,
     version: ctx.instance.version,
-    uptime_seconds: Math.floor((ctx.clock.now() - ctx.instance.started_at) / 1000),
+    uptime_seconds: Math.max(0, Math.floor((ctx.clock.now() - ctx.instance.started_at) / 1000)),
     instance: ctx.instance.id,
     providers,
   };

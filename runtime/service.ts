@@ -113,7 +113,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     },
   });
   const id = service.info().id;
-  const instance = { service: config.service.name, version: VERSION, id, started_at: Date.now() };
+  const instance = { service: config.service.name, version: VERSION, id, started_at: (opts.clock ?? Date).now() };
   const slog = log.child({ service: config.service.name, instance: id });
   const { ctx, close } = await createContext({
     js,

@@ -13,7 +13,9 @@ let llm: RoseyLlmClient;
 
 beforeAll(async () => {
   srv = await startTestServer();
-  inst = await startInstance(srv.url, { limits: { user_per_minute: 3 } as never });
+  // Frozen clock: a minute boundary must not reset the per-minute window mid-test.
+  const now = Date.now();
+  inst = await startInstance(srv.url, { limits: { user_per_minute: 3 } as never }, { clock: { now: () => now } });
   nc = await client(srv.url);
   llm = createClient(nc, { timeoutMs: 10_000 });
 });

@@ -10,6 +10,11 @@ import type { ChatRequest } from "../lib/schemas";
 import { createMemoryContext, recordingProviders, type MemoryCtx } from "./helpers/memory-context";
 
 let ctx: MemoryCtx | undefined;
+/** A clock stopped now, so a minute boundary cannot reset a window in the middle of a test. */
+const frozen = () => {
+  const t = Date.now();
+  return { now: () => t };
+};
 afterEach(async () => {
   await ctx?.close();
   ctx = undefined;
@@ -54,7 +59,7 @@ describe("rosey.llm.chat", () => {
 
   it("refuses the eighth request in a minute without calling the provider", async () => {
     const providers = recordingProviders();
-    ctx = await createMemoryContext({ providers, config: { limits: { user_per_minute: 7 } as never } });
+    ctx = await createMemoryContext({ providers, clock: frozen(), config: { limits: { user_per_minute: 7 } as never } });
     for (let i = 0; i < 7; i++) expect((await chat.handle(chatReq(`msg ${i}`), ctx)).success).toBe(true);
     const r = await chat.handle(chatReq("one too many"), ctx);
     expect(r).toMatchObject({ success: false, error_code: "rate_limited", tokens_used: 0 });
@@ -116,7 +121,7 @@ describe("rosey.llm.complete", () => {
 
   it("refuses an unknown forced provider as a validation error before counting it", async () => {
     const providers = recordingProviders();
-    ctx = await createMemoryContext({ providers, config: { limits: { user_per_minute: 1 } as never } });
+    ctx = await createMemoryContext({ providers, clock: frozen(), config: { limits: { user_per_minute: 1 } as never } });
     const bad = complete.request.parse({ messages: [{ role: "user", content: "x" }], provider: "nope", user: "u" });
     await expect(complete.handle(bad, ctx)).rejects.toMatchObject({ code: "validation" });
     expect(providers.calls).toHaveLength(0);
@@ -173,7 +178,7 @@ describe("rosey.llm.status", () => {
   });
 
   it("says rate_limited when the global budget is spent, or the given user is limited", async () => {
-    ctx = await createMemoryContext({ config: { limits: { user_per_minute: 1, global_tokens_per_day: 100_000 } as never } });
+    ctx = await createMemoryContext({ clock: frozen(), config: { limits: { user_per_minute: 1, global_tokens_per_day: 100_000 } as never } });
     await complete.handle(complete.request.parse({ messages: [{ role: "user", content: "x" }], user: "u" }), ctx);
     expect((await status.handle(status.request.parse({ user: "u" }), ctx)).rate_limited).toBe(true);
     expect((await status.handle(status.request.parse({ user: "v" }), ctx)).rate_limited).toBe(false);

@@ -71,9 +71,13 @@ describe("through the service", () => {
   beforeAll(async () => {
     srv = await startTestServer();
     // Limits high enough never to refuse: the counters are what is compared.
-    svc = await startInstance(srv.url, {
-      limits: { user_per_minute: 100_000, user_per_hour: 100_000, user_per_day: 100_000, channel_per_hour: 100_000 } as never,
-    });
+    // Frozen clock: counters compared before and after must sit in the same minute window.
+    const now = Date.now();
+    svc = await startInstance(
+      srv.url,
+      { limits: { user_per_minute: 100_000, user_per_hour: 100_000, user_per_day: 100_000, channel_per_hour: 100_000 } as never },
+      { clock: { now: () => now } },
+    );
     await svc.nc.flush();
     nc = await client(srv.url);
   });
