@@ -1,6 +1,6 @@
 // Builds the Ctx handlers receive from a NATS connection: the host services (events,
 // providers, limiter, usage, memory, personas) over JetStream KV and the events stream.
-import type { JetStreamClient } from "nats";
+import type { JetStreamClient, JetStreamManager } from "nats";
 import type { Config } from "../lib/config";
 import type { Clock, Ctx, InstanceInfo, Logger } from "../lib/context";
 import { createEvents } from "../lib/events";
@@ -14,6 +14,7 @@ import { BUCKETS, retryLeaderless, type Buckets } from "./provision";
 
 export interface ContextOptions {
   js: JetStreamClient;
+  jsm: JetStreamManager;
   buckets: Buckets;
   config: Config;
   log: Logger;
@@ -24,7 +25,7 @@ export interface ContextOptions {
 
 /** The shared context of one runtime instance, and a close function that finishes its background work. */
 export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; close(): Promise<void> }> {
-  const { js, buckets, config, log, instance } = opts;
+  const { js, jsm, buckets, config, log, instance } = opts;
   const clock = opts.clock ?? { now: () => Date.now() };
   const events = createEvents({
     prefix: config.subject_prefix,
@@ -39,11 +40,11 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
     },
   });
   const providers = createProviders(config, { log, clock, fetch: opts.fetch });
-  const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits), config, clock, events, log });
-  const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage), config, clock, log, instance: instance.id });
-  const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas), config, log });
+  const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits, jsm), config, clock, events, log });
+  const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage, jsm), config, clock, log, instance: instance.id });
+  const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas, jsm), config, log });
   const memory = createMemory({
-    kv: natsKv(buckets.memory, BUCKETS.memory),
+    kv: natsKv(buckets.memory, BUCKETS.memory, jsm),
     config,
     clock,
     events,

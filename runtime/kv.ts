@@ -1,6 +1,6 @@
 // Adapts a nats.js JetStream KV bucket to lib/kv's Kv interface, turning the server's
 // "wrong last sequence" (API error 10071) into KvConflictError.
-import type { KV, KvEntry as NatsKvEntry } from "nats";
+import type { JetStreamManager, KV, KvEntry as NatsKvEntry } from "nats";
 import { KvConflictError, type Kv, type KvEntry } from "../lib/kv";
 
 /** True for JetStream's compare-and-set failure. */
@@ -20,7 +20,20 @@ async function cas<T>(op: () => Promise<T>): Promise<T> {
   }
 }
 
-export function natsKv(kv: KV, bucket: string): Kv {
+/**
+ * Keys under a filter from the bucket stream's subject list: one JetStream API request (paged
+ * by the client), where nats.js's `kv.keys()` runs an ordered consumer that was seen to stop
+ * early under load and return a partial list. The subject list still holds keys whose last
+ * operation was a delete; every caller reads the key afterwards and skips those.
+ */
+async function listKeys(jsm: JetStreamManager, bucket: string, filter: string): Promise<string[]> {
+  const prefix = `$KV.${bucket}.`;
+  const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: prefix + filter });
+  return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(prefix.length));
+}
+
+/** The Kv for a nats.js bucket; with `jsm`, key listing uses the stream's subject list (see listKeys). */
+export function natsKv(kv: KV, bucket: string, jsm?: JetStreamManager): Kv {
   return {
     bucket,
     async get(key) {
@@ -34,6 +47,7 @@ export function natsKv(kv: KV, bucket: string): Kv {
       await kv.delete(key);
     },
     async keys(filter = ">") {
+      if (jsm) return listKeys(jsm, bucket, filter);
       const out: string[] = [];
       for await (const k of await kv.keys(filter)) out.push(k);
       return out;

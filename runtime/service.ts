@@ -87,7 +87,8 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
   const mods = await loadHandlers(opts.handlersDir ?? join(projectRoot, "dist", "handlers"));
 
   const js = nc.jetstream();
-  await provisionStream(await nc.jetstreamManager(), config);
+  const jsm = await nc.jetstreamManager();
+  await provisionStream(jsm, config);
   const buckets = await provisionBuckets(js, config);
 
   const stats = new Map<string, EndpointStats>();
@@ -117,6 +118,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
   const slog = log.child({ service: config.service.name, instance: id });
   const { ctx, close } = await createContext({
     js,
+    jsm,
     buckets,
     config,
     log: slog,

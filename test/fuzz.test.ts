@@ -9,6 +9,7 @@ import type { NatsConnection } from "nats";
 import { STATUS } from "../lib/errors";
 import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
 import type { RuntimeLimiter } from "../lib/limiter";
+import { natsKv } from "../runtime/kv";
 import type { RuntimeUsage } from "../lib/usage/usage";
 import { BUCKETS } from "../runtime/provision";
 import { startTestServer, type TestServer } from "./helpers/nats";
@@ -144,11 +145,15 @@ async function snapshot(): Promise<Record<string, string[]>> {
   await (svc.ctx.limiter as Partial<RuntimeLimiter>).close?.();
   await svc.ctx.events.flush();
   const js = nc.jetstream();
+  const jsm = await nc.jetstreamManager();
   const out: Record<string, string[]> = {};
   for (const bucket of Object.values(BUCKETS)) {
-    const kv = await js.views.kv(bucket);
+    const kv = natsKv(await js.views.kv(bucket), bucket, jsm);
     const rows: string[] = [];
-    for await (const k of await kv.keys()) rows.push(`${k}@${(await kv.get(k))?.revision}`);
+    for (const k of await kv.keys()) {
+      const e = await kv.get(k);
+      if (e) rows.push(`${k}@${e.revision}`);
+    }
     out[bucket] = rows.sort();
   }
   return out;

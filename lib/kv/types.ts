@@ -17,7 +17,10 @@ export interface Kv {
   create(key: string, value: Uint8Array): Promise<number>;
   update(key: string, value: Uint8Array, revision: number): Promise<number>;
   delete(key: string): Promise<void>;
-  /** Keys matching a subject-style filter (`a.b.*`, `a.>`), current values only. */
+  /**
+   * Keys matching a subject-style filter (`a.b.*`, `a.>`). May include keys whose last
+   * operation was a delete: callers read each key and skip the absent ones.
+   */
   keys(filter?: string): Promise<string[]>;
   /**
    * Calls `onChange` for every current entry under `filter`, then for each later change
