@@ -13,6 +13,8 @@ export interface CasOptions {
   /** First backoff in ms; doubles per conflict up to maxDelayMs (default 1). */
   baseDelayMs?: number;
   maxDelayMs?: number;
+  /** Called on every conflict (for counters). */
+  onRetry?: () => void;
 }
 
 export interface CasResult<T, R> {
@@ -58,6 +60,7 @@ export async function casUpdate<T, R>(
     } catch (err) {
       if (!isKvConflict(err) || i + 1 >= attempts) throw err;
       retries++;
+      opts.onRetry?.();
       const cap = Math.min(max, base * 2 ** Math.min(i, 10));
       await new Promise((r) => setTimeout(r, Math.random() * cap));
     }

@@ -15,9 +15,12 @@
 // idle instances return theirs after `leaseIdleMs`. An instance that dies strands its pool
 // (≤ one block) until the day ends.
 import { key } from "../keys";
-import type { Kv } from "../kv";
-import { casFrom, readDoc } from "./cas";
+import { casUpdate, type Kv } from "../kv";
+import { readDoc } from "./cas";
 import type { GlobalDoc } from "./types";
+
+/** The global key is shared by every instance: many attempts, backoff growing only to ~8 ms. */
+const CAS = { attempts: 60, baseDelayMs: 0.25, maxDelayMs: 8 } as const;
 
 export interface LeaseEvents {
   /** Called after the CAS that first took `granted` past the threshold of `day`. */
@@ -69,10 +72,9 @@ export class GlobalPool {
         return true;
       }
       const need = tokens - this.avail;
-      const out = await casFrom<GlobalDoc, { ok: boolean; block: number; crossed: boolean }>(
+      const out = await casUpdate<GlobalDoc, { ok: boolean; block: number; crossed: boolean }>(
         this.kv,
         globalKey(day),
-        undefined,
         (cur) => {
           const granted = cur?.granted ?? 0;
           const left = this.budget - granted;
@@ -82,11 +84,11 @@ export class GlobalPool {
           const crossed = !cur?.fired && after >= Math.ceil(this.budget * this.threshold);
           return { value: { granted: after, fired: cur?.fired || crossed }, result: { ok: true, block, crossed } };
         },
-        this.ev.onRetry,
+        { ...CAS, onRetry: this.ev.onRetry },
       );
       if (!out.result.ok) return false;
       this.ev.onLease();
-      if (out.result.crossed) this.ev.onThreshold(day, out.doc.value!.granted);
+      if (out.result.crossed) this.ev.onThreshold(day, out.value!.granted);
       this.roll(day);
       this.avail += out.result.block - tokens;
       return true;
@@ -146,12 +148,11 @@ export class GlobalPool {
       // Take from the pool first so reservations racing the CAS cannot spend it twice.
       this.avail -= n;
       try {
-        await casFrom<GlobalDoc, null>(
+        await casUpdate<GlobalDoc, null>(
           this.kv,
           globalKey(day),
-          undefined,
           (cur) => ({ value: { ...cur, granted: Math.max(0, (cur?.granted ?? 0) - n) }, result: null }),
-          this.ev.onRetry,
+          { ...CAS, onRetry: this.ev.onRetry },
         );
       } catch (err) {
         this.avail += n;
