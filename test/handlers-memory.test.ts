@@ -17,6 +17,7 @@ import * as personaGet from "../handlers/persona_get";
 import * as personaSet from "../handlers/persona_set";
 import * as personaList from "../handlers/persona_list";
 import { createTestContext } from "./helpers/context";
+import { rejectionOf } from "./helpers/assert";
 
 function ctx() {
   const clock = { now: () => Date.parse("2025-05-01T00:00:00Z") };
@@ -33,15 +34,8 @@ function ctx() {
   return Object.assign(base, { memory, personas });
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    if (isRoseyError(err)) return err.code;
-    throw err;
-  }
-  throw new Error("expected a rejection");
-}
+/** The error code a call rejects with (fails the test when it resolves). */
+const codeOf = async (p: Promise<unknown>): Promise<string> => (await rejectionOf(p, isRoseyError)).code;
 
 describe("rosey.llm.memory.add / recall / forget", () => {
   it("adds with defaults, recalls by relevance and publishes memory events", async () => {

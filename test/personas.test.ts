@@ -5,20 +5,24 @@ import { isRoseyError } from "../lib/errors";
 import { MemoryKv, type Kv } from "../lib/kv";
 import { silentLogger } from "../lib/log";
 import { BUILTIN_PERSONAS, createPersonas } from "../lib/personas";
+import { rejectionOf } from "./helpers/assert";
+
+/** Instance a on the bucket, instance b on a view of it whose watch can be held back. */
+async function twoInstances() {
+  const kv = new MemoryKv("PERSONAS");
+  const slow = laggingKv(kv);
+  const a = create(kv);
+  const b = create(slow.bucket);
+  await Promise.all([a.ready(), b.ready()]);
+  return { kv, slow, a, b };
+}
 
 function setup(personas: Record<string, unknown> = {}, kv = new MemoryKv("PERSONAS")) {
   return { kv, personas: createPersonas({ kv, config: defaultConfig({ personas: personas as never }), log: silentLogger }) };
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    if (isRoseyError(err)) return err.code;
-    throw err;
-  }
-  throw new Error("expected a rejection");
-}
+/** The error code a call rejects with (fails the test when it resolves). */
+const codeOf = async (p: Promise<unknown>): Promise<string> => (await rejectionOf(p, isRoseyError)).code;
 
 describe("personas", () => {
   it("gives every channel the default persona until it selects one", async () => {
@@ -168,11 +172,7 @@ describe("personas mirrored by a watch", () => {
   });
 
   it("sees its own writes at once and another instance's once the watch delivers them", async () => {
-    const kv = new MemoryKv("PERSONAS");
-    const slow = laggingKv(kv);
-    const a = create(kv);
-    const b = create(slow.bucket);
-    await Promise.all([a.ready(), b.ready()]);
+    const { slow, a, b } = await twoInstances();
     slow.lag();
     await b.select("#ship", "concise");
     expect((await b.forChannel("#ship")).name).toBe("concise");
@@ -188,11 +188,7 @@ describe("personas mirrored by a watch", () => {
   });
 
   it("finds a persona defined elsewhere that the watch has not delivered yet, before refusing it", async () => {
-    const kv = new MemoryKv("PERSONAS");
-    const slow = laggingKv(kv);
-    const a = create(kv);
-    const b = create(slow.bucket);
-    await Promise.all([a.ready(), b.ready()]);
+    const { slow, a, b } = await twoInstances();
     slow.lag();
     await a.define({ name: "bard", description: "", system_prompt: "Verse.", temperature: 1.1 });
     expect(await b.select("#inn", "bard")).toMatchObject({ name: "bard", temperature: 1.1 });
@@ -202,11 +198,7 @@ describe("personas mirrored by a watch", () => {
   });
 
   it("sync() waits until the watch has delivered what other instances wrote before it", async () => {
-    const kv = new MemoryKv("PERSONAS");
-    const slow = laggingKv(kv);
-    const a = create(kv);
-    const b = create(slow.bucket);
-    await Promise.all([a.ready(), b.ready()]);
+    const { slow, a, b } = await twoInstances();
     slow.lag();
     await a.select("#s", "creative");
     let synced = false;

@@ -5,7 +5,8 @@ import type { ProviderConfig } from "../lib/config";
 import { silentLogger } from "../lib/log";
 import { createOpenAIProvider, estimateMessagesTokens, estimateTokens, isProviderFailure, type ProviderFailure } from "../lib/providers";
 import type { Message } from "../lib/schemas";
-import { refusedUrl, rejectionOf, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { rejectionOf } from "./helpers/assert";
+import { refusedUrl, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 
 const KEY = "sk-test-secret-0123456789";
 const messages: Message[] = [

@@ -7,7 +7,8 @@ import { isRoseyError, type RoseyError } from "../lib/errors";
 import { silentLogger } from "../lib/log";
 import { createProviders, OFFLINE_PREFIX } from "../lib/providers";
 import type { Message } from "../lib/schemas";
-import { refusedUrl, rejectionOf, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { rejectionOf } from "./helpers/assert";
+import { refusedUrl, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 
 const KEY = "sk-registry-secret-abcdef123456";
 const messages: Message[] = [

@@ -167,13 +167,3 @@ export async function refusedUrl(): Promise<string> {
   return `http://127.0.0.1:${port}/v1`;
 }
 
-/** What a promise rejects with, when `is` recognises it; fails the test when it resolves or rejects otherwise. */
-export async function rejectionOf<E>(p: Promise<unknown>, is: (err: unknown) => err is E): Promise<E> {
-  try {
-    await p;
-  } catch (err) {
-    if (is(err)) return err;
-    throw err;
-  }
-  throw new Error("expected the call to fail");
-}
