@@ -11,13 +11,13 @@
 // echo/chat rounds per figure, default 3), E2E_CPU_PROF=<dir> (service processes write
 // V8 CPU profiles there on exit), E2E_SKIP3=1 (one instance only), E2E_DIST=<dir> (the
 // bundles to run instead of ./dist, to compare two builds).
-import { spawn, type ChildProcess } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { connect, type Msg, type NatsConnection } from "nats";
 import { freePort, startNatsServer, type NatsServer } from "../runtime/nats-server";
+import { children, cpuMs, guardRun, rssMiB, spawnReady, stopChild } from "./harness";
 import { percentile, writeSection } from "./lib";
 
 const COMMAND = "npm run bench  (this section alone: node build.mjs && node --import tsx bench/e2e.bench.ts)";
@@ -32,23 +32,8 @@ const ECHO_SUBJECT = "bench.echo";
 const CHAT_SUBJECT = "rosey.llm.chat";
 const root = process.cwd();
 
-const children: ChildProcess[] = [];
 let serverRef: NatsServer | undefined;
-
-/** Kills every process this benchmark started, so none outlives it. */
-function abort(why: string): never {
-  console.error(`e2e bench: ${why}`);
-  for (const c of children) c.kill("SIGKILL");
-  serverRef?.process.kill("SIGKILL");
-  process.exit(1);
-}
-
-// The benchmark must end on its own even if something hangs, and take its processes along
-// when the runner stops it.
-const guard = setTimeout(() => abort("over time, giving up"), 240_000);
-guard.unref();
-process.once("SIGTERM", () => abort("stopped (SIGTERM)"));
-process.once("SIGINT", () => abort("stopped (SIGINT)"));
+const guard = guardRun("e2e", 240_000, () => serverRef?.process);
 const enc = new TextEncoder();
 const big = 1e12;
 
@@ -101,53 +86,6 @@ async function drive(nc: NatsConnection, subject: string, inFlight: number, ms: 
 const median = (xs: number[]) => percentile(xs, 50);
 const f2 = (x: number) => x.toFixed(2);
 const int = (x: number) => Math.round(x).toLocaleString("en-US");
-
-/** Spawns a child and resolves once one of its output lines matches `ready`. */
-function spawnReady(name: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp, stream: "stdout" | "stderr"): Promise<ChildProcess> {
-  const child = spawn(process.execPath, args, { cwd: root, env, stdio: ["pipe", "pipe", "pipe"] });
-  children.push(child);
-  let log = "";
-  return new Promise((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`${name} not ready in 30 s:\n${log.slice(-2000)}`)), 30_000);
-    const onData = (d: Buffer) => {
-      const s = d.toString();
-      if (log.length < 50_000) log += s;
-      if (ready.test(log)) {
-        clearTimeout(timer);
-        res(child);
-      }
-    };
-    child.stdout!.on("data", stream === "stdout" ? onData : () => undefined);
-    child.stderr!.on("data", stream === "stderr" ? onData : (d: Buffer) => void (log += d.toString()));
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      rej(new Error(`${name} exited (${code}) before it was ready:\n${log.slice(-2000)}`));
-    });
-  });
-}
-
-/** Stops a child with SIGTERM (the service drains) and waits; SIGKILL after 10 s. */
-async function stopChild(c: ChildProcess): Promise<void> {
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  const exited = new Promise<void>((r) => c.once("exit", () => r()));
-  c.kill("SIGTERM");
-  const t = setTimeout(() => c.kill("SIGKILL"), 10_000);
-  await exited;
-  clearTimeout(t);
-}
-
-/** Resident set size of a process in MiB, from /proc. */
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
-
-/** CPU time (user + system) a process has used so far, in ms, from /proc (100 ticks per second). */
-function cpuMs(pid: number): number {
-  // Fields after the command name, which is in parentheses and may contain spaces.
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return (Number(f[11]) + Number(f[12])) * 10;
-}
 
 /** Server-wide message counters from the monitoring endpoint. */
 async function varz(port: number): Promise<{ in_msgs: number; out_msgs: number }> {
@@ -293,7 +231,7 @@ async function main() {
       serviceEnv,
       /"msg":"ready"/,
       "stderr",
-    );
+    ).then((s) => s.child);
 
   const nc = await connect({ servers: server.url, name: "bench-load" });
   const results: Figures[] = [];

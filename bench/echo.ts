@@ -5,6 +5,7 @@
 //   NATS_URL=nats://127.0.0.1:4222 ECHO_SUBJECT=bench.echo ECHO_REPLY_BYTES=200 node --import tsx bench/echo.ts
 // Prints "ready" on stdout once the endpoint is subscribed; exits on SIGTERM or stdin close.
 import { connect } from "nats";
+import { onStop } from "./harness";
 
 const url = process.env.NATS_URL ?? "nats://127.0.0.1:4222";
 const subject = process.env.ECHO_SUBJECT ?? "bench.echo";
@@ -24,16 +25,11 @@ async function main() {
   srv.addEndpoint("echo", { subject, handler: (_err, msg) => void msg.respond(body) });
   await nc.flush();
   process.stdout.write("ready\n");
-  const stop = async () => {
+  onStop(async () => {
     await srv.stop().catch(() => undefined);
     await nc.drain().catch(() => undefined);
     process.exit(0);
-  };
-  process.once("SIGTERM", stop);
-  process.once("SIGINT", stop);
-  // The parent going away must not leave this process behind.
-  process.stdin.on("close", stop);
-  process.stdin.resume();
+  });
 }
 
 main().catch((err) => {

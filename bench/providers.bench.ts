@@ -1,0 +1,291 @@
+// Provider-path benchmark: `complete` and `chat` through an OpenAI-compatible provider (the
+// tests' fake server, in its own process) against what they are measured by, all in one run:
+// a raw keep-alive HTTP request to the same fake server, a bare NATS micro echo, `complete`
+// with the offline provider, and a peer gateway (Portkey's open-source gateway, installed
+// into .bench-deps/ for the benchmark only) forwarding to the same fake server.
+//
+//   node build.mjs --quiet && node --import tsx bench/providers.bench.ts
+//
+// Knobs: PROV_SECONDS (one measurement, default 1.5), PROV_ROUNDS (interleaved rounds at
+// 1 in flight, default 5; at 32 in flight one fewer, at least 2), PROV_CPU_PROF=<dir> (the
+// service writes a V8 CPU profile there on exit), PROV_SKIP_PEER=1 (no gateway).
+import http from "node:http";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
+import { connect, type NatsConnection } from "nats";
+import { freePort, startNatsServer, type NatsServer } from "../runtime/nats-server";
+import { benchDeps } from "./deps";
+import { children, cpuMs, drive, guardRun, spawnReady, stopChild, type Run } from "./harness";
+import { percentile, writeSection } from "./lib";
+
+const COMMAND = "npm run bench -- providers  (alone: node build.mjs --quiet && node --import tsx bench/providers.bench.ts)";
+const SECONDS = Number(process.env.PROV_SECONDS ?? 1.5);
+const ROUNDS = Number(process.env.PROV_ROUNDS ?? 5);
+const CPU_PROF = process.env.PROV_CPU_PROF ? resolve(process.env.PROV_CPU_PROF) : undefined;
+const PEER = "@portkey-ai/gateway@1.15.2";
+const LOAD = 32;
+const USERS = 1_000;
+const CHANNELS = 200;
+const MODEL = "test-model";
+const API_KEY = "sk-bench-0123456789";
+const root = process.cwd();
+
+let serverRef: NatsServer | undefined;
+const guard = guardRun("providers", 145_000, () => serverRef?.process);
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const SYSTEM = "You are Rosey, a friendly cat who answers in one short sentence.";
+const question = (i: number) => `hello rosey ${i}, what would be a good name for a cat that sleeps in boxes?`;
+const who = (i: number) => ({ user: `user-${i % USERS}`, channel: `#bench-${(i * 7) % CHANNELS}` });
+
+/** A keep-alive POST of a JSON body; resolves with the status and the parsed reply. */
+function post(agent: http.Agent, url: URL, body: string, headers: Record<string, string>): Promise<{ status: number; body: any }> {
+  return new Promise((res, rej) => {
+    const req = http.request(
+      { host: url.hostname, port: url.port, path: url.pathname, method: "POST", agent, headers: { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
+      (r) => {
+        const chunks: Buffer[] = [];
+        r.on("data", (c: Buffer) => chunks.push(c));
+        r.on("end", () => res({ status: r.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) }));
+        r.on("error", rej);
+      },
+    );
+    req.on("error", rej);
+    req.end(body);
+  });
+}
+
+/** The body rosey's provider sends for a complete request: the same for the raw and gateway rows. */
+const upstreamBody = (i: number) =>
+  JSON.stringify({ model: MODEL, messages: [{ role: "system", content: SYSTEM }, { role: "user", content: question(i) }], temperature: 0.7, max_tokens: 1024 });
+
+interface Target {
+  key: string;
+  label: string;
+  /** Process whose CPU counts as this target's (the service, the gateway), if any. */
+  pid?: number;
+  call: (i: number) => Promise<boolean>;
+}
+
+/** A NATS request whose JSON reply must be a success from `provider` (a fallback would not count). */
+function natsCall(nc: NatsConnection, subject: string, body: (i: number) => object, provider: string) {
+  return async (i: number) => {
+    const m = await nc.request(subject, enc.encode(JSON.stringify(body(i))), { timeout: 10_000 });
+    const r = JSON.parse(dec.decode(m.data)) as { success?: boolean; provider?: string };
+    return r.success === true && r.provider === provider;
+  };
+}
+
+interface Figures {
+  latency: Run[];
+  load: Run[];
+  /** CPU (ms) of the target's process per answered request, in the rounds at 1 and at LOAD in flight. */
+  cpu1?: number;
+  cpuLoad?: number;
+}
+
+/** Interleaved rounds: each round runs every target once, so drift on a noisy machine hits all. */
+async function rounds(targets: Target[], inFlight: number, n: number, figures: Map<string, Figures>, key: "latency" | "load") {
+  const cpu = new Map<string, { ms: number; answered: number }>();
+  for (let r = 0; r < n; r++) {
+    for (const t of targets) {
+      const c0 = t.pid ? cpuMs(t.pid) : 0;
+      const run = await drive(t.call, inFlight, SECONDS * 1000);
+      figures.get(t.key)![key].push(run);
+      const acc = cpu.get(t.key) ?? { ms: 0, answered: 0 };
+      if (t.pid) acc.ms += cpuMs(t.pid) - c0;
+      acc.answered += run.ok + run.errors;
+      cpu.set(t.key, acc);
+    }
+  }
+  for (const t of targets) {
+    const acc = cpu.get(t.key)!;
+    if (t.pid) figures.get(t.key)![key === "latency" ? "cpu1" : "cpuLoad"] = acc.ms / acc.answered;
+  }
+}
+
+async function main() {
+  const started = performance.now();
+  const storeDir = mkdtempSync(join(tmpdir(), "rosey-prov-bench-"));
+  const server = await startNatsServer({ storeDir });
+  serverRef = server;
+  if (CPU_PROF) mkdirSync(CPU_PROF, { recursive: true });
+  const notes: string[] = [];
+  const figures = new Map<string, Figures>();
+  const targets: Target[] = [];
+  const nc = await connect({ servers: server.url, name: "bench-load" });
+  try {
+    const fake = await spawnReady("fake OpenAI server", ["--import", "tsx", join(root, "bench", "fake-openai.ts")], process.env, /http:\S+\n/, "stdout");
+    const fakeUrl = /http:\S+/.exec(fake.output)![0];
+    const { child: service } = await spawnReady(
+      "service",
+      [...(CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : []), join(root, "dist", "runtime", "cli.js"), "start"],
+      {
+        ...process.env,
+        NATS_URL: server.url,
+        LOG_LEVEL: "info",
+        LLM_PROVIDERS: "openai,offline",
+        OPENAI_BASE_URL: fakeUrl,
+        OPENAI_API_KEY: API_KEY,
+        OPENAI_MODEL: MODEL,
+        ...Object.fromEntries(
+          ["USER_PER_MINUTE", "USER_PER_HOUR", "USER_PER_DAY", "USER_TOKENS_PER_DAY", "CHANNEL_PER_HOUR", "GLOBAL_TOKENS_PER_DAY"].map((k) => [`ROSEY_LIMIT_${k}`, "1000000000000"]),
+        ),
+        ROSEY_DATA_DIR: join(storeDir, "data"),
+      },
+      /"msg":"ready"/,
+      "stderr",
+    );
+    const completeBody = (provider: string) => (i: number) => ({
+      messages: [{ role: "system", content: SYSTEM }, { role: "user", content: question(i) }],
+      provider,
+      ...who(i),
+    });
+    // The echo's reply has the size of a complete reply.
+    const sample = await nc.request("rosey.llm.complete", enc.encode(JSON.stringify(completeBody("openai")(0))), { timeout: 10_000 });
+    await spawnReady(
+      "echo",
+      ["--import", "tsx", join(root, "bench", "echo.ts")],
+      { ...process.env, NATS_URL: server.url, ECHO_SUBJECT: "bench.echo", ECHO_REPLY_BYTES: String(sample.data.length) },
+      /ready/,
+      "stdout",
+    );
+    const agent = new http.Agent({ keepAlive: true, maxSockets: LOAD });
+    const upstream = new URL(`${fakeUrl}/chat/completions`);
+    const auth = { authorization: `Bearer ${API_KEY}` };
+    const echoBody = enc.encode("{}");
+    targets.push(
+      { key: "raw", label: "raw keep-alive HTTP request → fake server", call: async (i) => (await post(agent, upstream, upstreamBody(i), auth)).status === 200 },
+      { key: "echo", label: "bare NATS request/reply echo", call: async () => (await nc.request("bench.echo", echoBody, { timeout: 10_000 })).data.length > 0 },
+      { key: "offline", label: "rosey `complete`, offline provider", pid: service.pid, call: natsCall(nc, "rosey.llm.complete", completeBody("offline"), "offline") },
+      { key: "complete", label: "rosey `complete` → fake (openai provider)", pid: service.pid, call: natsCall(nc, "rosey.llm.complete", completeBody("openai"), "openai") },
+      {
+        key: "chat",
+        label: "rosey `chat` → fake (openai provider)",
+        pid: service.pid,
+        call: natsCall(nc, "rosey.llm.chat", (i) => ({ ...who(i), message: question(i) }), "openai"),
+      },
+    );
+
+    if (process.env.PROV_SKIP_PEER === "1") notes.push("The peer gateway row was skipped (PROV_SKIP_PEER=1).");
+    else {
+      const deps = benchDeps([PEER]);
+      if (!deps.ok) notes.push(`The peer gateway row is missing: ${deps.why}.`);
+      else {
+        const port = await freePort();
+        const { child: gateway } = await spawnReady(
+          "Portkey gateway",
+          [join(deps.dir("@portkey-ai/gateway"), "build", "start-server.js"), `--port=${port}`, "--headless"],
+          { ...process.env, NODE_ENV: "production" },
+          /Ready for connections/,
+          "stdout",
+        );
+        const gw = new URL(`http://127.0.0.1:${port}/v1/chat/completions`);
+        const headers = { ...auth, "x-portkey-provider": "openai", "x-portkey-custom-host": fakeUrl };
+        targets.push({
+          key: "peer",
+          label: `Portkey's gateway (npm \`${PEER}\`) → fake`,
+          pid: gateway.pid,
+          call: async (i) => (await post(agent, gw, upstreamBody(i), headers)).status === 200,
+        });
+      }
+    }
+    for (const t of targets) figures.set(t.key, { latency: [], load: [] });
+
+    // Warm-up: JIT, connections, some history in every channel.
+    for (const t of targets) await drive(t.call, 16, t.key === "chat" ? 3_000 : 1_000);
+    await rounds(targets, 1, ROUNDS, figures, "latency");
+    await rounds(targets, LOAD, Math.max(2, ROUNDS - 1), figures, "load");
+  } finally {
+    await nc.close().catch(() => undefined);
+    await Promise.all(children.map(stopChild));
+    await server.stop();
+    rmSync(storeDir, { recursive: true, force: true });
+  }
+  report(targets, figures, notes, (performance.now() - started) / 1000);
+}
+
+const median = (xs: number[]) => percentile(xs, 50);
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "–");
+const int = (x: number) => Math.round(x).toLocaleString("en-US");
+
+function report(targets: Target[], figures: Map<string, Figures>, notes: string[], seconds: number) {
+  const p = (runs: Run[], q: number) => median(runs.map((r) => percentile(r.lat, q)));
+  const rate = (runs: Run[]) => median(runs.map((r) => r.ok / r.seconds));
+  const errs = (f: Figures) => [...f.latency, ...f.load].reduce((a, r) => a + r.errors, 0);
+  const fig = (k: string) => figures.get(k);
+  const lines = [
+    "## Provider path (OpenAI-compatible provider, peer gateway)",
+    "",
+    `Command: \`${COMMAND}\``,
+    "",
+    "One nats-server, the service as one `node dist/runtime/cli.js start` process (providers `openai,offline`, the " +
+      "openai one pointed at the fake server; limits raised so nothing is refused), the tests' fake OpenAI-compatible " +
+      "server (test/helpers/openai-server.ts) answering at once in its own process, a bare NATS micro echo endpoint in " +
+      "its own process with a reply the size of a `complete` reply, the peer gateway in its own process, and the load " +
+      `generator in this one, all on one ${cpus().length}-core machine (Node ${process.version}). Every row runs in ` +
+      `interleaved rounds of ${SECONDS} s (${ROUNDS} at 1 in flight, ${Math.max(2, ROUNDS - 1)} at ${LOAD}); each ` +
+      "figure is the median over its rounds. A reply counts only when it is a success from the named provider (a " +
+      "fallback to offline is an error). CPU per request: user + system CPU of the service (or gateway) process " +
+      "(/proc) during that row's rounds, divided by its requests.",
+    "",
+    `| target | p50 | p99 | req/s @${LOAD} | p50 @${LOAD} | CPU per request @1 / @${LOAD} | errors |`,
+    "|---|---|---|---|---|---|---|",
+    ...targets.map((t) => {
+      const f = fig(t.key)!;
+      const cpu = t.pid ? `${f2(f.cpu1!)} / ${f2(f.cpuLoad!)} ms` : "–";
+      return `| ${t.label} | ${f2(p(f.latency, 50))} ms | ${f2(p(f.latency, 99))} ms | ${int(rate(f.load))} | ${f2(p(f.load, 50))} ms | ${cpu} | ${errs(f)} |`;
+    }),
+  ];
+
+  // Targets, also judged round by round (the same round's figures), to show how steady they are.
+  const raw = fig("raw")!;
+  const off = fig("offline")!;
+  const cpl = fig("complete")!;
+  const chat = fig("chat")!;
+  const peer = fig("peer");
+  const perRound = (a: Run[], b: Run[], ok: (x: Run, y: Run, i: number) => boolean) => a.filter((x, i) => b[i] && ok(x, b[i], i)).length;
+  const budget = p(off.latency, 50) + p(raw.latency, 50) + 0.5;
+  const aLat = p(cpl.latency, 50);
+  const aRate = rate(cpl.load) / rate(off.load);
+  const p50 = (r: Run) => percentile(r.lat, 50);
+  const rps = (r: Run) => r.ok / r.seconds;
+  lines.push(
+    "",
+    "### Targets",
+    "",
+    "| target | this run | met | rounds meeting it |",
+    "|---|---|---|---|",
+    `| \`complete\` → fake p50 ≤ offline p50 + raw HTTP p50 + 0.5 ms | ${f2(aLat)} ms vs ${f2(budget)} ms | ${aLat <= budget ? "yes" : "**no**"} | ` +
+      `${perRound(cpl.latency, off.latency, (c, o, i) => p50(c) <= p50(o) + p50(raw.latency[i]) + 0.5)} of ${cpl.latency.length} |`,
+    `| \`complete\` → fake req/s ≥ 0.8 × offline's @${LOAD} | ${f2(aRate)} × | ${aRate >= 0.8 ? "yes" : "**no**"} | ` +
+      `${perRound(cpl.load, off.load, (c, o) => rps(c) >= 0.8 * rps(o))} of ${cpl.load.length} |`,
+  );
+  if (peer) {
+    const overhead = (f: Figures) => p(f.latency, 50) - p(raw.latency, 50);
+    lines.push(
+      `| \`chat\` → fake p50 overhead < the gateway's (both over the raw HTTP request) | ${f2(overhead(chat))} ms vs ${f2(overhead(peer))} ms | ` +
+        `${overhead(chat) < overhead(peer) ? "yes" : "**no**"} | ${perRound(chat.latency, peer.latency, (c, g) => p50(c) < p50(g))} of ${chat.latency.length} |`,
+      `| \`chat\` → fake req/s > the gateway's @${LOAD} | ${int(rate(chat.load))} vs ${int(rate(peer.load))} | ${rate(chat.load) > rate(peer.load) ? "yes" : "**no**"} | ` +
+        `${perRound(chat.load, peer.load, (c, g) => rps(c) > rps(g))} of ${chat.load.length} |`,
+    );
+  }
+  lines.push("", ...notes, notes.length ? "" : "", `Run took ${seconds.toFixed(0)} s.`);
+  const md = `${lines.join("\n").replace(/\n{3,}/g, "\n\n")}\n\n${NOTES.trim()}`;
+  writeSection("providers", md);
+  console.log(md);
+}
+
+/** What bounds the figures, and what was measured while removing costs; kept beside the code. */
+const NOTES = `
+`;
+
+main()
+  .catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  .finally(() => clearTimeout(guard));
