@@ -8,7 +8,8 @@
 //
 // Knobs: PROV_SECONDS (one measurement, default 1.5), PROV_ROUNDS (interleaved rounds at
 // 1 in flight, default 5; at 32 in flight one fewer, at least 2), PROV_CPU_PROF=<dir> (the
-// service writes a V8 CPU profile there on exit), PROV_SKIP_PEER=1 (no gateway).
+// service writes a V8 CPU profile there on exit), PROV_SKIP_PEER=1 (no gateway),
+// PROV_DIST=<dir> (the bundles to run instead of ./dist, to compare two builds).
 import http from "node:http";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -24,6 +25,7 @@ const COMMAND = "npm run bench -- providers  (alone: node build.mjs --quiet && n
 const SECONDS = Number(process.env.PROV_SECONDS ?? 1.5);
 const ROUNDS = Number(process.env.PROV_ROUNDS ?? 5);
 const CPU_PROF = process.env.PROV_CPU_PROF ? resolve(process.env.PROV_CPU_PROF) : undefined;
+const DIST = resolve(process.env.PROV_DIST ?? "dist");
 const PEER = "@portkey-ai/gateway@1.15.2";
 const LOAD = 32;
 const USERS = 1_000;
@@ -122,7 +124,7 @@ async function main() {
     const fakeUrl = /http:\S+/.exec(fake.output)![0];
     const { child: service } = await spawnReady(
       "service",
-      [...(CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : []), join(root, "dist", "runtime", "cli.js"), "start"],
+      [...(CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : []), join(DIST, "runtime", "cli.js"), "start"],
       {
         ...process.env,
         NATS_URL: server.url,

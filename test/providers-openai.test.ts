@@ -201,6 +201,23 @@ describe("OpenAI-compatible provider", () => {
     expect(f.message).toContain("[redacted]");
   });
 
+  it("keeps its connection open between calls instead of connecting for each", async () => {
+    const p = provider(def(server.url));
+    const before = server.connections();
+    for (let i = 0; i < 5; i++) await p.complete(messages, {});
+    await Promise.all([1, 2, 3].map(() => p.complete(messages, {})));
+    expect(server.chats()).toHaveLength(8);
+    // One connection for the sequential calls, at most three for the three at once.
+    expect(server.connections() - before).toBeLessThanOrEqual(3);
+  });
+
+  it("refuses to send a configured header value with a line break, as a final error, without calling the server", async () => {
+    const f = await failure(provider(def(server.url, { headers: { "X-Title": "rosey\r\nX-Injected: yes" } })).complete(messages, {}));
+    expect(f.info).toMatchObject({ kind: "final", reason: "client_error" });
+    expect(f.attempts).toBe(1);
+    expect(server.chats()).toHaveLength(0);
+  });
+
   it("lists models at /v1/models (the server side of a health probe)", async () => {
     const res = await fetch(`${server.url}/models`);
     const list = (await res.json()) as { data: Array<{ id: string }> };

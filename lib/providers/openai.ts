@@ -1,18 +1,20 @@
-// An OpenAI-compatible provider (OpenAI, OpenRouter, Ollama, vLLM, llama.cpp, LM Studio)
-// through the openai SDK. The SDK's own retries are off: this file retries with full-jitter
-// backoff, honours Retry-After, and never sleeps or waits past the request deadline. No SDK
-// type leaves this file; failures leave as ProviderFailure, answers as Completion.
-import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, OpenAIError } from "openai";
+// An OpenAI-compatible provider (OpenAI, OpenRouter, Ollama, vLLM, llama.cpp, LM Studio):
+// POST /chat/completions through a keep-alive transport (./http.ts). This file retries with
+// full-jitter backoff, honours Retry-After, and never sleeps or waits past the request
+// deadline. Failures leave as ProviderFailure, answers as Completion.
 import type { ProviderConfig } from "../config";
 import type { Completion, CompletionOptions, Logger } from "../context/types";
 import type { Message } from "../schemas";
-import { classifyFailure, isProviderFailure, ProviderFailure, redactSecrets, type FailureInput } from "./errors";
+import { classifyFailure, ProviderFailure, redactSecrets, type FailureInput } from "./errors";
+import { createTransport, type HttpReply, type Transport } from "./http";
 import { backoffDelay, DEFAULT_BACKOFF, isDeadlineReason, sleep } from "./retry";
 import { estimateMessagesTokens, estimateTokens } from "./tokens";
 import type { BackoffOptions, DeadlineProvider, FailureInfo } from "./types";
 
-/** Where the SDK sends requests when a provider names no base URL. */
+/** Where requests go when a provider names no base URL. */
 const OPENAI_BASE_URL = "https://api.openai.com/v1";
+/** How the service names itself to model servers. */
+const USER_AGENT = "rosey-llm";
 
 /** Everything an OpenAI-compatible provider is built from. */
 export interface OpenAIProviderOptions {
@@ -21,7 +23,8 @@ export interface OpenAIProviderOptions {
   /** Budget of a call when the caller passes no deadline (config.providers.deadline_ms). */
   deadline_ms: number;
   log: Logger;
-  fetch?: typeof fetch;
+  /** Replaces the built-in keep-alive transport (a proxy's fetch, a test's spy). */
+  fetch?: Transport;
   backoff?: BackoffOptions;
   random?: () => number;
 }
@@ -66,25 +69,28 @@ export function mapChatResponse(body: unknown, messages: Message[], provider: st
 /** Why an attempt was cut short by us, if it was. */
 type CutShort = "timeout" | "deadline" | "caller" | undefined;
 
-/** Turns whatever the SDK threw into plain facts for classifyFailure. */
+/** Turns whatever the transport threw into plain facts for classifyFailure. */
 function describeError(err: unknown, cut: CutShort): FailureInput {
   if (cut === "timeout") return { timeout: true };
   if (cut === "deadline" || cut === "caller") return { aborted: cut };
-  if (err instanceof APIConnectionTimeoutError) return { timeout: true };
-  if (err instanceof APIConnectionError) {
-    const cause = (err as { cause?: { code?: unknown; message?: unknown; cause?: { code?: unknown } } }).cause;
-    const code = cause?.cause?.code ?? cause?.code;
-    return { connection: true, message: typeof code === "string" ? code : String(cause?.message ?? err.message) };
+  const e = err as { code?: unknown; message?: unknown; cause?: { code?: unknown } } | null;
+  const code = typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : undefined;
+  // node refuses a request it cannot write (a header value with a line break, a bad URL)
+  // before sending anything: that will not get better on a retry.
+  if (code?.startsWith("ERR_INVALID") || code?.startsWith("ERR_HTTP")) return { unsendable: true, message: String(e?.message ?? code) };
+  // A refused, reset or unresolvable connection (node's code, or the cause of fetch's "fetch failed").
+  return { connection: true, message: code ?? (err instanceof Error ? err.message : String(err)) };
+}
+
+/** The error text of an OpenAI-style error body ({"error": {"message": …}}), else the start of the body. */
+function errorDetail(text: string): string {
+  try {
+    const detail = (JSON.parse(text) as { error?: { message?: unknown } } | null)?.error?.message;
+    if (typeof detail === "string") return detail;
+  } catch {
+    /* not JSON: the text itself */
   }
-  if (err instanceof APIError && typeof err.status === "number") {
-    const detail = (err.error as { message?: unknown } | undefined)?.message;
-    return { status: err.status, headers: err.headers ?? null, message: typeof detail === "string" ? detail : err.message };
-  }
-  // The SDK parses a JSON content-type with response.json(): a broken body surfaces as SyntaxError.
-  if (err instanceof SyntaxError) return { malformed: true, message: "body is not valid JSON" };
-  // The SDK refusing its own input (before any request) will not get better on a retry.
-  if (err instanceof OpenAIError) return { unsendable: true, message: err.message };
-  return { connection: true, message: err instanceof Error ? err.message : String(err) };
+  return text.trim().slice(0, 200);
 }
 
 /** Builds an OpenAI-compatible provider from its config entry. */
@@ -93,25 +99,23 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
   const backoff = opts.backoff ?? DEFAULT_BACKOFF;
   const random = opts.random ?? Math.random;
   const scrub = (text: string) => redactSecrets(text, [def.api_key]);
-  // Every option the SDK would otherwise read from process.env is given explicitly.
-  const client = new OpenAI({
-    apiKey: def.api_key ?? "none",
-    baseURL: def.base_url ?? OPENAI_BASE_URL,
-    organization: null,
-    project: null,
-    webhookSecret: null,
-    timeout: def.timeout_ms,
-    maxRetries: 0,
-    defaultHeaders: def.headers,
-    ...(opts.fetch ? { fetch: opts.fetch } : {}),
-  });
+  const transport: Transport = opts.fetch ?? createTransport();
+  const url = `${(def.base_url ?? OPENAI_BASE_URL).replace(/\/+$/, "")}/chat/completions`;
+  // The same for every request; configured headers (OpenRouter's attribution, a proxy's) come last.
+  const headers: Record<string, string> = {
+    "content-type": "application/json",
+    accept: "application/json",
+    "user-agent": USER_AGENT,
+    ...(def.api_key ? { authorization: `Bearer ${def.api_key}` } : {}),
+    ...def.headers,
+  };
 
   /** One HTTP attempt bounded by `budget` ms and the outer signal. */
   async function attempt(messages: Message[], options: CompletionOptions, budget: number, timeoutIsDeadline: boolean, outer?: AbortSignal) {
     const ctl = new AbortController();
     let cut: CutShort;
-    // Our own timer covers the whole attempt including reading the body; the SDK's timeout
-    // stops at the response headers, so a server that stalls mid-body would escape it.
+    // One timer covers the whole attempt, reading the body included: a server that sends
+    // its headers and then stalls is cut off like one that never answers.
     const timer = setTimeout(() => {
       cut = timeoutIsDeadline ? "deadline" : "timeout";
       ctl.abort();
@@ -122,23 +126,37 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
     };
     if (outer?.aborted) onOuter();
     else outer?.addEventListener("abort", onOuter, { once: true });
+    const fail = (input: FailureInput) => {
+      const info = classifyFailure(input);
+      return new ProviderFailure(name, { ...info, message: scrub(info.message) });
+    };
     try {
-      const body: unknown = await client.chat.completions.create(
-        {
-          model: def.model,
-          messages,
-          ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
-          ...(options.max_tokens !== undefined ? { max_tokens: options.max_tokens } : {}),
-        },
-        { signal: ctl.signal, timeout: Math.max(1, Math.ceil(budget)), maxRetries: 0 },
-      );
-      const mapped = mapChatResponse(body, messages, name, def.model);
-      if (!mapped) throw new ProviderFailure(name, classifyFailure({ malformed: true, message: "no choices[0].message" }));
+      const body = JSON.stringify({
+        model: def.model,
+        messages,
+        ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
+        ...(options.max_tokens !== undefined ? { max_tokens: options.max_tokens } : {}),
+      });
+      let status: number;
+      let replyHeaders: HttpReply["headers"];
+      let text: string;
+      try {
+        const res = await transport(url, { method: "POST", headers, body, signal: ctl.signal });
+        ({ status, headers: replyHeaders } = res);
+        text = await res.text();
+      } catch (err) {
+        throw fail(describeError(err, cut));
+      }
+      if (status < 200 || status > 299) throw fail({ status, headers: replyHeaders, message: errorDetail(text) });
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        throw fail({ malformed: true, message: "body is not valid JSON" });
+      }
+      const mapped = mapChatResponse(parsed, messages, name, def.model);
+      if (!mapped) throw fail({ malformed: true, message: "no choices[0].message" });
       return mapped;
-    } catch (err) {
-      if (isProviderFailure(err)) throw err;
-      const info = classifyFailure(describeError(err, cut));
-      throw new ProviderFailure(name, { ...info, message: scrub(info.message) });
     } finally {
       clearTimeout(timer);
       outer?.removeEventListener("abort", onOuter);

@@ -52,6 +52,8 @@ export interface FakeOpenAI {
   setDefault(b: Behaviour): void;
   /** Models listed by /v1/models. */
   models: string[];
+  /** TCP connections accepted so far (keep-alive reuse shows as fewer connections than requests). */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -139,6 +141,8 @@ export async function startOpenAIServer(opts: { default?: Behaviour; models?: st
     }
   });
 
+  let connections = 0;
+  server.on("connection", () => void connections++);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as AddressInfo).port;
   return {
@@ -149,6 +153,7 @@ export async function startOpenAIServer(opts: { default?: Behaviour; models?: st
     script: (...b) => void queue.push(...b),
     setDefault: (b) => void (fallback = b),
     models,
+    connections: () => connections,
     close: () =>
       new Promise<void>((resolve) => {
         for (const t of timers) clearTimeout(t);

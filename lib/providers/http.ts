@@ -1,0 +1,79 @@
+// The HTTP transport of OpenAI-compatible providers: one POST with a JSON body, the whole
+// reply read into memory, over node:http(s) with a pool of keep-alive connections per
+// provider. It has the shape of the part of fetch the provider uses, so a fetch (a proxy, a
+// test's spy) can stand in for it. On Node 20 a request through node:http costs a fraction
+// of the CPU of one through global fetch (bench/providers.bench.ts, BENCHMARKS.md).
+import http from "node:http";
+import https from "node:https";
+
+/** What the provider reads of an answer: a Response satisfies it. */
+export interface HttpReply {
+  status: number;
+  headers: { get(name: string): string | null };
+  text(): Promise<string>;
+}
+
+/** What the provider sends: fetch accepts it. */
+export interface HttpPost {
+  method: "POST";
+  headers: Record<string, string>;
+  body: string;
+  signal: AbortSignal;
+}
+
+/** Sends one request and resolves with the answer; `typeof fetch` is one. */
+export type Transport = (url: string, init: HttpPost) => Promise<HttpReply>;
+
+/** Most connections one provider keeps open to its server; more requests wait for one. */
+const MAX_SOCKETS = 256;
+/**
+ * An idle connection is closed after this long (earlier when the server announces a shorter
+ * keep-alive), before a server would close it under a request being sent on it.
+ */
+const IDLE_MS = 4_000;
+
+/** Response headers by lower-case name, the way fetch's Headers.get answers. */
+function headerReader(headers: http.IncomingHttpHeaders): HttpReply["headers"] {
+  return {
+    get(name) {
+      const v = headers[name.toLowerCase()];
+      return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
+    },
+  };
+}
+
+/**
+ * A transport with its own keep-alive pool. Errors are node's: a refused or reset connection
+ * rejects with its `code` (ECONNREFUSED, ECONNRESET…), an aborted signal with an AbortError,
+ * an invalid header value with a TypeError before anything is sent.
+ */
+export function createTransport(): Transport {
+  const agents = { "http:": new http.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS, timeout: IDLE_MS }), "https:": new https.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS, timeout: IDLE_MS }) };
+  return (url, init) => {
+    const target = new URL(url);
+    const secure = target.protocol === "https:";
+    const send = secure ? https.request : http.request;
+    return new Promise<HttpReply>((resolve, reject) => {
+      const req = send(
+        target,
+        {
+          method: init.method,
+          agent: secure ? agents["https:"] : agents["http:"],
+          headers: { ...init.headers, "content-length": String(Buffer.byteLength(init.body)) },
+          signal: init.signal,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("error", reject);
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString("utf8");
+            resolve({ status: res.statusCode ?? 0, headers: headerReader(res.headers), text: async () => text });
+          });
+        },
+      );
+      req.on("error", reject);
+      req.end(init.body);
+    });
+  };
+}
