@@ -7,6 +7,12 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
+/**
+ * The v3 NATS client (bench/nats-clients.bench.ts), pinned: the newest of each package on npm
+ * when the comparison was written (services has no 3.x release beyond this pre-release).
+ */
+export const NATS_V3 = ["@nats-io/transport-node@3.4.0", "@nats-io/jetstream@3.4.0", "@nats-io/kv@3.4.0", "@nats-io/services@3.0.0-25"];
+
 /** Where the benchmark-only packages live. */
 export const DEPS_DIR = join(process.cwd(), ".bench-deps");
 

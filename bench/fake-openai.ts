@@ -10,8 +10,14 @@ async function main() {
   const fake = await startOpenAIServer();
   // The helper records every request for tests to inspect; a benchmark sends hundreds of
   // thousands, so the record is emptied every second to keep the server's heap flat.
-  setInterval(() => void (fake.requests.length = 0), 1_000).unref();
+  let requests = 0;
+  setInterval(() => {
+    requests += fake.requests.length;
+    fake.requests.length = 0;
+  }, 1_000).unref();
   process.stdout.write(`${fake.url}\n`);
+  // Connections against requests shows whether callers keep their connections alive.
+  process.on("SIGUSR2", () => process.stdout.write(`${JSON.stringify({ connections: fake.connections(), requests: requests + fake.requests.length })}\n`));
   onStop(() => void fake.close().finally(() => process.exit(0)));
 }
 

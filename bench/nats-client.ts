@@ -5,7 +5,7 @@
 //
 //   node --import tsx bench/nats-client.ts <v2|v3> <nats-url>
 import { createInterface } from "node:readline";
-import { benchDeps } from "./deps";
+import { benchDeps, NATS_V3 } from "./deps";
 import { drive, onStop } from "./harness";
 import { percentile } from "./lib";
 
@@ -20,9 +20,6 @@ interface Client {
   }>;
   close(): Promise<void>;
 }
-
-/** The packages of the v3 client, pinned; the bench installs them before starting this process. */
-export const V3_PACKAGES = ["@nats-io/transport-node@3.4.0", "@nats-io/jetstream@3.4.0", "@nats-io/kv@3.4.0", "@nats-io/services@3.0.0-25"];
 
 // Both connect the way the service does (runtime/connect.ts): no async stack traces.
 const SERVICE = { name: "bench-echo", version: "0.0.1", queue: "bench-echo" };
@@ -42,7 +39,7 @@ async function v2(url: string): Promise<Client> {
 }
 
 async function v3(url: string): Promise<Client> {
-  const deps = benchDeps(V3_PACKAGES);
+  const deps = benchDeps(NATS_V3);
   if (!deps.ok) throw new Error(deps.why);
   // Loaded by path: these packages are not the project's dependencies, so they have no types here.
   const load = (name: string): Promise<any> => import(deps.require.resolve(name));

@@ -14,10 +14,9 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
-import { benchDeps } from "./deps";
+import { benchDeps, NATS_V3 } from "./deps";
 import { children, cpuMs, guardRun, spawnReady, stopChild } from "./harness";
 import { percentile, writeSection } from "./lib";
-import { V3_PACKAGES } from "./nats-client";
 
 const COMMAND = "npm run bench -- nats-clients  (alone: node --import tsx bench/nats-clients.bench.ts)";
 const SECONDS = Number(process.env.NATSC_SECONDS ?? 1.5);
@@ -65,7 +64,7 @@ async function main() {
   serverRef = server;
   const notes: string[] = [];
   const libs = ["v2"];
-  const deps = benchDeps(V3_PACKAGES);
+  const deps = benchDeps(NATS_V3);
   if (deps.ok) libs.push("v3");
   else notes.push(`The v3 rows are missing: ${deps.why}.`);
   const figures = new Map<string, Record<Measure, Figure[]>>();

@@ -48,17 +48,24 @@ function headerReader(headers: http.IncomingHttpHeaders): HttpReply["headers"] {
  * an invalid header value with a TypeError before anything is sent.
  */
 export function createTransport(): Transport {
-  const agents = { "http:": new http.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS, timeout: IDLE_MS }), "https:": new https.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS, timeout: IDLE_MS }) };
+  const agents = {
+    http: new http.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS, timeout: IDLE_MS }),
+    https: new https.Agent({ keepAlive: true, maxSockets: MAX_SOCKETS, timeout: IDLE_MS }),
+  };
+  // A provider posts to one URL: parse it once, not per request.
+  let last: { url: string; target: URL; secure: boolean } | undefined;
   return (url, init) => {
-    const target = new URL(url);
-    const secure = target.protocol === "https:";
-    const send = secure ? https.request : http.request;
+    if (last?.url !== url) last = { url, target: new URL(url), secure: url.startsWith("https:") };
+    const { target, secure } = last;
     return new Promise<HttpReply>((resolve, reject) => {
-      const req = send(
-        target,
+      const req = (secure ? https : http).request(
         {
+          protocol: target.protocol,
+          hostname: target.hostname.replace(/^\[|\]$/g, ""),
+          port: target.port,
+          path: target.pathname + target.search,
           method: init.method,
-          agent: secure ? agents["https:"] : agents["http:"],
+          agent: secure ? agents.https : agents.http,
           headers: { ...init.headers, "content-length": String(Buffer.byteLength(init.body)) },
           signal: init.signal,
         },

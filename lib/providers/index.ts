@@ -1,4 +1,4 @@
-// Public surface of the provider layer. Nothing from the openai SDK is exported.
+// Public surface of the provider layer. How a provider talks to its server (./http.ts) stays inside.
 export { createProviders } from "./registry";
 export { createOpenAIProvider, mapChatResponse, type OpenAIProviderOptions } from "./openai";
 export { createOfflineProvider, OFFLINE_PREFIX, truncateToTokens } from "./offline";

@@ -1,5 +1,5 @@
-// Backoff arithmetic and an abortable sleep for the adapters' own retry loops (the SDK's
-// retries are off so that backoff, Retry-After and the request deadline are decided here).
+// Backoff arithmetic and an abortable sleep for the adapters' retry loops, so that backoff,
+// Retry-After and the request deadline are decided in one place.
 import type { BackoffOptions } from "./types";
 
 /** Backoff used when a host gives no tuning. */

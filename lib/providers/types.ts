@@ -1,5 +1,5 @@
-// Types shared inside lib/providers. Nothing here mentions the openai SDK: adapters map
-// SDK errors and responses into these shapes before they leave their file.
+// Types shared inside lib/providers. Adapters map their transport's errors and responses
+// into these shapes before they leave their file.
 import type { Clock, Logger, Provider, CompletionOptions, Completion } from "../context/types";
 import type { Message } from "../schemas";
 
@@ -53,7 +53,7 @@ export interface ProvidersDeps {
   log: Logger;
   /** Drives health cooldowns; deadlines and sleeps use real monotonic time. */
   clock: Clock;
-  /** Replaces global fetch for OpenAI-compatible providers (tests, proxies). */
+  /** Replaces the keep-alive transport of OpenAI-compatible providers (a proxy's fetch, a test's spy). */
   fetch?: typeof fetch;
   backoff?: Partial<BackoffOptions>;
   /** Source of jitter in [0, 1); injectable so tests can pin it. */
