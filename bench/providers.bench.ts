@@ -155,7 +155,8 @@ async function main() {
       /ready/,
       "stdout",
     );
-    const agent = new http.Agent({ keepAlive: true, maxSockets: LOAD });
+    // Idle connections closed before the servers close them (5 s), so no request meets a closing one.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: LOAD, timeout: 4_000 });
     const upstream = new URL(`${fakeUrl}/chat/completions`);
     const auth = { authorization: `Bearer ${API_KEY}` };
     const echoBody = enc.encode("{}");
