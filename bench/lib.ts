@@ -13,6 +13,15 @@ export function percentile(samples: number[], p: number): number {
 /** Formats milliseconds with 3 significant digits. */
 export const ms = (x: number) => `${x.toPrecision(3)} ms`;
 
+/** The median of samples. */
+export const median = (xs: number[]) => percentile(xs, 50);
+
+/** A number with `digits` decimals, or "–" when there is none. */
+export const fixed = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : "–");
+
+/** A whole number with thousands separators. */
+export const int = (x: number) => Math.round(x).toLocaleString("en-US");
+
 /**
  * Replaces (or appends) the section `name` of BENCHMARKS.md, delimited by HTML comments,
  * so each benchmark owns its part of the file.

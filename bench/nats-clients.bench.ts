@@ -16,7 +16,7 @@ import { createInterface } from "node:readline";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { benchDeps, NATS_V3 } from "./deps";
 import { children, cpuMs, guardRun, spawnReady, stopChild } from "./harness";
-import { percentile, writeSection } from "./lib";
+import { fixed, int, median, percentile, writeSection } from "./lib";
 
 const COMMAND = "npm run bench -- nats-clients  (alone: node --import tsx bench/nats-clients.bench.ts)";
 const SECONDS = Number(process.env.NATSC_SECONDS ?? 1.5);
@@ -98,14 +98,10 @@ async function main() {
   report(figures, notes, (performance.now() - started) / 1000);
 }
 
-const med = (xs: number[]) => percentile(xs, 50);
-const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "–");
-const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "–");
-const int = (x: number) => Math.round(x).toLocaleString("en-US");
 
 function report(figures: Map<string, Record<Measure, Figure[]>>, notes: string[], seconds: number) {
-  const rate = (fs: Figure[]) => med(fs.map((f) => f.ok / f.seconds));
-  const at = (fs: Figure[], k: "p50" | "p99" | "cpuMsPerCall" | "serverCpuMsPerCall") => med(fs.map((f) => f[k] ?? NaN));
+  const rate = (fs: Figure[]) => median(fs.map((f) => f.ok / f.seconds));
+  const at = (fs: Figure[], k: "p50" | "p99" | "cpuMsPerCall" | "serverCpuMsPerCall") => median(fs.map((f) => f[k] ?? NaN));
   const errs = (r: Record<Measure, Figure[]>) => Object.values(r).flat().reduce((a, f) => a + f.errors, 0);
   const name = (lib: string) => (lib === "v2" ? "nats.js 2.29 (`nats`)" : "v3 (`@nats-io/transport-node` 3.4, `kv` 3.4, `services` 3.0.0-25)");
   const lines = [
@@ -125,9 +121,9 @@ function report(figures: Map<string, Record<Measure, Figure[]>>, notes: string[]
   ];
   for (const [lib, r] of figures) {
     lines.push(
-      `| ${name(lib)} | ${f3(at(r.echo1, "p50"))} ms | ${f2(at(r.echo1, "p99"))} ms | ${int(rate(r.echoLoad))} | ` +
-        `${f3(at(r.echoLoad, "cpuMsPerCall"))} / ${f3(at(r.echoLoad, "serverCpuMsPerCall"))} ms | ${f2(at(r.kv1, "p50"))} ms | ${f2(at(r.kv1, "p99"))} ms | ` +
-        `${int(rate(r.kvLoad))} | ${f3(at(r.kvLoad, "cpuMsPerCall"))} ms | ${errs(r)} |`,
+      `| ${name(lib)} | ${fixed(at(r.echo1, "p50"), 3)} ms | ${fixed(at(r.echo1, "p99"))} ms | ${int(rate(r.echoLoad))} | ` +
+        `${fixed(at(r.echoLoad, "cpuMsPerCall"), 3)} / ${fixed(at(r.echoLoad, "serverCpuMsPerCall"), 3)} ms | ${fixed(at(r.kv1, "p50"))} ms | ${fixed(at(r.kv1, "p99"))} ms | ` +
+        `${int(rate(r.kvLoad))} | ${fixed(at(r.kvLoad, "cpuMsPerCall"), 3)} ms | ${errs(r)} |`,
     );
   }
   const a = figures.get("v2");

@@ -19,7 +19,7 @@ import { connect, type NatsConnection } from "nats";
 import { freePort, startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { benchDeps } from "./deps";
 import { children, cpuMs, drive, guardRun, spawnReady, stopChild, type Run } from "./harness";
-import { percentile, writeSection } from "./lib";
+import { fixed, int, median, percentile, writeSection } from "./lib";
 
 const COMMAND = "npm run bench -- providers  (alone: node build.mjs --quiet && node --import tsx bench/providers.bench.ts)";
 const SECONDS = Number(process.env.PROV_SECONDS ?? 1.5);
@@ -67,8 +67,8 @@ const upstreamBody = (i: number) =>
 interface Target {
   key: string;
   label: string;
-  /** Process whose CPU counts as this target's (the service, the gateway), if any. */
-  pid?: number;
+  /** Processes whose CPU counts as this target's: [the service or the gateway, the fake server]; 0 = none. */
+  pids: [number, number];
   call: (i: number) => Promise<boolean>;
 }
 
@@ -84,28 +84,29 @@ function natsCall(nc: NatsConnection, subject: string, body: (i: number) => obje
 interface Figures {
   latency: Run[];
   load: Run[];
-  /** CPU (ms) of the target's process per answered request, in the rounds at 1 and at LOAD in flight. */
-  cpu1?: number;
-  cpuLoad?: number;
+  /** CPU (ms) per answered request of each of the target's processes, over its rounds at LOAD in flight. */
+  cpu: [number, number];
 }
 
 /** Interleaved rounds: each round runs every target once, so drift on a noisy machine hits all. */
 async function rounds(targets: Target[], inFlight: number, n: number, figures: Map<string, Figures>, key: "latency" | "load") {
-  const cpu = new Map<string, { ms: number; answered: number }>();
+  const used = (pid: number) => (pid ? cpuMs(pid) : 0);
+  const cpu = new Map(targets.map((t) => [t.key, { ms: [0, 0], answered: 0 }]));
   for (let r = 0; r < n; r++) {
     for (const t of targets) {
-      const c0 = t.pid ? cpuMs(t.pid) : 0;
+      const c0 = t.pids.map(used);
       const run = await drive(t.call, inFlight, SECONDS * 1000);
       figures.get(t.key)![key].push(run);
-      const acc = cpu.get(t.key) ?? { ms: 0, answered: 0 };
-      if (t.pid) acc.ms += cpuMs(t.pid) - c0;
+      const acc = cpu.get(t.key)!;
+      t.pids.forEach((pid, i) => (acc.ms[i] += used(pid) - c0[i]));
       acc.answered += run.ok + run.errors;
-      cpu.set(t.key, acc);
     }
   }
-  for (const t of targets) {
-    const acc = cpu.get(t.key)!;
-    if (t.pid) figures.get(t.key)![key === "latency" ? "cpu1" : "cpuLoad"] = acc.ms / acc.answered;
+  if (key === "load") {
+    for (const t of targets) {
+      const acc = cpu.get(t.key)!;
+      figures.get(t.key)!.cpu = [acc.ms[0] / acc.answered, acc.ms[1] / acc.answered];
+    }
   }
 }
 
@@ -122,6 +123,7 @@ async function main() {
   try {
     const fake = await spawnReady("fake OpenAI server", ["--import", "tsx", join(root, "bench", "fake-openai.ts")], process.env, /http:\S+\n/, "stdout");
     const fakeUrl = /http:\S+/.exec(fake.output)![0];
+    const fakePid = fake.child.pid!;
     const { child: service } = await spawnReady(
       "service",
       [...(CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : []), join(DIST, "runtime", "cli.js"), "start"],
@@ -161,14 +163,14 @@ async function main() {
     const auth = { authorization: `Bearer ${API_KEY}` };
     const echoBody = enc.encode("{}");
     targets.push(
-      { key: "raw", label: "raw keep-alive HTTP request → fake server", call: async (i) => (await post(agent, upstream, upstreamBody(i), auth)).status === 200 },
-      { key: "echo", label: "bare NATS request/reply echo", call: async () => (await nc.request("bench.echo", echoBody, { timeout: 10_000 })).data.length > 0 },
-      { key: "offline", label: "rosey `complete`, offline provider", pid: service.pid, call: natsCall(nc, "rosey.llm.complete", completeBody("offline"), "offline") },
-      { key: "complete", label: "rosey `complete` → fake (openai provider)", pid: service.pid, call: natsCall(nc, "rosey.llm.complete", completeBody("openai"), "openai") },
+      { key: "raw", label: "raw keep-alive HTTP request → fake server", pids: [0, fakePid], call: async (i) => (await post(agent, upstream, upstreamBody(i), auth)).status === 200 },
+      { key: "echo", label: "bare NATS request/reply echo", pids: [0, 0], call: async () => (await nc.request("bench.echo", echoBody, { timeout: 10_000 })).data.length > 0 },
+      { key: "offline", label: "rosey `complete`, offline provider", pids: [service.pid!, fakePid], call: natsCall(nc, "rosey.llm.complete", completeBody("offline"), "offline") },
+      { key: "complete", label: "rosey `complete` → fake (openai provider)", pids: [service.pid!, fakePid], call: natsCall(nc, "rosey.llm.complete", completeBody("openai"), "openai") },
       {
         key: "chat",
         label: "rosey `chat` → fake (openai provider)",
-        pid: service.pid,
+        pids: [service.pid!, fakePid],
         call: natsCall(nc, "rosey.llm.chat", (i) => ({ ...who(i), message: question(i) }), "openai"),
       },
     );
@@ -191,12 +193,12 @@ async function main() {
         targets.push({
           key: "peer",
           label: `Portkey's gateway (npm \`${PEER}\`) → fake`,
-          pid: gateway.pid,
+          pids: [gateway.pid!, fakePid],
           call: async (i) => (await post(agent, gw, upstreamBody(i), headers)).status === 200,
         });
       }
     }
-    for (const t of targets) figures.set(t.key, { latency: [], load: [] });
+    for (const t of targets) figures.set(t.key, { latency: [], load: [], cpu: [NaN, NaN] });
 
     // Warm-up: JIT, connections, some history in every channel.
     for (const t of targets) await drive(t.call, 16, t.key === "chat" ? 3_000 : 1_000);
@@ -211,9 +213,6 @@ async function main() {
   report(targets, figures, notes, (performance.now() - started) / 1000);
 }
 
-const median = (xs: number[]) => percentile(xs, 50);
-const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "–");
-const int = (x: number) => Math.round(x).toLocaleString("en-US");
 
 function report(targets: Target[], figures: Map<string, Figures>, notes: string[], seconds: number) {
   const p = (runs: Run[], q: number) => median(runs.map((r) => percentile(r.lat, q)));
@@ -232,15 +231,15 @@ function report(targets: Target[], figures: Map<string, Figures>, notes: string[
       `generator in this one, all on one ${cpus().length}-core machine (Node ${process.version}). Every row runs in ` +
       `interleaved rounds of ${SECONDS} s (${ROUNDS} at 1 in flight, ${Math.max(2, ROUNDS - 1)} at ${LOAD}); each ` +
       "figure is the median over its rounds. A reply counts only when it is a success from the named provider (a " +
-      "fallback to offline is an error). CPU per request: user + system CPU of the service (or gateway) process " +
-      "(/proc) during that row's rounds, divided by its requests.",
+      `fallback to offline is an error). CPU per request @${LOAD}: user + system CPU (/proc) of the service (or the ` +
+      "gateway) and of the fake server during that row's rounds, divided by its requests.",
     "",
-    `| target | p50 | p99 | req/s @${LOAD} | p50 @${LOAD} | CPU per request @1 / @${LOAD} | errors |`,
+    `| target | p50 | p99 | req/s @${LOAD} | p50 @${LOAD} | CPU per request @${LOAD}: service or gateway / fake server | errors |`,
     "|---|---|---|---|---|---|---|",
     ...targets.map((t) => {
       const f = fig(t.key)!;
-      const cpu = t.pid ? `${f2(f.cpu1!)} / ${f2(f.cpuLoad!)} ms` : "–";
-      return `| ${t.label} | ${f2(p(f.latency, 50))} ms | ${f2(p(f.latency, 99))} ms | ${int(rate(f.load))} | ${f2(p(f.load, 50))} ms | ${cpu} | ${errs(f)} |`;
+      const cpu = t.pids.some(Boolean) ? t.pids.map((pid, i) => (pid ? `${fixed(f.cpu[i], 3)} ms` : "–")).join(" / ") : "–";
+      return `| ${t.label} | ${fixed(p(f.latency, 50))} ms | ${fixed(p(f.latency, 99))} ms | ${int(rate(f.load))} | ${fixed(p(f.load, 50))} ms | ${cpu} | ${errs(f)} |`;
     }),
   ];
 
@@ -262,15 +261,15 @@ function report(targets: Target[], figures: Map<string, Figures>, notes: string[
     "",
     "| target | this run | met | rounds meeting it |",
     "|---|---|---|---|",
-    `| \`complete\` → fake p50 ≤ offline p50 + raw HTTP p50 + 0.5 ms | ${f2(aLat)} ms vs ${f2(budget)} ms | ${aLat <= budget ? "yes" : "**no**"} | ` +
+    `| \`complete\` → fake p50 ≤ offline p50 + raw HTTP p50 + 0.5 ms | ${fixed(aLat)} ms vs ${fixed(budget)} ms | ${aLat <= budget ? "yes" : "**no**"} | ` +
       `${perRound(cpl.latency, off.latency, (c, o, i) => p50(c) <= p50(o) + p50(raw.latency[i]) + 0.5)} of ${cpl.latency.length} |`,
-    `| \`complete\` → fake req/s ≥ 0.8 × offline's @${LOAD} | ${f2(aRate)} × | ${aRate >= 0.8 ? "yes" : "**no**"} | ` +
+    `| \`complete\` → fake req/s ≥ 0.8 × offline's @${LOAD} | ${fixed(aRate)} × | ${aRate >= 0.8 ? "yes" : "**no**"} | ` +
       `${perRound(cpl.load, off.load, (c, o) => rps(c) >= 0.8 * rps(o))} of ${cpl.load.length} |`,
   );
   if (peer) {
     const overhead = (f: Figures) => p(f.latency, 50) - p(raw.latency, 50);
     lines.push(
-      `| \`chat\` → fake p50 overhead < the gateway's (both over the raw HTTP request) | ${f2(overhead(chat))} ms vs ${f2(overhead(peer))} ms | ` +
+      `| \`chat\` → fake p50 overhead < the gateway's (both over the raw HTTP request) | ${fixed(overhead(chat))} ms vs ${fixed(overhead(peer))} ms | ` +
         `${overhead(chat) < overhead(peer) ? "yes" : "**no**"} | ${perRound(chat.latency, peer.latency, (c, g) => p50(c) < p50(g))} of ${chat.latency.length} |`,
       `| \`chat\` → fake req/s > the gateway's @${LOAD} | ${int(rate(chat.load))} vs ${int(rate(peer.load))} | ${rate(chat.load) > rate(peer.load) ? "yes" : "**no**"} | ` +
         `${perRound(chat.load, peer.load, (c, g) => rps(c) > rps(g))} of ${chat.load.length} |`,
