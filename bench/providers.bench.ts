@@ -16,6 +16,8 @@ import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { connect, type NatsConnection } from "nats";
+import { silentLogger } from "../lib/log";
+import { createOpenAIProvider } from "../lib/providers";
 import { freePort, startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { benchDeps } from "./deps";
 import { children, cpuMs, drive, guardRun, spawnReady, stopChild, type Run } from "./harness";
@@ -119,6 +121,7 @@ async function main() {
   const notes: string[] = [];
   const figures = new Map<string, Figures>();
   const targets: Target[] = [];
+  let calls: Call[] = [];
   const nc = await connect({ servers: server.url, name: "bench-load" });
   try {
     const fake = await spawnReady("fake OpenAI server", ["--import", "tsx", join(root, "bench", "fake-openai.ts")], process.env, /http:\S+\n/, "stdout");
@@ -199,6 +202,7 @@ async function main() {
       }
     }
     for (const t of targets) figures.set(t.key, { latency: [], load: [], cpu: [NaN, NaN] });
+    calls = await inProcess(fakeUrl, agent, upstream);
 
     // Warm-up: JIT, connections, some history in every channel.
     for (const t of targets) await drive(t.call, 16, t.key === "chat" ? 3_000 : 1_000);
@@ -210,11 +214,59 @@ async function main() {
     await server.stop();
     rmSync(storeDir, { recursive: true, force: true });
   }
-  report(targets, figures, notes, (performance.now() - started) / 1000);
+  report(targets, figures, calls, notes, (performance.now() - started) / 1000);
+}
+
+/** One way to call the fake server from this process, and what it cost. */
+interface Call {
+  label: string;
+  call: (i: number) => Promise<boolean>;
+  p50: number[];
+  cpu: number[];
+}
+
+/**
+ * The provider's HTTP call alone, in this process (the service idle): a raw node:http request,
+ * the same through global fetch, and lib/providers/openai.ts, in interleaved rounds; CPU of
+ * this process per call at LOAD in flight (the loop driving them included, the same for all).
+ */
+async function inProcess(fakeUrl: string, agent: http.Agent, upstream: URL): Promise<Call[]> {
+  const def = { kind: "openai" as const, base_url: fakeUrl, api_key: API_KEY, model: MODEL, timeout_ms: 8_000, max_retries: 1, headers: {} };
+  const provider = createOpenAIProvider({ name: "openai", def, deadline_ms: 25_000, log: silentLogger });
+  const headers = { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" };
+  const messages = (i: number) => [
+    { role: "system" as const, content: SYSTEM },
+    { role: "user" as const, content: question(i) },
+  ];
+  const viaFetch = async (i: number) => {
+    const r = await fetch(upstream, { method: "POST", headers, body: upstreamBody(i) });
+    await r.json();
+    return r.ok;
+  };
+  const calls: Array<Pick<Call, "label" | "call">> = [
+    { label: "node:http keep-alive request (the raw row's)", call: async (i) => (await post(agent, upstream, upstreamBody(i), headers)).status === 200 },
+    { label: "global fetch (Node's undici), the same request", call: viaFetch },
+    {
+      label: "the openai provider (lib/providers/openai.ts over lib/providers/http.ts)",
+      call: async (i) => (await provider.complete(messages(i), { temperature: 0.7, max_tokens: 1024 })).provider === "openai",
+    },
+  ];
+  const measured: Call[] = calls.map((c) => ({ ...c, p50: [], cpu: [] }));
+  for (const c of measured) await drive(c.call, 16, 500);
+  for (let r = 0; r < Math.max(2, ROUNDS - 1); r++) {
+    for (const c of measured) {
+      c.p50.push(percentile((await drive(c.call, 1, 700)).lat, 50));
+      const cpu0 = process.cpuUsage();
+      const run = await drive(c.call, LOAD, 700);
+      const used = process.cpuUsage(cpu0);
+      c.cpu.push((used.user + used.system) / 1000 / (run.ok + run.errors));
+    }
+  }
+  return measured;
 }
 
 
-function report(targets: Target[], figures: Map<string, Figures>, notes: string[], seconds: number) {
+function report(targets: Target[], figures: Map<string, Figures>, calls: Call[], notes: string[], seconds: number) {
   const p = (runs: Run[], q: number) => median(runs.map((r) => percentile(r.lat, q)));
   const rate = (runs: Run[]) => median(runs.map((r) => r.ok / r.seconds));
   const errs = (f: Figures) => [...f.latency, ...f.load].reduce((a, r) => a + r.errors, 0);
@@ -275,6 +327,17 @@ function report(targets: Target[], figures: Map<string, Figures>, notes: string[
         `${perRound(chat.load, peer.load, (c, g) => rps(c) > rps(g))} of ${chat.load.length} |`,
     );
   }
+  lines.push(
+    "",
+    "### The HTTP call alone, in one process",
+    "",
+    `The load generator's own process calling the fake server while the service is idle (${Math.max(2, ROUNDS - 1)} ` +
+      `interleaved rounds, medians). CPU per call: this process's user + system CPU at ${LOAD} in flight, divided by its calls.`,
+    "",
+    `| call | p50 @1 | CPU per call @${LOAD} |`,
+    "|---|---|---|",
+    ...calls.map((c) => `| ${c.label} | ${fixed(median(c.p50), 3)} ms | ${fixed(median(c.cpu), 3)} ms |`),
+  );
   lines.push("", ...notes, notes.length ? "" : "", `Run took ${seconds.toFixed(0)} s.`);
   const md = `${lines.join("\n").replace(/\n{3,}/g, "\n\n")}\n\n${NOTES.trim()}`;
   writeSection("providers", md);
