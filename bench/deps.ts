@@ -32,7 +32,7 @@ export type Deps = { ok: true; dir: (name: string) => string; require: NodeJS.Re
 
 /**
  * Makes sure every `name@version` in `specs` is in .bench-deps (one `npm install --prefix`
- * for those missing, at most 3 minutes) and returns how to reach them, or why it could not.
+ * for those missing, at most 90 s) and returns how to reach them, or why it could not.
  */
 export function benchDeps(specs: string[]): Deps {
   const missing = specs.filter((s) => installed(split(s)[0]) !== split(s)[1]);
@@ -42,7 +42,7 @@ export function benchDeps(specs: string[]): Deps {
     const npm = process.platform === "win32" ? "npm.cmd" : "npm";
     const r = spawnSync(npm, ["install", "--prefix", DEPS_DIR, "--no-audit", "--no-fund", "--loglevel=error", ...missing], {
       encoding: "utf8",
-      timeout: 180_000,
+      timeout: 90_000,
     });
     const still = specs.filter((s) => installed(split(s)[0]) !== split(s)[1]);
     if (still.length) {

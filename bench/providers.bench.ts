@@ -6,7 +6,7 @@
 //
 //   node build.mjs --quiet && node --import tsx bench/providers.bench.ts
 //
-// Knobs: PROV_SECONDS (one measurement, default 1.5), PROV_ROUNDS (interleaved rounds at
+// Knobs: PROV_SECONDS (one measurement, default 1.2), PROV_ROUNDS (interleaved rounds at
 // 1 in flight, default 5; at 32 in flight one fewer, at least 2), PROV_CPU_PROF=<dir> (the
 // service writes a V8 CPU profile there on exit), PROV_SKIP_PEER=1 (no gateway),
 // PROV_DIST=<dir> (the bundles to run instead of ./dist, to compare two builds).
@@ -24,12 +24,14 @@ import { children, cpuMs, drive, guardRun, spawnReady, stopChild, type Run } fro
 import { fixed, int, median, percentile, writeSection } from "./lib";
 
 const COMMAND = "npm run bench -- providers  (alone: node build.mjs --quiet && node --import tsx bench/providers.bench.ts)";
-const SECONDS = Number(process.env.PROV_SECONDS ?? 1.5);
+const SECONDS = Number(process.env.PROV_SECONDS ?? 1.2);
 const ROUNDS = Number(process.env.PROV_ROUNDS ?? 5);
 const CPU_PROF = process.env.PROV_CPU_PROF ? resolve(process.env.PROV_CPU_PROF) : undefined;
 const DIST = resolve(process.env.PROV_DIST ?? "dist");
 const PEER = "@portkey-ai/gateway@1.15.2";
 const LOAD = 32;
+/** Rounds of the in-process comparison of HTTP calls. */
+const CALL_ROUNDS = 3;
 const USERS = 1_000;
 const CHANNELS = 200;
 const MODEL = "test-model";
@@ -37,7 +39,7 @@ const API_KEY = "sk-bench-0123456789";
 const root = process.cwd();
 
 let serverRef: NatsServer | undefined;
-const guard = guardRun("providers", 145_000, () => serverRef?.process);
+const guard = guardRun("providers", 195_000, () => serverRef?.process);
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -270,7 +272,7 @@ async function inProcess(fakeUrl: string, agent: http.Agent, upstream: URL): Pro
   ];
   const measured: Call[] = calls.map((c) => ({ ...c, p50: [], idleP50: [], cpu: [] }));
   for (const c of measured) await drive(c.call, 16, 500);
-  for (let r = 0; r < Math.max(2, ROUNDS - 1); r++) {
+  for (let r = 0; r < CALL_ROUNDS; r++) {
     for (const c of measured) {
       c.p50.push(percentile((await drive(c.call, 1, 700)).lat, 50));
       c.idleP50.push(await spacedP50(c.call, 150));
@@ -336,6 +338,14 @@ function report(targets: Target[], figures: Map<string, Figures>, calls: Call[],
     `| \`complete\` → fake req/s ≥ 0.8 × offline's @${LOAD} | ${fixed(aRate)} × | ${aRate >= 0.8 ? "yes" : "**no**"} | ` +
       `${perRound(cpl.load, off.load, (c, o) => rps(c) >= 0.8 * rps(o))} of ${cpl.load.length} |`,
   );
+  const idle = median(calls[0]?.idleP50 ?? []);
+  if (Number.isFinite(idle)) {
+    const idleBudget = p(off.latency, 50) + idle + 0.5;
+    lines.push(
+      `| (for comparison) the same with the raw request sent after ${GAP_MS} ms idle, as \`complete\` sends it | ${fixed(aLat)} ms vs ${fixed(idleBudget)} ms | ` +
+        `${aLat <= idleBudget ? "yes" : "**no**"} | – |`,
+    );
+  }
   if (peer) {
     const overhead = (f: Figures) => p(f.latency, 50) - p(raw.latency, 50);
     lines.push(
@@ -349,7 +359,7 @@ function report(targets: Target[], figures: Map<string, Figures>, calls: Call[],
     "",
     "### The HTTP call alone, in one process",
     "",
-    `The load generator's own process calling the fake server while the service is idle (${Math.max(2, ROUNDS - 1)} ` +
+    `The load generator's own process calling the fake server while the service is idle (${CALL_ROUNDS} ` +
       `interleaved rounds, medians). p50 @1: calls back to back, as in the raw row; after ${GAP_MS} ms idle: one call ` +
       `every ${GAP_MS} ms, the way \`complete\` calls its provider between JetStream round trips, so both processes ` +
       `have gone to sleep when the call starts. CPU per call: this process's user + system CPU at ${LOAD} in flight, ` +
@@ -367,6 +377,73 @@ function report(targets: Target[], figures: Map<string, Figures>, calls: Call[],
 
 /** What bounds the figures, and what was measured while removing costs; kept beside the code. */
 const NOTES = `
+### What changed on this path
+
+Before, the openai provider called the \`openai\` SDK (6.49) over Node 20's global fetch (undici). That did keep its
+connections alive (undici's global pool: 24 connections for 1,000 calls at 16 in flight) and the SDK's own retries
+were already off; the cost was CPU per call. One call from one process to the fake server, measured like the
+in-process table above, with the provider as it was at commit 4dbee66 and that provider given lib/providers/http.ts
+as its fetch (p50 at 1 in flight, CPU at 32 in flight, 7 interleaved rounds, medians):
+
+| call | p50 @1 | CPU per call @32 |
+|---|---|---|
+| node:http keep-alive request | 0.148 ms | 0.080 ms |
+| global fetch, the same request | 0.504 ms | 0.534 ms |
+| openai SDK 6.49 on global fetch (the provider before) | 0.684 ms | 0.743 ms |
+| openai SDK 6.49 on a node:http fetch (lib/providers/http.ts behind a minimal Response) | 0.403 ms | 0.306 ms |
+| the provider without the SDK (now) | 0.194 ms | 0.126 ms |
+
+Global fetch costs six times a node:http request, and the SDK's own work on top of any fetch (its headers, the
+request-log details it builds for every call even when nothing is logged, its own controller and timer, a Response
+and Headers per reply) is ~0.18 ms per call — more than the whole budget that ≥ 0.8 × offline's requests/s leaves
+(~0.15 ms of service CPU per call). So the provider no longer uses the SDK: lib/providers/http.ts posts over
+node:http/https with one keep-alive pool per provider (at most 256 connections; an idle one is closed after 4 s, or
+1 s before the server's announced keep-alive ends), and lib/providers/openai.ts builds the body and maps the reply
+itself (~100 lines replace the dependency). An injected fetch (a proxy, a test's spy) still replaces the transport.
+The failure classes and their tests are unchanged (test/providers-openai.test.ts: 429 + Retry-After in seconds and as
+a date, 5xx, timeout, stalled body, refused connection, malformed and wrong-shape bodies, deadline, cancellation),
+plus two: sequential calls share one connection, and a header value that cannot be sent is a final error that sends
+nothing.
+
+End to end, the same benchmark, 3 runs of each build alternating on this machine (load average 7–13 from other
+work; medians of the runs, range in brackets):
+
+| | before (SDK on global fetch) | after (node:http transport) |
+|---|---|---|
+| \`complete\` → fake p50 | 4.58 ms [4.49–6.43] | 3.07 ms [2.86–3.43] |
+| \`complete\`, offline p50 (same run) | 2.65 ms [2.40–2.99] | 2.26 ms [2.18–2.28] |
+| \`complete\` → fake req/s @32 (÷ offline's) | 283 (0.46 ×) | 618 (0.84 ×) |
+| service CPU per \`complete\` → fake @32 (offline's) | 1.83 ms (0.71 ms) | 0.88 ms (0.60 ms) |
+| fake server CPU per request | 0.147 ms | 0.104 ms |
+| \`chat\` → fake p50 / req/s @32 | 5.50 ms / 249 | 3.90 ms / 437 |
+| service CPU per \`chat\` → fake @32 | 2.02 ms | 1.14 ms |
+| Portkey's gateway p50 / req/s @32 (same runs) | 4.37 ms / 80 | 4.08 ms / 161 |
+
+The fake server's CPU per request fell too: the SDK's requests carried eleven more headers (its \`x-stainless-*\`
+set and fetch's).
+
+### What bounds the targets
+
+- **\`complete\` latency (offline + one raw HTTP request + 0.5 ms): not met as written.** The provider's own code
+  adds ~0.05 ms to an HTTP request (the in-process table above), but the raw row sends its requests back to back,
+  with both processes awake. \`complete\` calls its provider after the admission's JetStream round trips, when the
+  fake server has been asleep for a few ms; on this shared 2-core machine a request to a process that has slept
+  3 ms takes ~0.4 ms longer at p50 than one sent back to back (the "after 3 ms idle" column), for node:http, for
+  fetch and for the provider alike. Against that baseline (offline + the request after 3 ms idle + 0.5 ms, the last
+  row of the targets table) \`complete\` is within the target; what is left over is the machine waking a sleeping
+  process, not the provider's code.
+- **\`complete\` requests/s (≥ 0.8 × offline's): met in two of the three runs above (0.84, 0.84, 0.73).** Bound:
+  the service's CPU per \`complete\` → fake is offline's + ~0.25 ms (node:http's request, one socket write and one
+  read on loopback, the kernel's share included, and the event-loop turns to wait for them), and on this 2-core
+  machine the fake server's own ~0.1 ms per request competes for the same cores as the service, nats-server and the
+  load generator, which offline's requests do not. The ratio falls as offline gets cheaper (the JetStream work per
+  request is what the limiter and usage changes cut): the HTTP call is a fixed cost per request.
+- **\`chat\` ahead of Portkey's gateway: requests/s met in every run (2–3 × the gateway's), p50 not clearly:**
+  3.90 ms against 4.08 ms in the medians above, ahead in one run of three. Portkey costs ~2.3 ms of CPU per request
+  (and the fake server 2.4 × more per request than rosey's calls), so it falls behind under load; at one in flight
+  its latency is one HTTP hop through a Hono app. A chat's is a NATS hop plus its awaited JetStream round trips in
+  sequence (3 today: see the end-to-end section) plus the provider's HTTP hop after them, so chat's p50 is bounded
+  by the round trips in sequence, not by the provider path: every round trip cut from a chat comes off this figure.
 `;
 
 main()
