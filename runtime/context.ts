@@ -5,6 +5,7 @@ import type { Config } from "../lib/config";
 import type { Clock, Ctx, InstanceInfo, Logger } from "../lib/context";
 import { createEvents } from "../lib/events";
 import { createLimiter } from "../lib/limiter";
+import { summarizeHistory } from "../lib/llm";
 import { createMemory } from "../lib/memory";
 import { createPersonas } from "../lib/personas";
 import { createProviders } from "../lib/providers";
@@ -40,8 +41,13 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
     },
   });
   const providers = createProviders(config, { log, clock, fetch: opts.fetch });
-  const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits, jsm), config, clock, events, log });
-  const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage, jsm), config, clock, log, instance: instance.id });
+  // Set below; the memory's summarizer needs the whole context, and runs only once it exists.
+  let ctx!: Ctx;
+  // Limits, quotas, the global budget and usage share the limits bucket: a call's accounting
+  // and its usage are the same writes.
+  const limits = natsKv(buckets.limits, BUCKETS.limits, jsm);
+  const limiter = createLimiter({ kv: limits, config, clock, events, log, instance: instance.id });
+  const usage = createUsage({ kv: limits, config, clock, pending: limiter.pendingUsage });
   const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas, jsm), config, log });
   const memory = createMemory({
     kv: natsKv(buckets.memory, BUCKETS.memory, jsm),
@@ -51,10 +57,12 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
     providers,
     log,
     instance: instance.id,
+    // History summaries are model calls like any other: admitted, counted, published.
+    summarizer: (req) => summarizeHistory(ctx, req),
   });
   // The memory index is loaded from the bucket before the first request is taken.
   await Promise.all([memory.ready(), personas.ready()]);
-  const ctx: Ctx = { config, clock, log, instance, events, providers, limiter, usage, memory, personas };
+  ctx = { config, clock, log, instance, events, providers, limiter, usage, memory, personas };
   return {
     ctx,
     async close() {
@@ -62,8 +70,8 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
       await memory.settled();
       memory.close();
       personas.close();
-      // Unused global budget goes back; batched usage counters are written.
-      await Promise.all([limiter.close(), usage.flush()]);
+      // Pending channel usage is written; the lease's spend moves to the day's total.
+      await limiter.close();
       await events.flush();
     },
   };

@@ -150,7 +150,8 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
           ctx.events.emit("error", {
             ...w,
             error: reply.error.slice(0, 500),
-            provider: null,
+            // The provider the request would have reached.
+            provider: ctx.providers.current().name,
             error_type: "validation",
             endpoint: name,
           });

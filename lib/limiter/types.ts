@@ -1,39 +1,84 @@
-// Stored shapes of the ROSEY_LLM_LIMITS bucket and the limiter's construction options.
+// Stored shapes of the ROSEY_LLM_LIMITS bucket, and the limiter's construction options.
 import type { Config } from "../config";
 import type { Clock, Events, Limiter, Logger } from "../context/types";
 import type { Kv } from "../kv";
+import type { ThresholdEvent } from "../schemas";
 
-/** A request counter for one window; `w` names the window (see calendar.ts). */
-export interface Counter {
+/** A threshold event stored with the write that crossed the threshold, until its publish is acknowledged (pending.ts). */
+export interface PendingEvent {
+  /** Its Nats-Msg-Id: a retried publish is stored once. */
+  id: string;
+  /** When it was stored (ms): an entry older than the grace period is republished by the next writer. */
+  at: number;
+  ev: ThresholdEvent;
+}
+
+/** Requests completed and tokens settled, in all and per provider ([requests, tokens]). */
+export interface Spend {
+  q: number;
+  u: number;
+  p: Record<string, [number, number]>;
+}
+
+/** One calendar day (local date `w`) of a user or channel: its usage. */
+export interface DayUsage extends Spend {
   w: string;
-  n: number;
 }
 
 /**
- * Key `u.<user>`: every window of one user in one document, so one compare-and-set
- * admits against minute, hour, day and the token quota at once.
+ * Key `u.<user>`: every limit of one user in one document, so one compare-and-set admits
+ * against the minute, hour, day and the token quota at once; and the user's usage today.
  */
 export interface UserDoc {
-  m?: Counter;
-  h?: Counter;
-  /** Day window: requests, tokens held (settled + reserved), tokens settled. */
-  d?: Counter & { t: number; u: number };
-  /** Period whose threshold event has fired, per threshold type (create-once marker). */
-  f?: { h?: string; d?: string; t?: string };
+  /** Admission times of the last hour (log.ts). */
+  l?: number[];
+  /** Today: admissions (per-day limit) and usage; `u` is also what the token quota counts as spent. */
+  d?: DayUsage & { n: number };
+  /** Reservations in flight: id → [tokens, ms after which anyone may take it back]. */
+  r?: Record<string, [number, number]>;
+  /** Threshold markers: hourly → ms of the last event; daily and tokens → the day. */
+  f?: { h?: number; d?: string; t?: string };
+  e?: PendingEvent[];
 }
 
-/** Key `c.<channel>`: the channel's hour window. */
+/** Key `c.<channel>`: the channel's rolling hour and its usage today. */
 export interface ChannelDoc {
-  h?: Counter;
-  f?: { h?: string };
+  l?: number[];
+  d?: DayUsage;
+  f?: { h?: number };
+  e?: PendingEvent[];
 }
 
-/** Key `g.<local date>`: global token budget handed out to instances as leases. */
+/** One instance's share of the global budget (lease.ts). */
+export interface Lease {
+  /** Tokens granted to the instance and not given back, including what it spent. */
+  n: number;
+  /** When anyone may take the lease back (ms) unless the instance renews it first. */
+  exp: number;
+  /** The instance's spend (InstanceDoc.u) when the lease was opened: spend before it is in `spent`. */
+  b: number;
+  /** Its spend as of its last write here (for the threshold and refusals). */
+  s: number;
+}
+
+/** Key `g.<local date>`: the day's global token budget. */
 export interface GlobalDoc {
-  /** Tokens leased out to instances (net of what they returned). */
-  granted: number;
-  /** True once the threshold event of this day fired. */
-  fired?: boolean;
+  /** Tokens spent under leases that are closed. */
+  spent: number;
+  /** Open leases by instance tag. */
+  leases: Record<string, Lease>;
+  /** The day, once the threshold event fired. */
+  f?: string;
+  e?: PendingEvent[];
+}
+
+/**
+ * Key `i.<local date>.<instance tag>`: what one instance spent today. Written before every
+ * reply (the service's totals are the sum over instances) and read when its lease is taken
+ * back; `x` marks it closed by whoever took the lease back.
+ */
+export interface InstanceDoc extends Spend {
+  x?: true;
 }
 
 export interface LimiterOptions {
@@ -43,10 +88,18 @@ export interface LimiterOptions {
   clock: Clock;
   events: Events;
   log: Logger;
+  /** Names this instance's lease and spend (default: a random id). */
+  instance?: string;
   /** Largest block of global budget one lease takes (default 1 % of the budget, at least 1,000). */
   leaseTokens?: number;
   /** Return an idle instance's unused lease after this long without admissions (default 5 s). */
   leaseIdleMs?: number;
+  /** How often an instance holding a lease renews it (default 10 s). */
+  heartbeatMs?: number;
+  /** How long a lease stays valid without renewal (default 30 s). */
+  leaseTtlMs?: number;
+  /** Pending channel usage is written at most this long after the call (default 1 s). */
+  usageFlushMs?: number;
 }
 
 /** Counters of the limiter's own work, for benchmarks and logs. */
@@ -59,20 +112,26 @@ export interface LimiterStats {
   rollbacks: number;
   /** Leases taken from the global budget. */
   leases: number;
+  /** Leases of other instances taken back after they expired. */
+  reclaimed: number;
 }
 
-/** The limiter the runtime builds: the Ctx part plus stats and a close that returns unused leases. */
+/** Usage not yet written to a channel's document (see limiter.ts, channel usage). */
+export type PendingUsage = (channel: string) => Spend | undefined;
+
+/** The limiter the runtime builds: the Ctx part plus stats, drain and what usage reads need. */
 export interface RuntimeLimiter extends Limiter {
   /** What is left for a user; with a channel, per_hour is the tighter of the user's and the channel's. */
   remaining(user?: string, channel?: string): ReturnType<Limiter["remaining"]>;
   readonly stats: LimiterStats;
-  /** Returns this instance's unused global lease; call when the runtime drains. */
+  /** This instance's channel usage not yet stored (usage reads add it). */
+  readonly pendingUsage: PendingUsage;
+  /** Writes pending channel usage and returns this instance's lease; call when the runtime drains. */
   close(): Promise<void>;
 }
 
 /**
- * Bucket max age the limiter needs: longer than the longest window (a 25-hour DST day)
- * so an active window is never dropped; 48 h leaves a margin. Documents of idle users
- * expire with it, which is the cleanup.
+ * Bucket max age the limiter needs: longer than the longest day (25 h across DST) so a live
+ * document is never dropped; 48 h leaves a margin. Idle documents expire with it.
  */
 export const LIMITS_TTL_MS = 48 * 3_600_000;

@@ -340,14 +340,15 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       .join("\n");
     if (transcript.length > SUMMARY_INPUT_CHARS) transcript = transcript.slice(-SUMMARY_INPUT_CHARS);
     try {
-      const c = await providers.complete(
-        [
-          { role: "system", content: SUMMARY_PROMPT },
-          { role: "user", content: transcript },
-        ],
-        { temperature: 0.3, max_tokens: 400 },
-      );
-      const text = c.content.trim();
+      const messages: Message[] = [
+        { role: "system", content: SUMMARY_PROMPT },
+        { role: "user", content: transcript },
+      ];
+      const text = (
+        opts.summarizer
+          ? await opts.summarizer({ channel: st.name, messages })
+          : (await providers.complete(messages, { temperature: 0.3, max_tokens: 400 })).content
+      ).trim();
       if (text) return text;
     } catch (err) {
       log.warn("memory: provider failed to summarize, storing a plain summary", {

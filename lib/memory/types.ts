@@ -2,6 +2,7 @@
 import type { Config } from "../config";
 import type { Clock, ConversationMemory, Events, Logger, Providers } from "../context/types";
 import type { Kv } from "../kv";
+import type { Message } from "../schemas";
 
 export interface MemoryOptions {
   /** The ROSEY_LLM_MEMORY bucket; must support `watch`. */
@@ -13,6 +14,11 @@ export interface MemoryOptions {
   log: Logger;
   /** Names this instance in summarization claims (defaults to a random tag). */
   instance?: string;
+  /**
+   * Writes a history summary from the prompt messages; the runtime passes a model call that
+   * is admitted and counted like any other (lib/llm). Without it the providers are called directly.
+   */
+  summarizer?: (req: { channel: string; messages: Message[]; signal?: AbortSignal }) => Promise<string>;
 }
 
 /** ConversationMemory plus the lifecycle calls the runtime and tests use. */

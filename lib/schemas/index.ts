@@ -249,6 +249,8 @@ export const UsageResponse = z.object({
   requests_today: z.number().int().min(0).default(0),
   tokens_today: z.number().int().min(0).default(0),
   rate_limits_remaining: RateLimitsRemaining.optional(),
+  /** The provider a call would go to now (the seed's field). */
+  provider: z.string().optional(),
   by_provider: z.record(z.string(), z.object({ requests: z.number().int(), tokens: z.number().int() })).optional(),
   ...failure,
 });
@@ -263,7 +265,8 @@ export const ResponseEvent = z.object({
   response_length: z.number().int().min(0),
   tokens_used: z.number().int().min(0),
   provider: z.string(),
-  latency_ms: z.number().min(0),
+  /** Whole milliseconds of the whole request, admission to reply. */
+  latency_ms: z.number().int().min(0),
   model: z.string(),
   persona: z.string().optional(),
   endpoint: z.string().optional(),
