@@ -73,10 +73,10 @@ export interface PoolOptions {
   onError(what: string, err: unknown): void;
 }
 
-/** Where a reservation's tokens came from: the pool of one day and lease generation. */
+/** Where a reservation's tokens came from: the pool of one day and one lease generation of one instance. */
 export interface Origin {
   day: string;
-  epoch: number;
+  epoch: string;
 }
 
 /** A reservation from the pool, or a refusal: `spent` when settled use alone leaves too little. */
@@ -92,7 +92,9 @@ type LeaseResult =
 
 export class GlobalPool {
   private day = "";
-  private epoch = 0;
+  /** Lease generations of this instance (a lease taken back starts a new one). */
+  private generation = 0;
+  private readonly nonce = Math.random().toString(36).slice(2, 8);
   private tag: string;
   /** Tokens this instance may still hand out; negative when settles overdrew it. */
   private avail = 0;
@@ -132,7 +134,11 @@ export class GlobalPool {
     });
   }
 
-  /** Accounts a settled reservation: the unused part returns to the pool; spend beyond it overdraws. */
+  /**
+   * Accounts a settled reservation: the unused part returns to the pool; spend beyond it
+   * overdraws. A reservation is settled or released by the instance that made it (lib/llm);
+   * one from elsewhere is all new spend here and stays in flight in its own pool.
+   */
   settled(from: Origin, reserved: number, used: number): void {
     if (this.current(from)) {
       this.inflight -= reserved;
@@ -196,11 +202,12 @@ export class GlobalPool {
   }
 
   private origin(): Origin {
-    return { day: this.day, epoch: this.epoch };
+    return { day: this.day, epoch: `${this.nonce}-${this.generation}` };
   }
 
   private current(o: Origin): boolean {
-    return o.day === this.day && o.epoch === this.epoch;
+    const now = this.origin();
+    return o.day === now.day && o.epoch === now.epoch;
   }
 
   private serveLocal(tokens: number): Take | undefined {
@@ -221,8 +228,8 @@ export class GlobalPool {
   /** Continues under a new tag after our lease was taken back; `finalSpent` is the closed document's `u`. */
   private renew(finalSpent?: number): void {
     const old = this.tag;
-    this.epoch++;
-    this.tag = encodeName(`${this.o.instance}~${this.epoch}`);
+    this.generation++;
+    this.tag = encodeName(`${this.o.instance}~${this.generation}`);
     this.avail = this.inflight = this.spent = 0;
     this.open = false;
     if (finalSpent === undefined) return;
@@ -266,10 +273,16 @@ export class GlobalPool {
     return run;
   }
 
+  /** Tokens settled today as far as `doc` and this instance know: ours exactly, the others' as of their last write. */
+  private settledIn(doc: GlobalDoc): number {
+    let settled = doc.spent;
+    for (const [tag, l] of Object.entries(doc.leases)) settled += Math.max(0, (tag === this.tag ? this.spent : l.s) - l.b);
+    return settled;
+  }
+
   /** What every write of `g` does besides its own change: the threshold, pending events, expired leases. */
   private common(doc: GlobalDoc, leases: Record<string, Lease>, now: number): { doc: GlobalDoc; fired: PendingEvent[]; stale: PendingEvent[]; expired: string[] } {
-    let settled = doc.spent;
-    for (const l of Object.values(leases)) settled += Math.max(0, l.s - l.b);
+    const settled = this.settledIn({ ...doc, leases });
     const fired: PendingEvent[] = [];
     let f = doc.f;
     if (settled >= Math.ceil(this.o.budget * this.o.threshold) && f !== this.day) {
@@ -301,11 +314,7 @@ export class GlobalPool {
       const left = this.o.budget - taken;
       const want = need - this.avail;
       const expired = Object.keys(doc.leases).filter((t) => t !== this.tag && doc.leases[t].exp <= now);
-      if (left < want) {
-        let settled = doc.spent;
-        for (const l of Object.values(doc.leases)) settled += Math.max(0, l.s - l.b);
-        return { value: undefined, result: { kind: "short", settled, expired } };
-      }
+      if (left < want) return { value: undefined, result: { kind: "short", settled: this.settledIn(doc), expired } };
       const block = want <= 0 ? 0 : Math.min(left, Math.max(want, Math.min(this.o.leaseTokens, Math.ceil(left / 8))));
       entry = { n: (mine?.n ?? 0) + block, exp: now + this.o.ttlMs, b: mine?.b ?? this.spent, s: this.spent };
       after = this.common(doc, { ...doc.leases, [this.tag]: entry }, now);

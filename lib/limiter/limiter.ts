@@ -222,7 +222,7 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
   const ticketId = (o: Origin, held: boolean, rid: string) => `${o.day}:${o.epoch}:${held ? 1 : 0}:${rid}`;
   const parseTicket = (t: OkTicket) => {
     const [day, epoch, held, rid] = t.id.split(":");
-    return { origin: { day, epoch: Number(epoch) }, held: held === "1", rid };
+    return { origin: { day, epoch }, held: held === "1", rid };
   };
   const isExempt = (req: { user?: string; channel?: string }) =>
     (req.channel !== undefined && exemptChannels.has(req.channel)) || (req.user !== undefined && exemptUsers.has(req.user));
