@@ -11,8 +11,8 @@
 //   i.<day>.<tag>         { q, u, p }: the calls instance <tag> settled today
 // `n` is what the instance was granted and did not give back, `u` what it spent. Each
 // settle writes `u` before the call's reply (with the service's totals, which are the sum
-// of these documents), so every answer given is in some `u`. `b` is `u` when the lease was
-// opened (spend before it is already in `spent`). Available = budget − spent − Σ n.
+// of these documents), so every answer given is in some `u`. `b` is the part of `u` that was
+// already in `spent` when the lease was opened (from earlier leases of the same tag). Available = budget − spent − Σ n.
 //
 // Exactness: a lease CAS never lets spent + Σ n exceed the budget, and a reservation is only
 // served from a pool, which holds granted tokens, so reservations never overshoot the
@@ -103,6 +103,8 @@ export class GlobalPool {
   private exp = 0;
   /** Our InstanceDoc.u of this day and tag, as last written. */
   private spent = 0;
+  /** The part of `spent` already in the day's `spent` (our leases closed before). */
+  private accounted = 0;
   /** Reservations served from the current lease and not settled or released yet. */
   private inflight = 0;
   private lastTake = 0;
@@ -221,7 +223,7 @@ export class GlobalPool {
     // Leases of a past day are worthless; their documents expire with the bucket's max age.
     if (this.day === day) return;
     this.day = day;
-    this.avail = this.inflight = this.spent = 0;
+    this.avail = this.inflight = this.spent = this.accounted = 0;
     this.open = false;
   }
 
@@ -230,7 +232,7 @@ export class GlobalPool {
     const old = this.tag;
     this.generation++;
     this.tag = encodeName(`${this.o.instance}~${this.generation}`);
-    this.avail = this.inflight = this.spent = 0;
+    this.avail = this.inflight = this.spent = this.accounted = 0;
     this.open = false;
     if (finalSpent === undefined) return;
     // The taker may have stopped between closing our document and removing our lease.
@@ -316,7 +318,7 @@ export class GlobalPool {
       const expired = Object.keys(doc.leases).filter((t) => t !== this.tag && doc.leases[t].exp <= now);
       if (left < want) return { value: undefined, result: { kind: "short", settled: this.settledIn(doc), expired } };
       const block = want <= 0 ? 0 : Math.min(left, Math.max(want, Math.min(this.o.leaseTokens, Math.ceil(left / 8))));
-      entry = { n: (mine?.n ?? 0) + block, exp: now + this.o.ttlMs, b: mine?.b ?? this.spent, s: this.spent };
+      entry = { n: (mine?.n ?? 0) + block, exp: now + this.o.ttlMs, b: mine?.b ?? this.accounted, s: this.spent };
       after = this.common(doc, { ...doc.leases, [this.tag]: entry }, now);
       return { value: after.doc, result: { kind: "ok", block, expired: after.expired, fired: after.fired } };
     });
@@ -359,6 +361,7 @@ export class GlobalPool {
     this.avail -= back;
     const deficit = Math.max(0, -this.avail);
     const now = this.o.clock.now();
+    const spentNow = this.spent;
     let after: ReturnType<GlobalPool["common"]> | undefined;
     try {
       const out = await this.o.batcher.submit<GlobalDoc, "ok" | "lost">(globalKey(day), -1, (cur) => {
@@ -368,8 +371,8 @@ export class GlobalPool {
         const { [this.tag]: _mine, ...others } = doc.leases;
         const leases = closing
           ? others
-          : { ...doc.leases, [this.tag]: { ...mine, n: mine.n - back + deficit, exp: now + this.o.ttlMs, s: this.spent } };
-        const spent = closing ? doc.spent + Math.max(0, this.spent - mine.b) : doc.spent;
+          : { ...doc.leases, [this.tag]: { ...mine, n: mine.n - back + deficit, exp: now + this.o.ttlMs, s: spentNow } };
+        const spent = closing ? doc.spent + Math.max(0, spentNow - mine.b) : doc.spent;
         after = this.common({ ...doc, spent }, leases, now);
         return { value: after.doc, result: "ok" };
       });
@@ -378,8 +381,10 @@ export class GlobalPool {
       this.avail += deficit;
       this.o.pending.publish(globalKey(day), [...after!.fired, ...after!.stale]);
       for (const t of after!.expired) void this.reclaim(day, t);
-      if (closing) this.open = false;
-      else this.exp = now + this.o.ttlMs;
+      if (closing) {
+        this.open = false;
+        this.accounted = spentNow;
+      } else this.exp = now + this.o.ttlMs;
     } catch (err) {
       if (day === this.day) this.avail += back;
       this.o.onError("writing the global lease failed", err);
