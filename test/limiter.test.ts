@@ -209,6 +209,14 @@ describe("limiter: tokens", () => {
     expect(await limiter.admit({ user: "t", tokens: 1 })).toMatchObject({ ok: false, code: "quota_exceeded" });
   });
 
+  it("reserves what is left of a quota when that is at least `atLeast`", async () => {
+    const { limiter } = setup(limits({ user_tokens_per_day: 1_000 }));
+    admitted(await limiter.admit({ user: "y", tokens: 700 }));
+    const t = admitted(await limiter.admit({ user: "y", tokens: 600, atLeast: 200 }));
+    expect(t.reserved).toBe(300);
+    expect(await limiter.admit({ user: "y", tokens: 600, atLeast: 1 })).toMatchObject({ ok: false, code: "quota_exceeded" });
+  });
+
   it("extends a reservation against the quota, or refuses and leaves it as it was", async () => {
     const { limiter } = setup(limits({ user_tokens_per_day: 1_000 }));
     const a = admitted(await limiter.admit({ user: "x", tokens: 500 }));

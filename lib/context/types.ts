@@ -100,6 +100,12 @@ export interface AdmitRequest {
   /** Tokens to reserve against the quotas: the prompt (or its budget) plus max_tokens. */
   tokens: number;
   /**
+   * When `tokens` do not fit what is left of the user's quota, a reservation of what is left
+   * will do as long as it is at least this much: the caller reserves the rest once it knows
+   * its real size (extend). Default: `tokens`.
+   */
+  atLeast?: number;
+  /**
    * The service's own call (history summaries): only the global budget applies; usage is
    * recorded under `user` (the system user) and `channel` as for any call.
    */

@@ -160,6 +160,11 @@ export interface Batcher {
    * known document. `since` is the tick at which the request began (see createBatcher).
    */
   submit<T, R>(key: string, since: number, step: Step<T, R>): Promise<CasOutcome<T, R>>;
+  /**
+   * Remembers `key` as absent without reading it: for a key only this instance creates, its
+   * first write is a create (a conflict, should it exist after all, reads it and retries).
+   */
+  assumeAbsent(key: string): void;
 }
 
 export interface BatcherOptions {
@@ -293,6 +298,7 @@ export function createBatcher(kv: Kv, opts: BatcherOptions = {}): Batcher {
 
   return {
     tick: () => ticks,
+    assumeAbsent: (k) => void (cache.has(k) || remember(k, { value: undefined, revision: 0 })),
     known: <T>(k: string) => (isContended(k) ? undefined : (cache.get(k) as Known<T> | undefined)),
     read,
     submit<T, R>(k: string, since: number, step: Step<T, R>) {

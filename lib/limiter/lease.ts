@@ -167,6 +167,8 @@ export class GlobalPool {
     this.roll(day);
     for (;;) {
       const tag = this.tag;
+      // Only this instance creates its document: no read before the first write.
+      this.o.batcher.assumeAbsent(instanceKey(day, tag));
       const out = await this.o.batcher.submit<InstanceDoc, number | undefined>(instanceKey(day, tag), -1, (cur) =>
         cur?.x ? { value: undefined, result: cur.u } : { value: addSpend(cur ?? emptySpend(), spend), result: undefined },
       );

@@ -152,10 +152,10 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
   });
 
   /** Runs a document step in this instance's next write of `k`; publishes the events it stored or found waiting. */
-  async function apply<D extends { e?: PendingEvent[] }>(k: string, since: number, decide: (cur: D | undefined) => Decided<D>) {
+  async function apply<D extends { e?: PendingEvent[] }, X extends Decided<D> = Decided<D>>(k: string, since: number, decide: (cur: D | undefined) => X) {
     const now = clock.now();
     let stale: PendingEvent[] = [];
-    const out = await batcher.submit<D, Decided<D>>(k, since, (cur) => {
+    const out = await batcher.submit<D, X>(k, since, (cur) => {
       const d = decide(cur);
       if (!d.value) return { value: undefined, result: d };
       const t = pending.tidy(cur, d.fired, now);
@@ -252,7 +252,17 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       const cKey = req.channel !== undefined && !exempt ? channelKey(req.channel) : undefined;
       const rid = `${ridPrefix}${(++seq).toString(36)}`;
       const uStep = (cur: UserDoc | undefined) =>
-        admitUser(cur, { user: req.user!, channel: req.channel ?? null, m, tokens, rid, expires: now + holdMs, limits: userLimits, cross });
+        admitUser(cur, {
+          user: req.user!,
+          channel: req.channel ?? null,
+          m,
+          tokens,
+          atLeast: Math.ceil(req.atLeast ?? tokens),
+          rid,
+          expires: now + holdMs,
+          limits: userLimits,
+          cross,
+        });
       const usage = cKey ? takeUsage(cKey, day.id) : undefined;
       const cStep = (cur: ChannelDoc | undefined) =>
         admitChannel(cur, { channel: req.channel!, user: req.user ?? null, m, limit: channelPerHour(req.channel!), mark, cross, usage });
@@ -305,7 +315,7 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       const origin = (global as { ok: true; origin: Origin }).origin;
 
       const [uo, co] = await Promise.allSettled([
-        uKey ? apply<UserDoc>(uKey, since, uStep) : undefined,
+        uKey ? apply(uKey, since, uStep) : undefined,
         cKey ? apply<ChannelDoc>(cKey, since, cStep) : undefined,
       ]);
       const wroteUser = uo.status === "fulfilled" && !!uo.value?.wrote;
@@ -327,7 +337,10 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       }
 
       stats.admitted++;
-      const ticket: OkTicket = { ok: true, id: ticketId(origin, !!uKey, rid), reserved: tokens };
+      // A tight quota may have reserved less than asked (atLeast): the rest goes back to the pool.
+      const reserved = uo.status === "fulfilled" && uo.value ? uo.value.result.reserved : tokens;
+      if (reserved < tokens) pool.released(origin, tokens - reserved);
+      const ticket: OkTicket = { ok: true, id: ticketId(origin, !!uKey, rid), reserved };
       if (req.user !== undefined) ticket.user = req.user;
       if (req.channel !== undefined) ticket.channel = req.channel;
       return ticket;

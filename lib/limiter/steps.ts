@@ -109,15 +109,17 @@ export interface UserAdmission {
   channel: string | null;
   m: Moment;
   tokens: number;
-  /** Reservation id and when anyone may take it back; no reservation when tokens is 0. */
+  /** Fewer tokens will do, down to this many, when `tokens` do not fit the quota (AdmitRequest.atLeast). */
+  atLeast: number;
+  /** Reservation id and when anyone may take it back. */
   rid: string;
   expires: number;
   limits: UserLimits;
   cross: Cross;
 }
 
-/** Admission against every limit of a user's document. */
-export function admitUser(cur: UserDoc | undefined, a: UserAdmission): Decided<UserDoc> {
+/** Admission against every limit of a user's document; `reserved` is what it reserved. */
+export function admitUser(cur: UserDoc | undefined, a: UserAdmission): Decided<UserDoc> & { reserved: number } {
   const { m, limits: L } = a;
   const { now, day } = m;
   const mins = countIn(cur?.l, now, MINUTE);
@@ -128,9 +130,11 @@ export function admitUser(cur: UserDoc | undefined, a: UserAdmission): Decided<U
   if (hours + 1 > L.perHour) refusals.push({ code: "rate_limited", window: "per-hour", at: freeAt(cur?.l, now, HOUR, L.perHour) });
   if (d.n + 1 > L.perDay) refusals.push({ code: "rate_limited", window: "per-day", at: day.end });
   // A spent quota refuses even a request that reserves nothing.
-  const tok = tokenRefusal(cur, m, Math.max(a.tokens, 1), L.tokensPerDay);
+  const tok = tokenRefusal(cur, m, Math.max(Math.min(a.atLeast, a.tokens), 1), L.tokensPerDay);
   if (tok) refusals.push(tok);
-  if (refusals.length) return { value: undefined, refusals, fired: [] };
+  if (refusals.length) return { value: undefined, refusals, fired: [], reserved: 0 };
+  const held = heldTokens(cur, m);
+  const reserve = Math.min(a.tokens, L.tokensPerDay - held.settled - held.reserved);
 
   const f = { ...cur?.f };
   const fired: PendingEvent[] = [];
@@ -144,7 +148,7 @@ export function admitUser(cur: UserDoc | undefined, a: UserAdmission): Decided<U
     fired.push(a.cross({ ...base, threshold_type: "daily", period: day.id, current: d.n + 1, limit: L.perDay }));
   }
   const r = live(cur?.r, now);
-  if (a.tokens > 0) r[a.rid] = [a.tokens, a.expires];
+  r[a.rid] = [reserve, a.expires];
   const value: UserDoc = {
     ...cur,
     l: withEntry(cur?.l, now, now, HOUR, Math.max(L.perMinute, L.perHour)),
@@ -152,7 +156,7 @@ export function admitUser(cur: UserDoc | undefined, a: UserAdmission): Decided<U
     r,
     f,
   };
-  return { value, refusals, fired };
+  return { value, refusals, fired, reserved: reserve };
 }
 
 /** More tokens on a reservation already made, against the quota. */

@@ -74,12 +74,18 @@ function refusal(ctx: Ctx, req: CallRequest, t: Extract<Ticket, { ok: false }>):
 
 /** Admission and prepare: concurrently with a prompt budget, else the plan first. */
 async function admitAndPrepare(ctx: Ctx, req: CallRequest): Promise<{ plan: CallPlan; ticket: Ticket }> {
-  const admit = (tokens: number) => ctx.limiter.admit({ user: req.user, channel: req.channel, tokens, system: req.system });
+  const admit = (tokens: number, atLeast?: number) =>
+    ctx.limiter.admit({ user: req.user, channel: req.channel, tokens, atLeast, system: req.system });
   if (req.promptBudget === undefined) {
     const plan = await req.prepare();
     return { plan, ticket: await admit(reservation(ctx, plan.messages, req.max_tokens)) };
   }
-  const [p, t] = await Promise.allSettled([Promise.resolve().then(() => req.prepare()), admit(req.promptBudget + req.max_tokens)]);
+  // A user near the end of their quota may hold less than the budget: enough for the reply
+  // will do, and the prompt is reserved once it is known.
+  const [p, t] = await Promise.allSettled([
+    Promise.resolve().then(() => req.prepare()),
+    admit(req.promptBudget + req.max_tokens, req.max_tokens + 3),
+  ]);
   if (p.status === "rejected") {
     if (t.status === "fulfilled" && t.value.ok) await ctx.limiter.release(t.value).catch(() => undefined);
     throw p.reason;
