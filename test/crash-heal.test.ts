@@ -3,15 +3,13 @@
 // 30 s after its last renewal) another instance sees the pool and the user's quota whole
 // again — less what the dead process had settled, which stays spent. The surviving
 // instance's clock is moved past the bound instead of waiting for it.
-import { spawn, type ChildProcess } from "node:child_process";
-import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
 import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RuntimeLimiter } from "../lib/limiter";
-import { projectRoot } from "../runtime/nats-server";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
-import { client, request, startInstance, type TestInstance } from "./helpers/service";
+import { client, request, spawnRuntime, startInstance, type TestInstance } from "./helpers/service";
 
 const QUOTA = 5_000;
 const BUDGET = 200_000;
@@ -24,32 +22,6 @@ let survivor: TestInstance | undefined;
 let nc: NatsConnection;
 // The survivor's clock: real time plus what the test moves it by.
 let skew = 0;
-
-/** Starts `node dist/runtime/cli.js start` and resolves once it logged "ready". */
-function spawnRuntime(env: Record<string, string>): Promise<ChildProcess> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [join(projectRoot, "dist", "runtime", "cli.js"), "start"], {
-      env: { ...process.env, ...env },
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let buf = "";
-    const timer = setTimeout(() => {
-      p.kill("SIGKILL");
-      reject(new Error(`runtime did not log ready within 20 s:\n${buf.slice(-2000)}`));
-    }, 20_000);
-    p.stderr!.on("data", (d: Buffer) => {
-      buf += d.toString();
-      if (/"msg":"ready"/.test(buf)) {
-        clearTimeout(timer);
-        resolve(p);
-      }
-    });
-    p.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`runtime exited with ${code} before ready:\n${buf.slice(-2000)}`));
-    });
-  });
-}
 
 beforeAll(async () => {
   srv = await startTestServer();
