@@ -128,6 +128,30 @@ describe("limiter: rolling windows", () => {
   });
 });
 
+describe("limiter: limits above the exact log", () => {
+  it("keeps the newest 1,000 admissions exact and older ones per minute, never admitting one too many", async () => {
+    const { limiter, kv, clock } = setup(limits({ user_per_minute: 1_000_000, user_per_hour: 1_500, user_tokens_per_day: 1e9, user_per_day: 1e6 }), "2024-05-01T10:00:00.500Z");
+    const first = clock.t;
+    for (let i = 0; i < 1_500; i++) {
+      admitted(await limiter.admit({ user: "flood", tokens: 1 }));
+      clock.t += 1_000;
+    }
+    const doc = JSON.parse(new TextDecoder().decode((await kv.get("u.Zmxvb2Q"))!.value)) as UserDoc;
+    expect(doc.l).toHaveLength(1_000);
+    expect(doc.o!.length).toBeLessThanOrEqual(61);
+    expect(doc.o!.reduce((n, [, c]) => n + c, 0)).toBe(500);
+    const t = await limiter.admit({ user: "flood", tokens: 1 });
+    // The oldest leaves the hour at first + 3,600 s; counted to the end of its minute, at most 60 s later.
+    const exact = Math.ceil((first + 3_600_000 - clock.t) / 1000);
+    expect(t).toMatchObject({ ok: false, window: "per-hour" });
+    if (!t.ok) {
+      expect(t.retry_after).toBeGreaterThanOrEqual(exact);
+      expect(t.retry_after).toBeLessThanOrEqual(exact + 60);
+    }
+    expect((await limiter.remaining("flood")).per_hour).toBe(0);
+  });
+});
+
 describe("limiter: channels, exemptions and names", () => {
   it("applies the channel limit across users and its per-channel override", async () => {
     const { limiter } = setup({ limits: { channel_per_hour: 5, channels: { "#quiet": { per_hour: 2 } } } as never });

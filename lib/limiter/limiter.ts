@@ -412,7 +412,7 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       // With a channel, per_hour is the tighter of the user's and the channel's hour.
       if (channel !== undefined && !isExempt({ user, channel })) {
         const [own, c] = await Promise.all([limiter.remaining(user), batcher.read<ChannelDoc>(channelKey(channel))]);
-        const left = Math.max(0, channelPerHour(channel) - countIn(c.doc.value?.l, m.now, HOUR));
+        const left = Math.max(0, channelPerHour(channel) - countIn(c.doc.value, m.now, HOUR));
         return { ...own, per_hour: Math.min(own.per_hour, left) };
       }
       if (user === undefined || exemptUsers.has(user)) {
@@ -430,8 +430,8 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       const cur = doc.value;
       const { settled: spent, reserved } = heldTokens(cur, m);
       return {
-        per_minute: Math.max(0, L.user_per_minute - countIn(cur?.l, m.now, MINUTE)),
-        per_hour: Math.max(0, L.user_per_hour - countIn(cur?.l, m.now, HOUR)),
+        per_minute: Math.max(0, L.user_per_minute - countIn(cur, m.now, MINUTE)),
+        per_hour: Math.max(0, L.user_per_hour - countIn(cur, m.now, HOUR)),
         per_day: Math.max(0, L.user_per_day - (cur?.d?.w === m.day.id ? cur.d.n : 0)),
         tokens_today: Math.max(0, Math.min(L.user_tokens_per_day - spent - reserved, global)),
       };

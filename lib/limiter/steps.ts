@@ -122,12 +122,12 @@ export interface UserAdmission {
 export function admitUser(cur: UserDoc | undefined, a: UserAdmission): Decided<UserDoc> & { reserved: number } {
   const { m, limits: L } = a;
   const { now, day } = m;
-  const mins = countIn(cur?.l, now, MINUTE);
-  const hours = countIn(cur?.l, now, HOUR);
+  const mins = countIn(cur, now, MINUTE);
+  const hours = countIn(cur, now, HOUR);
   const d = userDay(cur?.d, day.id);
   const refusals: Refusal[] = [];
-  if (mins + 1 > L.perMinute) refusals.push({ code: "rate_limited", window: "per-minute", at: freeAt(cur?.l, now, MINUTE, L.perMinute) });
-  if (hours + 1 > L.perHour) refusals.push({ code: "rate_limited", window: "per-hour", at: freeAt(cur?.l, now, HOUR, L.perHour) });
+  if (mins + 1 > L.perMinute) refusals.push({ code: "rate_limited", window: "per-minute", at: freeAt(cur, now, MINUTE, L.perMinute) });
+  if (hours + 1 > L.perHour) refusals.push({ code: "rate_limited", window: "per-hour", at: freeAt(cur, now, HOUR, L.perHour) });
   if (d.n + 1 > L.perDay) refusals.push({ code: "rate_limited", window: "per-day", at: day.end });
   // A spent quota refuses even a request that reserves nothing.
   const tok = tokenRefusal(cur, m, Math.max(Math.min(a.atLeast, a.tokens), 1), L.tokensPerDay);
@@ -151,7 +151,7 @@ export function admitUser(cur: UserDoc | undefined, a: UserAdmission): Decided<U
   r[a.rid] = [reserve, a.expires];
   const value: UserDoc = {
     ...cur,
-    l: withEntry(cur?.l, now, now, HOUR, Math.max(L.perMinute, L.perHour)),
+    ...withEntry(cur, now, now, Math.max(L.perMinute, L.perHour)),
     d: { ...d, n: d.n + 1 },
     r,
     f,
@@ -204,7 +204,7 @@ export function undoUser(cur: UserDoc | undefined, m: Moment, rid: string): Deci
   const r = live(cur.r, m.now);
   delete r[rid];
   const d = cur.d && cur.d.w === m.day.id ? { ...cur.d, n: Math.max(0, cur.d.n - 1) } : cur.d;
-  return { value: { ...cur, l: withoutEntry(cur.l, m.now), d, r }, refusals: [], fired: [] };
+  return { value: { ...cur, ...withoutEntry(cur, m.now), d, r }, refusals: [], fired: [] };
 }
 
 export interface ChannelAdmission {
@@ -221,9 +221,9 @@ export interface ChannelAdmission {
 /** Admission against a channel's rolling hour. */
 export function admitChannel(cur: ChannelDoc | undefined, a: ChannelAdmission): Decided<ChannelDoc> {
   const { now } = a.m;
-  const hours = countIn(cur?.l, now, HOUR);
+  const hours = countIn(cur, now, HOUR);
   if (hours + 1 > a.limit) {
-    return { value: undefined, refusals: [{ code: "rate_limited", window: "channel-per-hour", at: freeAt(cur?.l, now, HOUR, a.limit) }], fired: [] };
+    return { value: undefined, refusals: [{ code: "rate_limited", window: "channel-per-hour", at: freeAt(cur, now, HOUR, a.limit) }], fired: [] };
   }
   const f = { ...cur?.f };
   const fired: PendingEvent[] = [];
@@ -234,13 +234,13 @@ export function admitChannel(cur: ChannelDoc | undefined, a: ChannelAdmission): 
     );
   }
   const d = a.usage ? addSpend(channelDay(cur?.d, a.m.day.id), a.usage) : cur?.d;
-  return { value: { ...cur, l: withEntry(cur?.l, now, now, HOUR, a.limit), d, f }, refusals: [], fired };
+  return { value: { ...cur, ...withEntry(cur, now, now, a.limit), d, f }, refusals: [], fired };
 }
 
 /** Undoes a channel admission at `now`. */
 export function undoChannel(cur: ChannelDoc | undefined, now: number): Decided<ChannelDoc> {
   if (!cur?.l) return { value: undefined, refusals: [], fired: [] };
-  return { value: { ...cur, l: withoutEntry(cur.l, now) }, refusals: [], fired: [] };
+  return { value: { ...cur, ...withoutEntry(cur, now) }, refusals: [], fired: [] };
 }
 
 /** Adds usage to a channel's day. */

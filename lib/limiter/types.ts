@@ -3,6 +3,7 @@ import type { Config } from "../config";
 import type { Clock, Events, Limiter, Logger } from "../context/types";
 import type { Kv } from "../kv";
 import type { ThresholdEvent } from "../schemas";
+import type { Log } from "./log";
 
 /** A threshold event stored with the write that crossed the threshold, until its publish is acknowledged (pending.ts). */
 export interface PendingEvent {
@@ -26,12 +27,11 @@ export interface DayUsage extends Spend {
 }
 
 /**
- * Key `u.<user>`: every limit of one user in one document, so one compare-and-set admits
- * against the minute, hour, day and the token quota at once; and the user's usage today.
+ * Key `u.<user>`: the admission times of the last hour (log.ts) and every other limit of
+ * one user in one document, so one compare-and-set admits against the minute, hour, day and
+ * the token quota at once; and the user's usage today.
  */
-export interface UserDoc {
-  /** Admission times of the last hour (log.ts). */
-  l?: number[];
+export interface UserDoc extends Log {
   /** Today: admissions (per-day limit) and usage; `u` is also what the token quota counts as spent. */
   d?: DayUsage & { n: number };
   /** Reservations in flight: id → [tokens, ms after which anyone may take it back]. */
@@ -42,8 +42,7 @@ export interface UserDoc {
 }
 
 /** Key `c.<channel>`: the channel's rolling hour and its usage today. */
-export interface ChannelDoc {
-  l?: number[];
+export interface ChannelDoc extends Log {
   d?: DayUsage;
   f?: { h?: number };
   e?: PendingEvent[];
