@@ -6,7 +6,6 @@ import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { calendar } from "../lib/limiter";
 import { reservation } from "../lib/llm";
-import { estimateTokens } from "../lib/providers";
 import { replayEvents } from "../runtime/replay";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
@@ -75,7 +74,7 @@ describe("a 300-token daily quota under 30 concurrent requests", () => {
     const total = used.reduce((a, b) => a + b, 0);
     expect(total).toBeLessThanOrEqual(QUOTA + Math.max(...used));
     // A spent refusal is true: settled use (which only grew since) left no room for its reservation.
-    const need = reservation({ providers: { estimateTokens } } as never, [{ role: "user", content: "question 100 about cats" }], 20);
+    const need = reservation([{ role: "user", content: "question 100 about cats" }], 20);
     expect(total + need).toBeGreaterThan(QUOTA);
     const u = (await request(nc, "rosey.llm.usage", { user: "quota-user" })).body;
     expect(u).toMatchObject({ success: true, requests_today: used.length, tokens_today: total, provider: "offline" });

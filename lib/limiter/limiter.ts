@@ -55,8 +55,9 @@
 //
 // Channel usage: the channel's document is written at admission, before the call's tokens
 // are known. A settled call's usage is kept by this instance and folded into its next
-// admission in that channel, or written on its own within usageFlushMs: a channel's usage
-// may lag by that much; the user's and the service's are stored before the reply.
+// admission in that channel, or written on its own after usageFlushMs (1 s; at most 1.5 s):
+// a channel's usage may lag by that much; the user's and the service's are stored before
+// the reply.
 //
 // Threshold events: see pending.ts.
 import { randomUUID } from "node:crypto";
@@ -182,29 +183,39 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
 
   // -------------------------------------------------------------- channel usage
 
-  /** Settled usage per channel key not yet in the channel's document. */
-  const unsent = new Map<string, { day: string; spend: Spend }>();
+  /** Settled usage per channel key not yet in the channel's document, and since when it waits. */
+  const unsent = new Map<string, { day: string; spend: Spend; since: number }>();
   let flushTimer: ReturnType<typeof setTimeout> | undefined;
   const writeUsage = (k: string, day: string, spend: Spend) =>
     apply<ChannelDoc>(k, -1, (cur) => addChannelUsage(cur, day, spend)).catch((err) => {
       log.warn("channel usage not written", { key: k, error: (err as Error).message });
     });
-  const flushUsage = async () => {
-    if (flushTimer) clearTimeout(flushTimer);
+  /** Writes the usage that waited `olderThan` ms or more (all of it with 0). */
+  const flushUsage = async (olderThan = 0) => {
+    const due = [...unsent].filter(([, u]) => Date.now() - u.since >= olderThan);
+    for (const [k] of due) unsent.delete(k);
+    await Promise.all(due.map(([k, u]) => writeUsage(k, u.day, u.spend)));
+  };
+  // One timer for every channel: each waits at most usageFlushMs (and half of it again) for
+  // its next admission before it is written on its own.
+  const tick = () => {
     flushTimer = undefined;
-    const all = [...unsent];
-    unsent.clear();
-    await Promise.all(all.map(([k, u]) => writeUsage(k, u.day, u.spend)));
+    void flushUsage(usageFlushMs).finally(() => {
+      if (unsent.size > 0) schedule();
+    });
+  };
+  const schedule = () => {
+    if (flushTimer) return;
+    flushTimer = setTimeout(tick, usageFlushMs / 2);
+    flushTimer.unref?.();
   };
   const keepUsage = (k: string, day: string, spend: Spend) => {
     const cur = unsent.get(k);
     if (cur && cur.day !== day) void writeUsage(k, cur.day, cur.spend);
-    unsent.set(k, { day, spend: cur && cur.day === day ? addSpend(cur.spend, spend) : spend });
+    const same = cur && cur.day === day;
+    unsent.set(k, { day, spend: same ? addSpend(cur.spend, spend) : spend, since: same ? cur.since : Date.now() });
     if (unsent.size > MAX_UNSENT) void flushUsage();
-    else if (!flushTimer) {
-      flushTimer = setTimeout(() => void flushUsage(), usageFlushMs);
-      flushTimer.unref?.();
-    }
+    else schedule();
   };
   /** The unsent usage of `k` for `day`, taken out to go with an admission's write. */
   const takeUsage = (k: string, day: string) => {
@@ -444,6 +455,8 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
     },
 
     async close() {
+      if (flushTimer) clearTimeout(flushTimer);
+      flushTimer = undefined;
       await flushUsage();
       await pool.close();
     },

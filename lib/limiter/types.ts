@@ -97,7 +97,7 @@ export interface LimiterOptions {
   heartbeatMs?: number;
   /** How long a lease stays valid without renewal (default 30 s). */
   leaseTtlMs?: number;
-  /** Pending channel usage is written at most this long after the call (default 1 s). */
+  /** How long a call's channel usage waits for the channel's next admission before it is written on its own (default 1 s; at most 1.5 times that). */
   usageFlushMs?: number;
 }
 

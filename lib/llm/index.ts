@@ -5,6 +5,7 @@
 // retry_after), after its error event; a failed call returns its reservation.
 import type { Completion, Ctx, Ticket } from "../context/types";
 import { RoseyError, isRoseyError } from "../errors";
+import { estimateMessagesTokens } from "../providers/tokens";
 import type { Message } from "../schemas";
 
 /** The user under which the service's own calls (history summaries) are counted in usage. */
@@ -50,10 +51,8 @@ export interface CallResult {
 }
 
 /** Tokens to reserve for a call: the prompt estimate plus the most the reply may use. */
-export function reservation(ctx: Pick<Ctx, "providers">, messages: Message[], maxTokens: number): number {
-  let prompt = 3;
-  for (const m of messages) prompt += 4 + ctx.providers.estimateTokens(m.content);
-  return prompt + maxTokens;
+export function reservation(messages: Message[], maxTokens: number): number {
+  return estimateMessagesTokens(messages) + maxTokens;
 }
 
 /** The provider a request would reach: the forced one, else the current head of the chain. */
@@ -78,7 +77,7 @@ async function admitAndPrepare(ctx: Ctx, req: CallRequest): Promise<{ plan: Call
     ctx.limiter.admit({ user: req.user, channel: req.channel, tokens, atLeast, system: req.system });
   if (req.promptBudget === undefined) {
     const plan = await req.prepare();
-    return { plan, ticket: await admit(reservation(ctx, plan.messages, req.max_tokens)) };
+    return { plan, ticket: await admit(reservation(plan.messages, req.max_tokens)) };
   }
   // A user near the end of their quota may hold less than the budget: enough for the reply
   // will do, and the prompt is reserved once it is known.
@@ -108,7 +107,7 @@ export async function callModel(ctx: Ctx, req: CallRequest): Promise<CallResult>
   const release = (t: Ticket & { ok: true }) => ctx.limiter.release(t).catch((e) => ctx.log.warn("release failed", { error: String(e) }));
 
   // Reserve what is really sent: a plan larger than its budget takes the rest now.
-  const need = reservation(ctx, plan.messages, req.max_tokens);
+  const need = reservation(plan.messages, req.max_tokens);
   if (need > ticket.reserved) {
     const held = ticket;
     const more = await ctx.limiter.extend(held, need - held.reserved).catch(async (err) => {

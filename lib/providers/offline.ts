@@ -3,30 +3,9 @@
 // testable with no API key; token counts come from the estimate in ./tokens.
 import type { Completion, CompletionOptions, Provider } from "../context/types";
 import type { Message } from "../schemas";
-import { estimateTokens } from "./tokens";
+import { estimateMessagesTokens, estimateTokens } from "./tokens";
 
 export const OFFLINE_PREFIX = "[offline]";
-
-/**
- * Token estimates of frozen messages. memory.context() hands out the same frozen message
- * objects for a channel's prompt, summaries and history on every chat, so the whole
- * context was being re-scanned per reply; a frozen message cannot change, so its count is
- * kept (weakly: it goes with the message). Other messages are estimated every time.
- */
-const frozenEstimates = new WeakMap<Message, number>();
-const contentTokens = (m: Message): number => {
-  if (!Object.isFrozen(m)) return estimateTokens(m.content);
-  let n = frozenEstimates.get(m);
-  if (n === undefined) frozenEstimates.set(m, (n = estimateTokens(m.content)));
-  return n;
-};
-
-/** The prompt estimate of ./tokens (estimateMessagesTokens), with frozen messages counted once. */
-function promptTokens(messages: Message[]): number {
-  let n = 3;
-  for (const m of messages) n += 4 + contentTokens(m);
-  return n;
-}
 
 /** Keeps whole words of `text` while their estimated tokens fit `budget`. */
 export function truncateToTokens(text: string, budget: number): { text: string; truncated: boolean } {
@@ -60,7 +39,7 @@ export function createOfflineProvider(model = "offline-echo-1", name = "offline"
       const budget = Math.max(1, (options.max_tokens ?? 512) - estimateTokens(OFFLINE_PREFIX));
       const { text, truncated } = truncateToTokens(lastUser, budget);
       const content = `${OFFLINE_PREFIX} ${text}`.trim();
-      const prompt = promptTokens(messages);
+      const prompt = estimateMessagesTokens(messages);
       const completion = estimateTokens(content);
       return {
         content,

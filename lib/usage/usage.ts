@@ -1,7 +1,7 @@
 // Today's usage (requests and tokens per calendar day in config.timezone), read from the
 // limiter's documents: every settled call records itself there (lib/limiter, settle).
 //   a user      u.<user>          its day's usage, written before the call's reply;
-//   a channel   c.<channel>       its day's usage, written within a second of the call
+//   a channel   c.<channel>       its day's usage, written within 1.5 s of the call
 //                                 (plus what this instance has not written yet);
 //   the service i.<day>.<instance> one document per instance, written before each reply;
 //                                 the total is their sum (one key listing, one read each).
