@@ -233,6 +233,10 @@ async function countOps(url: string, nc: NatsConnection, monitorPort: number, n:
     if (subject.startsWith("$JS.API.")) return `other JS API ${subject.split(".").slice(2, 4).join(".")}`;
     return "event publish";
   };
+  // Background writes of earlier chats (a channel's usage waits up to 1.5 s for the
+  // channel's next chat) land before counting starts, and those of these chats before it ends.
+  const settle = () => new Promise((r) => setTimeout(r, 2_000));
+  await settle();
   for (const s of ["$KV.>", "$JS.API.>", "rosey.event.>"]) {
     mon.subscribe(s, { callback: (_e, m) => bump(classify(m.subject)) });
   }
@@ -244,8 +248,7 @@ async function countOps(url: string, nc: NatsConnection, monitorPort: number, n:
       : bodies[(i * 13) % bodies.length];
     await nc.request(CHAT_SUBJECT, body, { timeout: 10_000 });
   }
-  // Background work of these chats (events, usage batches, summaries) lands within a moment.
-  await new Promise((r) => setTimeout(r, 1_000));
+  await settle();
   await mon.flush();
   const v1 = await varz(monitorPort);
   await mon.close();
