@@ -139,7 +139,8 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
       timeoutMs: config.service.handler_timeout_ms,
       track,
       onError(name, reply, err, input) {
-        const level = reply.error_code === "internal" ? "error" : "debug";
+        // An operator must act on these: a bug, or a bucket full (the error names the setting to raise).
+        const level = reply.error_code === "internal" || reply.error_code === "storage_full" ? "error" : "debug";
         slog[level]("request failed", {
           endpoint: name,
           error_code: reply.error_code,

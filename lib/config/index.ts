@@ -7,6 +7,8 @@ import { z } from "zod";
 import { Persona, PersonaName } from "../schemas";
 
 const posInt = z.number().int().positive();
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
 const nonNegInt = z.number().int().min(0);
 
 const ProviderConfig = z.strictObject({
@@ -98,7 +100,32 @@ export const Config = z.strictObject({
     }),
   timezone: z.string().refine(validTimeZone, "not an IANA time zone").default("UTC"),
   replicas: z.number().int().min(1).max(5).default(1),
-  events: z.strictObject({ max_age_days: posInt.default(30) }).default({ max_age_days: 30 }),
+  events: z
+    .strictObject({
+      max_age_days: posInt.default(30),
+      /** The stream drops its oldest events beyond this size. */
+      max_bytes: posInt.default(GiB),
+    })
+    .prefault({}),
+  /** Size and age limits of the KV buckets (README: Storage and limits). */
+  storage: z
+    .strictObject({
+      /** Full: a request needing a window document of a new user or channel gets storage_full. */
+      limits_max_bytes: posInt.default(256 * MiB),
+      /** Full: the oldest days' counters are dropped. */
+      usage_max_bytes: posInt.default(512 * MiB),
+      /** How long a day's counters are kept after its last write. */
+      usage_max_age_days: posInt.default(400),
+      /** Full: defining a persona or selecting one for a new channel gets storage_full. */
+      personas_max_bytes: posInt.default(64 * MiB),
+      /** Full: new memories, exchanges and summaries get storage_full; updates and deletes still work. */
+      memory_max_bytes: posInt.default(GiB),
+      /** How long a stored exchange or summary of a channel's conversation is kept. */
+      history_ttl_days: posInt.default(30),
+      /** How long the marker of a deleted key stays for watching caches to see, before it expires too. */
+      marker_ttl_seconds: posInt.default(900),
+    })
+    .prefault({}),
   memory: z
     .strictObject({
       history_messages: posInt.default(20),
@@ -166,9 +193,23 @@ const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = [
   ["ROSEY_TIMEZONE", ["timezone"], "string"],
   ["ROSEY_REPLICAS", ["replicas"], "number"],
   ["ROSEY_EVENTS_MAX_AGE_DAYS", ["events", "max_age_days"], "number"],
+  ["ROSEY_EVENTS_MAX_BYTES", ["events", "max_bytes"], "number"],
+  ["ROSEY_LIMITS_MAX_BYTES", ["storage", "limits_max_bytes"], "number"],
+  ["ROSEY_USAGE_MAX_BYTES", ["storage", "usage_max_bytes"], "number"],
+  ["ROSEY_USAGE_MAX_AGE_DAYS", ["storage", "usage_max_age_days"], "number"],
+  ["ROSEY_PERSONAS_MAX_BYTES", ["storage", "personas_max_bytes"], "number"],
+  ["ROSEY_MEMORY_MAX_BYTES", ["storage", "memory_max_bytes"], "number"],
+  ["ROSEY_HISTORY_TTL_DAYS", ["storage", "history_ttl_days"], "number"],
+  ["ROSEY_MARKER_TTL_SECONDS", ["storage", "marker_ttl_seconds"], "number"],
   ["ROSEY_DATA_DIR", ["data_dir"], "string"],
   ["LOG_LEVEL", ["log", "level"], "string"],
 ];
+
+/** How an operator names a setting: its environment variable and its path in the ROSEY_CONFIG file. */
+export function settingName(path: string): string {
+  const env = ENV.find(([, p]) => p.join(".") === path)?.[0];
+  return env ? `${env} (${path})` : path;
+}
 
 /** Built-in OpenAI-compatible providers and the env vars that configure them. */
 const PROVIDER_ENV: Record<string, { base_url?: string; key?: string; url?: string; model: string; modelDefault: string; headers?: Record<string, string> }> = {

@@ -13,6 +13,7 @@ export const STATUS = {
   quota_exceeded: 429,
   provider_error: 502,
   provider_unavailable: 503,
+  storage_full: 507,
   internal: 500,
 } as const satisfies Record<ErrorCode, number>;
 

@@ -29,6 +29,7 @@ export const ErrorCode = z.enum([
   "provider_error",
   "not_found",
   "payload_too_large",
+  "storage_full",
   "internal",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
