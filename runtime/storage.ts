@@ -96,7 +96,7 @@ export function storageFullError(bucket: string, err: unknown): RoseyError {
   const kind = (Object.keys(BUCKETS) as BucketKind[]).find((k) => BUCKETS[k] === bucket);
   const own = (err as { api_error?: { err_code?: number } }).api_error?.err_code === STREAM_LIMIT;
   const what = own
-    ? `${bucket} reached its size limit${kind ? ` (${settingName(bytesSetting(kind))})` : ""}`
+    ? `${bucket} reached its size limit${kind ? ` set by ${settingName(bytesSetting(kind))}` : ""}`
     : `the NATS server or account has no JetStream storage left for ${bucket}`;
   return new RoseyError("storage_full", `Storage full: ${what}; the write was refused`, { cause: err });
 }
