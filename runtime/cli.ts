@@ -9,7 +9,8 @@ import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
 import { connectNats } from "./connect";
 import { startEmbedded, urlFile } from "./embedded";
 import { parseSince, replayEvents } from "./replay";
-import { SERVICE_NAME, VERSION, startService } from "./service";
+import { installLastResort } from "./last-resort";
+import { SERVICE_NAME, VERSION, startService, type RunningService } from "./service";
 
 const USAGE = `rosey-llm ${VERSION} — the LLM service of the Rosey chat bot
 
@@ -53,12 +54,20 @@ const pad = (s: unknown, n: number) => String(s).padEnd(n);
 async function cmdStart(config: Config): Promise<void> {
   const log = createLogger(config.log.level);
   let embedded: Awaited<ReturnType<typeof startEmbedded>> | undefined;
+  let running: RunningService | undefined;
+  let draining: Promise<void> | undefined;
+  /** Stops once: no new requests, in-flight ones answered, events flushed, then the embedded server. */
+  const drain = () =>
+    (draining ??= (async () => {
+      await running?.stop();
+      await embedded?.stop();
+    })());
+  installLastResort(log, drain, config.service.handler_timeout_ms + 10_000);
   let servers = config.nats.servers ?? [];
   if (servers.length === 0) {
     embedded = await startEmbedded(config.data_dir, log);
     servers = [embedded.url];
   }
-  let running;
   try {
     running = await startService({ config, servers, log });
   } catch (err) {
@@ -77,14 +86,13 @@ async function cmdStart(config: Config): Promise<void> {
       process.exit(1);
     }
     log.info("shutting down", { signal: sig });
-    await running.stop();
-    await embedded?.stop();
+    await drain();
     process.exit(0);
   };
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   running.nc.closed().then((err) => {
-    if (signals === 0) {
+    if (!draining) {
       log.error("NATS connection closed", { error: err ? String(err) : undefined });
       void embedded?.stop().then(() => process.exit(1));
     }
