@@ -105,19 +105,29 @@ async function align(jsm: JetStreamManager, stream: string, want: Partial<Stream
   if (have.num_replicas !== want.num_replicas) await waitForReplicas(jsm, stream, want.num_replicas!);
 }
 
+/**
+ * Brings stream `stream` to `want`, or creates it from `create` plus `want` when absent: a
+ * new stream is made in one request with every field, so a start needs no update rights.
+ */
+async function provision(jsm: JetStreamManager, stream: string, want: Partial<StreamConfig> & TtlStreamFields, limits: StoreLimits, create: Partial<StreamConfig>): Promise<void> {
+  try {
+    await align(jsm, stream, want, limits);
+  } catch (err) {
+    if (!/stream not found/i.test((err as Error).message)) throw err;
+    // The TTL fields are server fields the client types lack (see TtlStreamFields).
+    await jsm.streams.add({ name: stream, ...create, ...want } as StreamConfig).catch((e) => {
+      throw provisionError(stream, limits, e);
+    });
+  }
+}
+
+const DUPLICATE_WINDOW = nanos(2 * 60 * 1000);
+
 /** Ensures the events stream exists with the configured replicas, subjects and limits. */
 export async function provisionStream(jsm: JetStreamManager, config: Config): Promise<void> {
   const limits = eventsLimits(config);
   const want = { subjects: [`${config.subject_prefix}.event.llm.>`], ...limitFields(config, limits) };
-  try {
-    await align(jsm, EVENTS_STREAM, want, limits);
-  } catch (err) {
-    if (!/stream not found/i.test((err as Error).message)) throw err;
-    const add = { name: EVENTS_STREAM, storage: StorageType.File, retention: RetentionPolicy.Limits, duplicate_window: nanos(2 * 60 * 1000), ...want };
-    await jsm.streams.add(add).catch((e) => {
-      throw provisionError(EVENTS_STREAM, limits, e);
-    });
-  }
+  await provision(jsm, EVENTS_STREAM, want, limits, { storage: StorageType.File, retention: RetentionPolicy.Limits, duplicate_window: DUPLICATE_WINDOW });
 }
 
 /** How long a KV operation keeps retrying while its stream has no leader. */
@@ -219,14 +229,20 @@ export async function provisionBuckets(js: JetStreamClient, config: Config): Pro
   const markerTtl = config.storage.marker_ttl_seconds;
   const entries = await Promise.all(
     (Object.keys(BUCKETS) as BucketKind[]).map(async (k) => {
-      const limits = all[k];
-      const kv = await js.views
-        .kv(BUCKETS[k], { history: 1, replicas: config.replicas, ttl: limits.maxAgeMs, max_bytes: limits.maxBytes, storage: StorageType.File })
-        .catch((err) => {
-          throw provisionError(`KV_${BUCKETS[k]}`, limits, err);
-        });
-      await align(jsm, `KV_${BUCKETS[k]}`, { ...limitFields(config, limits), allow_msg_ttl: true, subject_delete_marker_ttl: nanos(markerTtl * 1000) }, limits);
-      return [k, leaderTolerant(kv, js, BUCKETS[k], LEADERLESS_RETRY_MS, markerTtl)] as const;
+      const name = BUCKETS[k];
+      const want = { ...limitFields(config, all[k]), allow_msg_ttl: true, subject_delete_marker_ttl: nanos(markerTtl * 1000) };
+      // A new bucket: the stream nats.js would make for `views.kv(name, { history: 1 })`, with our fields.
+      await provision(jsm, `KV_${name}`, want, all[k], {
+        subjects: [`$KV.${name}.>`],
+        storage: StorageType.File,
+        retention: RetentionPolicy.Limits,
+        max_msgs_per_subject: 1,
+        allow_rollup_hdrs: true,
+        allow_direct: true,
+        duplicate_window: DUPLICATE_WINDOW,
+      });
+      const kv = await js.views.kv(name);
+      return [k, leaderTolerant(kv, js, name, LEADERLESS_RETRY_MS, markerTtl)] as const;
     }),
   );
   return Object.fromEntries(entries) as Buckets;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, defaultConfig, loadConfig } from "../lib/config";
+import { ConfigError, defaultConfig, loadConfig, settingName } from "../lib/config";
 
 describe("configuration", () => {
   it("has the contract's defaults with an empty environment", () => {
@@ -80,6 +80,58 @@ describe("configuration", () => {
       /memory.history_messages/,
     );
     expect(() => loadConfig({ ROSEY_CONFIG: "/x.json" }, () => '{"limitz":{}}')).toThrow(/limitz/);
+  });
+
+  it("has storage limits by default, each settable from the environment or the file", () => {
+    const MiB = 2 ** 20;
+    expect(loadConfig({}).events).toEqual({ max_age_days: 30, max_bytes: 1024 * MiB });
+    expect(loadConfig({}).storage).toEqual({
+      limits_max_bytes: 256 * MiB,
+      usage_max_bytes: 512 * MiB,
+      usage_max_age_days: 400,
+      personas_max_bytes: 64 * MiB,
+      memory_max_bytes: 1024 * MiB,
+      history_ttl_days: 30,
+      marker_ttl_seconds: 900,
+    });
+    const env = loadConfig({
+      ROSEY_EVENTS_MAX_BYTES: "1000",
+      ROSEY_LIMITS_MAX_BYTES: "1001",
+      ROSEY_USAGE_MAX_BYTES: "1002",
+      ROSEY_USAGE_MAX_AGE_DAYS: "7",
+      ROSEY_PERSONAS_MAX_BYTES: "1003",
+      ROSEY_MEMORY_MAX_BYTES: "1004",
+      ROSEY_HISTORY_TTL_DAYS: "2",
+      ROSEY_MARKER_TTL_SECONDS: "60",
+    });
+    expect(env.events.max_bytes).toBe(1000);
+    expect(env.storage).toEqual({
+      limits_max_bytes: 1001,
+      usage_max_bytes: 1002,
+      usage_max_age_days: 7,
+      personas_max_bytes: 1003,
+      memory_max_bytes: 1004,
+      history_ttl_days: 2,
+      marker_ttl_seconds: 60,
+    });
+    const file = loadConfig({ ROSEY_CONFIG: "/x.json" }, () => '{"storage":{"memory_max_bytes":5000},"events":{"max_bytes":6000}}');
+    expect(file.storage.memory_max_bytes).toBe(5000);
+    expect(file.storage.history_ttl_days).toBe(30);
+    expect(file.events).toEqual({ max_age_days: 30, max_bytes: 6000 });
+  });
+
+  it.each([
+    [{ ROSEY_MEMORY_MAX_BYTES: "0" }, /invalid setting ROSEY_MEMORY_MAX_BYTES/],
+    [{ ROSEY_MARKER_TTL_SECONDS: "0.5" }, /invalid setting ROSEY_MARKER_TTL_SECONDS/],
+    [{ ROSEY_HISTORY_TTL_DAYS: "forever" }, /invalid setting ROSEY_HISTORY_TTL_DAYS/],
+    [{ ROSEY_EVENTS_MAX_BYTES: "-1" }, /invalid setting ROSEY_EVENTS_MAX_BYTES/],
+  ])("refuses a storage limit that is not a positive whole number: %o", (env, re) => {
+    expect(() => loadConfig(env)).toThrow(re);
+  });
+
+  it("names a setting by its variable and its file path", () => {
+    expect(settingName("storage.memory_max_bytes")).toBe("ROSEY_MEMORY_MAX_BYTES (storage.memory_max_bytes)");
+    expect(settingName("memory.decay_days")).toBe("memory.decay_days");
   });
 
   it("merges overrides one level deep for tests", () => {
