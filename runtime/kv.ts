@@ -29,8 +29,8 @@ async function writing<T>(bucket: string, op: () => Promise<T>): Promise<T> {
 /**
  * Keys under a filter from the bucket stream's subject list: one JetStream API request (paged
  * by the client), where nats.js's `kv.keys()` runs an ordered consumer that was seen to stop
- * early under load and return a partial list. The subject list still holds keys whose last
- * operation was a delete; every caller reads the key afterwards and skips those.
+ * early under load and return a partial list. The subject list still holds a deleted or
+ * expired key until its marker expires; every caller reads the key afterwards and skips those.
  */
 async function listKeys(jsm: JetStreamManager, bucket: string, filter: string): Promise<string[]> {
   const prefix = `$KV.${bucket}.`;

@@ -30,8 +30,8 @@ export interface Kv {
   /** Removes a key. Its delete marker expires after a while, so deleted keys stop costing anything. */
   delete(key: string): Promise<void>;
   /**
-   * Keys matching a subject-style filter (`a.b.*`, `a.>`). May include keys whose last
-   * operation was a delete: callers read each key and skip the absent ones.
+   * Keys matching a subject-style filter (`a.b.*`, `a.>`). May include keys deleted or
+   * expired in the last minutes (their markers): callers read each key and skip the absent ones.
    */
   keys(filter?: string): Promise<string[]>;
   /**
