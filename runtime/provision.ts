@@ -8,11 +8,12 @@
 // every request in that window fails with `internal` even though the cluster heals by
 // itself. A 503 means no server took the message, so nothing was written and retrying is
 // safe. A write that timed out, though, may have been stored: retried as is, the CAS would
-// conflict with itself, re-read and count twice. So compare-and-set writes (create, update)
-// carry a Nats-Msg-Id made once per write: the stream's dedupe check runs before its
-// expected-revision check, so a retry of a stored write is answered "duplicate" with the
-// original revision, and the write lands at most once. Plain puts and deletes get the same
-// treatment. A full stream also answers 503 (with its own error code): that is not retried.
+// conflict with itself, re-read and count twice. So every write carries a Nats-Msg-Id made
+// once per write, and a retry of a stored one is recognised: answered "duplicate" with the
+// original revision by the stream's dedupe check, or — when the server checks the expected
+// revision first, as 2.15 does — refused as a conflict while the key's last message carries
+// our id, which is then the write's revision. Either way it lands once. A full stream also
+// answers 503 (with its own error code): that is not retried.
 import { randomUUID } from "node:crypto";
 import {
   Empty,
@@ -160,6 +161,9 @@ export async function retryLeaderless<T>(op: () => Promise<T>, idempotent: boole
   }
 }
 
+/** True for JetStream's "wrong last sequence": the key moved on from the expected revision. */
+const isConflict = (err: unknown) => (err as { api_error?: { err_code?: number } } | null)?.api_error?.err_code === 10071;
+
 /** Headers of a write with a time-to-live (whole seconds), plus any others given. */
 function ttlHeaders(ttlSeconds: number | undefined, extra: Record<string, string> = {}) {
   const entries = Object.entries(extra);
@@ -182,10 +186,25 @@ export const isMarker = (e: { operation: string; value: Uint8Array }) => e.opera
  */
 export function leaderTolerant(kv: KV, js: JetStreamClient, bucket: string, budgetMs = LEADERLESS_RETRY_MS, markerTtlSeconds?: number): TtlKV {
   /** Publishes to the key (if its revision is still `previous`, 0 = absent), at most once. */
-  const publish = (key: string, data: Uint8Array, previous?: number, h?: ReturnType<typeof ttlHeaders>) => {
+  const publish = async (key: string, data: Uint8Array, previous?: number, h?: ReturnType<typeof ttlHeaders>) => {
+    const subject = `$KV.${bucket}.${key}`;
     const msgID = randomUUID();
     const expect = previous === undefined ? undefined : { lastSubjectSequence: previous };
-    return retryLeaderless(async () => (await js.publish(`$KV.${bucket}.${key}`, data, { msgID, expect, headers: h })).seq, true, budgetMs);
+    let attempts = 0;
+    try {
+      return await retryLeaderless(async () => (attempts++, (await js.publish(subject, data, { msgID, expect, headers: h })).seq), true, budgetMs);
+    } catch (err) {
+      // A retry meeting its own stored write as a conflict (see the header).
+      const seq = attempts > 1 && isConflict(err) ? await landed(subject, msgID) : undefined;
+      if (seq === undefined) throw err;
+      return seq;
+    }
+  };
+  /** The revision of the key's last message when it is the write `msgID`, else undefined. */
+  const landed = async (subject: string, msgID: string) => {
+    const jsm = await js.jetstreamManager(false);
+    const last = await retryLeaderless(() => jsm.streams.getMessage(`KV_${bucket}`, { last_by_subj: subject }), true, budgetMs).catch(() => null);
+    return last?.header.get("Nats-Msg-Id") === msgID ? last.seq : undefined;
   };
   const write = (key: string, data: Uint8Array, previous?: number, opts?: KvWriteOptions) =>
     publish(key, data, previous, ttlHeaders(opts?.ttlSeconds));
@@ -202,7 +221,7 @@ export function leaderTolerant(kv: KV, js: JetStreamClient, bucket: string, budg
         return await write(key, data, 0, opts);
       } catch (err) {
         // The key exists, or holds a marker that create may overwrite.
-        if ((err as { api_error?: { err_code?: number } }).api_error?.err_code !== 10071) throw err;
+        if (!isConflict(err)) throw err;
         const cur = await retryLeaderless(() => kv.get(key), true, budgetMs);
         if (!cur || !isMarker(cur)) throw err;
         return write(key, data, cur.revision, opts);
