@@ -85,7 +85,7 @@ function limitFields(config: Config, limits: StoreLimits): Partial<StreamConfig>
 function provisionError(stream: string, limits: StoreLimits, err: unknown): Error {
   if (!isStorageFull(err)) return err as Error;
   return new Error(
-    `cannot give ${stream} ${limits.maxBytes} bytes (${settingName(limits.bytesSetting)}): ${(err as Error).message}; ` +
+    `cannot give ${stream} ${limits.maxBytes} bytes, set by ${settingName(limits.bytesSetting)}: ${(err as Error).message}; ` +
       "lower the setting or give JetStream more storage",
     { cause: err },
   );

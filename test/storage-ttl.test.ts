@@ -3,11 +3,11 @@
 // expire so listings and replays stop returning dead keys, and compare-and-set still
 // conflicts exactly with TTL writes.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DiscardPolicy, StorageType, type JetStreamManager, type NatsConnection } from "nats";
+import { DiscardPolicy, StorageType, connect, type JetStreamManager, type NatsConnection } from "nats";
 import { defaultConfig } from "../lib/config";
 import { MemoryKv, isKvConflict, type Kv, type KvEntry } from "../lib/kv";
 import { natsKv } from "../runtime/kv";
-import { BUCKETS, leaderTolerant, provisionBuckets, type Buckets } from "../runtime/provision";
+import { BUCKETS, leaderTolerant, provisionBuckets, provisionStream, type Buckets } from "../runtime/provision";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { client } from "./helpers/service";
 
@@ -71,6 +71,22 @@ describe("provisioning", () => {
     expect((await jsm.streams.info(`KV_${BUCKETS.personas}`)).config).toEqual(before.config);
     await provisionBuckets(nc.jetstream(), defaultConfig({ storage: { ...config.storage, personas_max_bytes: 1_000_000 } }));
     expect((await jsm.streams.info(`KV_${BUCKETS.personas}`)).config.max_bytes).toBe(1_000_000);
+  });
+
+  it("stops the start naming the setting when the server cannot hold a store's size", async () => {
+    const small = await startTestServer({
+      config: 'accounts { SMALL: { jetstream: { max_file: 100MB }, users: [{ user: small, password: small }] } }',
+    });
+    const snc = await connect({ servers: small.url, user: "small", pass: "small" });
+    try {
+      await expect(provisionStream(await snc.jetstreamManager(), defaultConfig())).rejects.toThrow(
+        /cannot give ROSEY_LLM_EVENTS 1073741824 bytes, set by ROSEY_EVENTS_MAX_BYTES \(events.max_bytes\): .*lower the setting/,
+      );
+      await expect(provisionBuckets(snc.jetstream(), defaultConfig())).rejects.toThrow(/set by ROSEY_[A-Z]+_MAX_BYTES \(storage\.[a-z]+_max_bytes\): .*lower the setting/);
+    } finally {
+      await snc.close();
+      await small.cleanup();
+    }
   });
 });
 
