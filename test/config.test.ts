@@ -68,6 +68,7 @@ describe("configuration", () => {
     [{ OPENAI_BASE_URL: "not a url" }, /OPENAI_BASE_URL/],
     [{ LOG_LEVEL: "loud" }, /LOG_LEVEL/],
     [{ ROSEY_REPLICAS: "9" }, /ROSEY_REPLICAS/],
+    [{ ROSEY_NATS_PORT: "70000" }, /ROSEY_NATS_PORT/],
   ])("stops with one message naming the setting: %o", (env, re) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(re);
