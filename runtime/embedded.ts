@@ -1,7 +1,8 @@
 // The embedded nats-server of `npm start` without NATS_URL: JetStream with its store under
 // the data dir, on the configured port (ROSEY_NATS_PORT), else on 4222 when free (so other
-// plugins find it at the usual address) or else a free port. Its URL is written to <data_dir>/nats.url for the CLI's other commands. A
-// server left behind by a killed run (pid file) is stopped before a new one starts.
+// plugins find it at the usual address) or else a free port. Its URL is written to
+// <data_dir>/nats.url for the CLI's other commands. A server left behind by a killed run
+// (pid file) is stopped before a new one starts.
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Logger } from "../lib/context";

@@ -1,6 +1,7 @@
 // Finds and runs a nats-server child process: the embedded server of `npm start` without
 // NATS_URL, and the throwaway servers of the tests. Ports are chosen by the OS (free port
 // probe), data goes to a given store dir, and `stop` kills by pid and waits for the exit.
+// Also the one place that knows the oldest server version the service runs on.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, connect as tcpConnect } from "node:net";
@@ -19,7 +20,7 @@ export const MIN_SERVER_VERSION: string = /(\d+\.\d+)/.exec(
 )![1];
 
 /** [major, minor, patch] from a version text such as "2.15.1" or "nats-server: v2.10.4". */
-export function parseVersion(text: string): Version | null {
+function parseVersion(text: string): Version | null {
   const m = /v?(\d+)\.(\d+)\.(\d+)/.exec(text);
   return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : null;
 }
