@@ -65,7 +65,7 @@ async function cmdStart(config: Config): Promise<void> {
   installLastResort(log, drain, config.service.handler_timeout_ms + 10_000);
   let servers = config.nats.servers ?? [];
   if (servers.length === 0) {
-    embedded = await startEmbedded(config.data_dir, log);
+    embedded = await startEmbedded(config.data_dir, log, config.nats.embedded_port);
     servers = [embedded.url];
   }
   try {
@@ -87,7 +87,7 @@ async function cmdStart(config: Config): Promise<void> {
     }
     log.info("shutting down", { signal: sig });
     await drain();
-    process.exit(0);
+    process.exit(); // 0, or 1 when a last-resort handler recorded a failure
   };
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));

@@ -25,6 +25,8 @@ export function installLastResort(log: Logger, drain: () => Promise<void>, drain
     log.error("uncaught exception: draining, then exiting", describe(err));
     if (failing) process.exit(1);
     failing = true;
+    // A signal's shutdown that finishes this drain first exits with this status too.
+    process.exitCode = 1;
     setTimeout(() => {
       log.error("drain did not finish in time: exiting now", { drain_ms: drainMs });
       process.exit(1);

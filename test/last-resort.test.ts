@@ -2,29 +2,21 @@
 // module on SIGUSR2, as a leaked promise or a throw from a timer would): a rejection is
 // logged and the process serves on; an exception is logged, the request in flight still
 // gets its answer, and the process exits with status 1.
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "nats";
-import { projectRoot } from "../runtime/nats-server";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 import { client, request } from "./helpers/service";
+import { startProcess, type StartedProcess } from "./helpers/start-process";
 
 let srv: TestServer;
 let fake: FakeOpenAI;
 let nc: NatsConnection;
 let dir: string;
-
-/** A child `start` process with the injection preloaded; `log()` is its stderr so far. */
-interface Child {
-  p: ChildProcess;
-  log(): string;
-  exited: Promise<number | null>;
-}
 
 /** Polls until `check` holds (up to 20 s). */
 async function until(check: () => boolean, what: string): Promise<void> {
@@ -35,32 +27,18 @@ async function until(check: () => boolean, what: string): Promise<void> {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-async function startChild(inject: "reject" | "throw"): Promise<Child> {
-  const p = spawn(
-    process.execPath,
-    ["--import", pathToFileURL(join(dir, "inject.mjs")).href, join(projectRoot, "dist", "runtime", "cli.js"), "start"],
-    {
-      env: {
-        ...process.env,
-        INJECT: inject,
-        NATS_URL: srv.url,
-        LLM_PROVIDERS: "openai",
-        OPENAI_BASE_URL: fake.url,
-        OPENAI_API_KEY: "sk-last-resort-test",
-        LOG_LEVEL: "info",
-      },
-      stdio: ["ignore", "ignore", "pipe"],
-    },
-  );
-  let buf = "";
-  p.stderr!.on("data", (d: Buffer) => (buf += d.toString()));
-  const exited = new Promise<number | null>((res) => p.once("exit", (code) => res(code)));
-  await until(() => buf.includes('"msg":"ready"') || p.exitCode !== null, "the child to start");
-  expect(buf).toContain('"msg":"ready"');
-  return { p, log: () => buf, exited };
-}
+/** `rosey-llm start` with the injection preloaded. */
+const startChild = (inject: "reject" | "throw"): Promise<StartedProcess> =>
+  startProcess({
+    NODE_OPTIONS: `--import ${pathToFileURL(join(dir, "inject.mjs")).href}`,
+    INJECT: inject,
+    NATS_URL: srv.url,
+    LLM_PROVIDERS: "openai",
+    OPENAI_BASE_URL: fake.url,
+    OPENAI_API_KEY: "sk-last-resort-test",
+  });
 
-const lines = (c: Child) => c.log().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, string>);
+const logged = (c: StartedProcess, error: string) => c.logs().find((l) => l.error === error);
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "rosey-last-resort-"));
@@ -87,18 +65,14 @@ describe("last-resort handlers of the start process", () => {
   it("log an unhandled rejection with its stack and keep serving", async () => {
     const c = await startChild("reject");
     try {
-      c.p.kill("SIGUSR2");
-      await until(() => c.log().includes("injected rejection"), "the rejection to be logged");
-      const logged = lines(c).find((l) => l.error === "injected rejection")!;
-      expect(logged).toMatchObject({ level: "error", msg: "unhandled rejection: serving on" });
-      expect(logged.stack).toMatch(/inject\.mjs/);
-      const r = await request(nc, "rosey.llm.status", {});
-      expect(r.body.success).toBe(true);
-      expect(c.p.exitCode).toBeNull();
-      c.p.kill("SIGTERM");
-      expect(await c.exited).toBe(0);
+      c.child.kill("SIGUSR2");
+      await until(() => !!logged(c, "injected rejection"), "the rejection to be logged");
+      expect(logged(c, "injected rejection")).toMatchObject({ level: "error", msg: "unhandled rejection: serving on" });
+      expect(logged(c, "injected rejection")!.stack).toMatch(/inject\.mjs/);
+      expect((await request(nc, "rosey.llm.status", {})).body.success).toBe(true);
+      expect(c.child.exitCode).toBeNull();
     } finally {
-      if (c.p.exitCode === null) c.p.kill("SIGKILL");
+      expect(await c.stop()).toBe(0);
     }
   }, 60_000);
 
@@ -108,16 +82,16 @@ describe("last-resort handlers of the start process", () => {
       const before = fake.chats().length;
       const inflight = request(nc, "rosey.llm.chat", { channel: "#lr", user: "lr", message: "answer me anyway" }, 20_000);
       await until(() => fake.chats().length > before, "the model call to be in flight");
-      c.p.kill("SIGUSR2");
+      c.child.kill("SIGUSR2");
       const r = await inflight;
       expect(r.body).toMatchObject({ success: true, content: expect.stringContaining("answer me anyway") });
-      expect(await c.exited).toBe(1);
-      const msgs = lines(c).map((l) => l.msg);
-      expect(msgs).toContain("uncaught exception: draining, then exiting");
-      expect(msgs).toContain("stopped");
-      expect(lines(c).find((l) => l.error === "injected exception")!.stack).toMatch(/inject\.mjs/);
+      await until(() => c.child.exitCode !== null, "the process to exit by itself");
     } finally {
-      if (c.p.exitCode === null) c.p.kill("SIGKILL");
+      expect(await c.stop()).toBe(1);
     }
+    const msgs = c.logs().map((l) => l.msg);
+    expect(msgs).toContain("uncaught exception: draining, then exiting");
+    expect(msgs).toContain("stopped");
+    expect(logged(c, "injected exception")!.stack).toMatch(/inject\.mjs/);
   }, 60_000);
 });
