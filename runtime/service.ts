@@ -108,9 +108,10 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
         target.num_errors = s.num_errors;
         target.processing_time = s.processing_time;
         target.average_processing_time = s.average_processing_time;
-        target.last_error = s.last_error || undefined;
+        // The micro v1 stats schema requires last_error: an empty string until an error.
+        target.last_error = s.last_error;
       }
-      return s ? { errors_by_code: s.errors_by_code } : null;
+      return s ? { errors_by_code: s.errors_by_code } : undefined;
     },
   });
   const id = service.info().id;

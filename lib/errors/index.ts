@@ -60,16 +60,5 @@ export function toErrorReply(err: unknown): ErrorReply {
   return { success: false, error: "Internal error", error_code: "internal" };
 }
 
-/** Formats zod issues as one line naming each field: `messages.0.role: Invalid option …`. */
-export function describeIssues(issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }>): string {
-  return issues
-    .slice(0, 5)
-    .map((i) => {
-      const field = i.path.map(String).join(".");
-      return field ? `${field}: ${i.message}` : i.message;
-    })
-    .join("; ");
-}
-
 export const notFound = (what: string) => new RoseyError("not_found", what);
 export const invalid = (message: string) => new RoseyError("validation", message);

@@ -113,15 +113,19 @@ export type ContextResetRequest = z.infer<typeof ContextResetRequest>;
 export const PersonaGetRequest = z.strictObject({ channel: Name });
 export type PersonaGetRequest = z.infer<typeof PersonaGetRequest>;
 
-/** Selects a persona for a channel. */
-export const PersonaSelect = z.strictObject({ channel: Name, persona: PersonaName });
+/** Selects a persona for a channel. Union branches carry a title: validation messages name the form by it. */
+export const PersonaSelect = z
+  .strictObject({ channel: Name, persona: PersonaName })
+  .meta({ title: "select", description: "Selects a persona for a channel." });
 /** Defines or updates an operator persona. */
-export const PersonaDefine = z.strictObject({
-  name: PersonaName,
-  system_prompt: text(8_000),
-  description: z.string().max(500).optional(),
-  temperature: Temperature.optional(),
-});
+export const PersonaDefine = z
+  .strictObject({
+    name: PersonaName,
+    system_prompt: text(8_000),
+    description: z.string().max(500).optional(),
+    temperature: Temperature.optional(),
+  })
+  .meta({ title: "define", description: "Defines or updates a persona." });
 export const PersonaSetRequest = z.union([PersonaSelect, PersonaDefine]);
 export type PersonaSetRequest = z.infer<typeof PersonaSetRequest>;
 
