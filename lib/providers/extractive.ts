@@ -35,14 +35,17 @@ const STOP = new Set(
 export function sentences(text: string): string[] {
   return text
     .split(/\r?\n/)
-    .flatMap((line) => line.split(/(?<=[.!?…。！？])\s+/))
-    .map((s) => s.replace(/^\s*(?:[-*•·–]|\d{1,3}[.)])\s+/, "").trim())
+    .flatMap((line) => line.replace(/^\s*(?:[-*•·–]|\d{1,3}[.)])\s+/, "").split(/(?<=[.!?…。！？])\s+/))
+    .map((s) => s.trim())
     .filter((s) => /[\p{L}\p{N}]/u.test(s));
 }
 
 const wordsOf = (s: string) => s.split(/\s+/).filter(Boolean);
+/** Lower-cased words without a possessive `'s`, stop words and single letters left out. */
 const contentWords = (s: string) =>
-  (s.toLowerCase().match(/[\p{L}\p{N}][\p{L}\p{N}'’-]*/gu) ?? []).filter((w) => !STOP.has(w) && w.length > 1);
+  (s.toLowerCase().match(/[\p{L}\p{N}][\p{L}\p{N}'’-]*/gu) ?? [])
+    .map((w) => w.replace(/['’]s$/, ""))
+    .filter((w) => !STOP.has(w) && w.length > 1);
 
 /** Scores every sentence (see the header); higher is more central. */
 export function scoreSentences(list: string[]): number[] {
