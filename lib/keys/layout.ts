@@ -2,9 +2,19 @@
 // and lib/memory write, in one table that docs/contract.md is generated from and that tools
 // reading a bucket (`rosey-llm usage`) match keys with.
 //
-// In a layout, `<user>` and `<channel>` stand for encodeName(name) (base64url), `<day>` for
-// a local date YYYY-MM-DD in the configured time zone; other `<…>` parts are ids.
+// The variable parts of a layout (`<user>`, `<day>`, …) are explained in KEY_PARTS.
 import { decodeName, encodeName } from "./index";
+
+/** What each variable part of a key layout stands for. */
+export const KEY_PARTS = {
+  "<user>": "encodeName(user name): its UTF-8 bytes in base64url without padding, one key token whatever the name holds",
+  "<channel>": "encodeName(channel name), likewise",
+  "<day>": "a local date YYYY-MM-DD in ROSEY_TIMEZONE",
+  "<persona>": "a persona name as given ([a-z0-9_-], at most 64 characters)",
+  "<instance>": "encodeName(instance id)",
+  "<id>": "an id made by the service: time-ordered for history, a hash of scope and content for memories",
+  "<tag>": "a random token",
+} as const;
 
 export interface KeyLayout {
   /** Dot-separated tokens; `<name>` marks a variable part. */
