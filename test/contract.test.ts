@@ -5,15 +5,13 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import type { NatsConnection } from "nats";
 import { BUCKET_LAYOUTS, parseKey } from "../lib/keys/layout";
 import { jsonSchema } from "../lib/schemas/json";
 import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
 import { BUCKETS } from "../runtime/provision";
 import { loadHandlers } from "../runtime/service";
 import { renderContract } from "../scripts/contract";
-import { startTestServer, type TestServer } from "./helpers/nats";
-import { client, request, startInstance, type TestInstance } from "./helpers/service";
+import { request, useService } from "./helpers/service";
 
 describe("docs/contract.md", () => {
   it("is what npm run contract generates from the code", async () => {
@@ -61,26 +59,13 @@ const MicroStats = z.object({
 });
 
 describe("a running service", () => {
-  let srv: TestServer;
-  let inst: TestInstance;
-  let nc: NatsConnection;
+  const svc = useService({ memory: { summarize_after: 4, history_messages: 2 } as never });
   const subj = (n: EndpointName) => endpointSubject("rosey", n);
 
-  beforeAll(async () => {
-    srv = await startTestServer();
-    inst = await startInstance(srv.url, { memory: { summarize_after: 4, history_messages: 2 } as never });
-    nc = await client(srv.url);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await inst?.stop();
-    await srv?.cleanup();
-  });
-
   it("answers $SRV.STATS as micro v1 specifies, last_error an empty string until an error", async () => {
-    await request(nc, subj("status"), {});
-    await request(nc, subj("chat"), { channel: "#stats" });
-    const m = await nc.request("$SRV.STATS.rosey-llm", new Uint8Array(), { timeout: 2_000 });
+    await request(svc.nc, subj("status"), {});
+    await request(svc.nc, subj("chat"), { channel: "#stats" });
+    const m = await svc.nc.request("$SRV.STATS.rosey-llm", new Uint8Array(), { timeout: 2_000 });
     const stats = MicroStats.parse(JSON.parse(new TextDecoder().decode(m.data)));
     expect(stats.endpoints.map((e) => e.name).sort()).toEqual(Object.keys(ENDPOINTS).sort());
     const byName = new Map(stats.endpoints.map((e) => [e.name, e]));
@@ -90,7 +75,7 @@ describe("a running service", () => {
   });
 
   it("publishes in $SRV.INFO the JSON Schemas the contract shows", async () => {
-    const m = await nc.request("$SRV.INFO.rosey-llm", new Uint8Array(), { timeout: 2_000 });
+    const m = await svc.nc.request("$SRV.INFO.rosey-llm", new Uint8Array(), { timeout: 2_000 });
     const info = JSON.parse(new TextDecoder().decode(m.data)) as { endpoints: Array<{ name: string; metadata: Record<string, string> }> };
     const mods = new Map((await loadHandlers(new URL("../dist/handlers", import.meta.url).pathname)).map((h) => [h.name as string, h]));
     for (const e of info.endpoints) {
@@ -101,11 +86,11 @@ describe("a running service", () => {
   });
 
   it("writes only keys that follow the documented layout of their bucket", async () => {
-    for (let i = 0; i < 4; i++) await request(nc, subj("chat"), { channel: "#layout", user: "ann.b > *", message: `turn ${i}` });
-    await request(nc, subj("memory_add"), { channel: "#layout", content: "Ann likes tea", user_id: "ann.b > *" });
-    await request(nc, subj("persona_set"), { name: "pirate", system_prompt: "Talk like a pirate." });
-    await request(nc, subj("persona_set"), { channel: "#layout", persona: "pirate" });
-    const jsm = await nc.jetstreamManager();
+    for (let i = 0; i < 4; i++) await request(svc.nc, subj("chat"), { channel: "#layout", user: "ann.b > *", message: `turn ${i}` });
+    await request(svc.nc, subj("memory_add"), { channel: "#layout", content: "Ann likes tea", user_id: "ann.b > *" });
+    await request(svc.nc, subj("persona_set"), { name: "pirate", system_prompt: "Talk like a pirate." });
+    await request(svc.nc, subj("persona_set"), { channel: "#layout", persona: "pirate" });
+    const jsm = await svc.nc.jetstreamManager();
     const keysOf = async (bucket: string) => {
       const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: ">" });
       return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(`$KV.${bucket}.`.length));

@@ -2,12 +2,10 @@
 // requested style and length. Pure tests of the summarizer and of the prompt the offline
 // provider recognizes, then `summarize` against a running service with no API key.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsConnection } from "nats";
 import { createOfflineProvider, extractiveSummary, readSummarizePrompt, summarizePrompt } from "../lib/providers";
 import { sentences } from "../lib/providers/extractive";
 import { endpointSubject } from "../lib/subjects";
-import { startTestServer, type TestServer } from "./helpers/nats";
-import { client, request, startInstance, type TestInstance } from "./helpers/service";
+import { request, useService } from "./helpers/service";
 
 const BRIDGE = [
   "The council met on Tuesday evening in the old town hall.",
@@ -86,23 +84,10 @@ describe("the offline provider", () => {
 });
 
 describe("summarize over NATS with the offline provider", () => {
-  let srv: TestServer;
-  let inst: TestInstance;
-  let nc: NatsConnection;
-
-  beforeAll(async () => {
-    srv = await startTestServer();
-    inst = await startInstance(srv.url);
-    nc = await client(srv.url);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await inst?.stop();
-    await srv?.cleanup();
-  });
+  const svc = useService();
 
   it("answers style bullets with `- ` lines taken from the text, within max_length", async () => {
-    const r = await request(nc, endpointSubject("rosey", "summarize"), { text: BRIDGE, style: "bullets", max_length: 50 });
+    const r = await request(svc.nc, endpointSubject("rosey", "summarize"), { text: BRIDGE, style: "bullets", max_length: 50 });
     expect(r.body).toMatchObject({ success: true, provider: "offline" });
     const lines: string[] = r.body.summary.split("\n");
     expect(lines.length).toBeGreaterThan(1);

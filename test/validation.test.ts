@@ -3,12 +3,10 @@
 // lib/schemas, then the same messages from a running service over NATS.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import type { NatsConnection } from "nats";
 import * as schemas from "../lib/schemas";
 import { describeIssues } from "../lib/schemas/issues";
 import { endpointSubject } from "../lib/subjects";
-import { startTestServer, type TestServer } from "./helpers/nats";
-import { client, request, startInstance, type TestInstance } from "./helpers/service";
+import { request, useService } from "./helpers/service";
 
 /** The message the service would give for `input`. */
 const message = (schema: z.ZodType, input: unknown) => {
@@ -104,26 +102,13 @@ describe("describeIssues", () => {
 });
 
 describe("over NATS", () => {
-  let srv: TestServer;
-  let inst: TestInstance;
-  let nc: NatsConnection;
-
-  beforeAll(async () => {
-    srv = await startTestServer();
-    inst = await startInstance(srv.url);
-    nc = await client(srv.url);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await inst?.stop();
-    await srv?.cleanup();
-  });
+  const svc = useService();
 
   it.each([
     [{ channel: "#x", persona: 5 }, "invalid request: persona: expected string, received number (select form {channel, persona})"],
     [{ name: "pirate" }, "invalid request: system_prompt: required (define form {name, system_prompt, …})"],
   ])("persona_set %j is refused naming the field and the form", async (body, error) => {
-    const r = await request(nc, endpointSubject("rosey", "persona_set"), body);
+    const r = await request(svc.nc, endpointSubject("rosey", "persona_set"), body);
     expect(r.body).toMatchObject({ success: false, error_code: "validation", error });
     expect(r.code).toBe("400");
     expect(r.description).toBe(error);
