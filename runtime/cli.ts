@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { RequestStrategy, type NatsConnection, type ServiceClient } from "nats";
 import { ConfigError, loadConfig, type Config } from "../lib/config";
+import { ERROR_HEADERS } from "../lib/errors";
 import { createLogger } from "../lib/log";
 import { EventPayloads } from "../lib/schemas";
 import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
@@ -158,8 +159,8 @@ async function cmdReq(config: Config, endpoint: string | undefined, json: string
       timeout: config.service.handler_timeout_ms + 5_000,
     });
     out(m.string());
-    const code = m.headers?.get("Nats-Service-Error-Code");
-    if (code) process.stderr.write(`error ${code}: ${m.headers?.get("Nats-Service-Error")}\n`);
+    const code = m.headers?.get(ERROR_HEADERS.status);
+    if (code) process.stderr.write(`error ${code}: ${m.headers?.get(ERROR_HEADERS.message)}\n`);
     return code ? 1 : 0;
   });
 }
@@ -298,7 +299,7 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === "help" || cmd === "--help" || cmd === "-h") {
     const topic = cmd === "help" ? rest[0] : undefined;
-    if (topic !== undefined && !(topic in COMMANDS)) return fail(`unknown command "${topic}"`, USAGE);
+    if (topic !== undefined && !Object.hasOwn(COMMANDS, topic)) return fail(`unknown command "${topic}"`, USAGE);
     out(topic ? commandHelp(topic) : USAGE);
     return cmd ? 0 : 2;
   }

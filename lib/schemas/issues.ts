@@ -10,8 +10,8 @@
 //   system_prompt: required (define form {name, system_prompt, …})
 //
 // When no branch stands out (an empty object), the message lists every form instead.
-// A union branch names itself with `.meta({ title })`. Schemas are read through their
-// `_zod.def` (the same for every copy of zod), so this works on any handler bundle's schema.
+// A union branch names itself with `.meta({ title })`. Schemas are read through zod 4's
+// `_zod.def`, the definition every schema carries.
 import type { z } from "zod";
 
 type Path = ReadonlyArray<PropertyKey>;
