@@ -28,7 +28,7 @@ export const EVENTS_STREAM = "ROSEY_LLM_EVENTS";
 const DAY_MS = 24 * 3600 * 1000;
 
 /** Key time-to-live per bucket: counters only matter for their window; state is kept. */
-const TTL_MS: Record<keyof typeof BUCKETS, number> = {
+export const TTL_MS: Record<keyof typeof BUCKETS, number> = {
   limits: 3 * DAY_MS,
   usage: 400 * DAY_MS,
   personas: 0,
