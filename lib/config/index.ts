@@ -168,7 +168,7 @@ type Env = Record<string, string | undefined>;
 type Path = ReadonlyArray<string>;
 
 /** Environment variable → where it lands in Config and how its text becomes a value. */
-const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = [
+export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = [
   ["NATS_URL", ["nats", "servers"], "list"],
   ["NATS_CREDS", ["nats", "creds"], "string"],
   ["NATS_USER", ["nats", "user"], "string"],

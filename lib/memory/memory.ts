@@ -25,6 +25,7 @@ import type { Memory, Message, Persona } from "../schemas";
 import type { AddMemory } from "../context/types";
 import { WatchProgress, casUpdate, isKvConflict, type KvEntry } from "../kv";
 import { decodeName, encodeName, key } from "../keys";
+import { extractiveSummary } from "../providers/extractive";
 import { estimateTokens } from "../providers/tokens";
 import { MemoryIndex, type Doc, type Ranked } from "./bm25";
 import { canonical, terms } from "./text";
@@ -326,16 +327,13 @@ export function createMemory(opts: MemoryOptions): MemoryService {
     }
   }
 
-  /** A summary without the provider: who took part and the start of what they said. */
+  /** A summary without the provider: who took part and the most central of what they said (extractive). */
   function fallbackSummary(turns: HistoryMessage[]): string {
     const people = [...new Set(turns.map((t) => t.user).filter((u): u is string => !!u))];
-    const said = turns
-      .filter((t) => t.role === "user")
-      .map((t) => t.content)
-      .join("; ")
-      .split(/\s+/)
-      .slice(0, 150)
-      .join(" ");
+    const said = extractiveSummary(
+      turns.filter((t) => t.role === "user").map((t) => `${t.user ?? "user"}: ${t.content}`).join("\n"),
+      { maxWords: 150, style: "concise" },
+    );
     return `Earlier conversation of ${turns.length} messages between ${people.join(", ") || "users"} and the assistant. They said: ${said}`;
   }
 
