@@ -55,7 +55,7 @@ async function cmdStart(config: Config): Promise<void> {
   let embedded: Awaited<ReturnType<typeof startEmbedded>> | undefined;
   let servers = config.nats.servers ?? [];
   if (servers.length === 0) {
-    embedded = await startEmbedded(config.data_dir, log);
+    embedded = await startEmbedded(config.data_dir, log, config.nats.embedded_port);
     servers = [embedded.url];
   }
   let running;

@@ -1,17 +1,17 @@
 // Faults under load, each bounded (fixed request counts, client timeouts) and self-stopping:
 // the NATS server restarting, the model provider going down, a runtime process SIGKILLed
 // mid-request, and a compare-and-set storm on one hot key from three instances.
-import { spawn, type ChildProcess } from "node:child_process";
-import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type NatsConnection } from "nats";
 import { encodeName, key } from "../lib/keys";
 import { BUCKETS, leaderTolerant } from "../runtime/provision";
-import { projectRoot, startNatsServer, type NatsServer } from "../runtime/nats-server";
+import { startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { outcomeOf, runLoad, summarize, type Outcome } from "./helpers/cluster";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 import { request, startInstance, type TestInstance } from "./helpers/service";
+import { startProcess } from "./helpers/start-process";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const dec = new TextDecoder();
@@ -184,31 +184,6 @@ describe("a runtime process SIGKILLed mid-request", () => {
   let child: ChildProcess | undefined;
   let nc: NatsConnection;
 
-  /** Starts `node dist/runtime/cli.js start` and resolves once it logged "ready". */
-  const spawnRuntime = (env: Record<string, string>) =>
-    new Promise<ChildProcess>((resolve, reject) => {
-      const p = spawn(process.execPath, [join(projectRoot, "dist", "runtime", "cli.js"), "start"], {
-        env: { ...process.env, ...env },
-        stdio: ["ignore", "ignore", "pipe"],
-      });
-      let buf = "";
-      const timer = setTimeout(() => {
-        p.kill("SIGKILL");
-        reject(new Error(`runtime did not log ready within 20 s:\n${buf.slice(-2000)}`));
-      }, 20_000);
-      p.stderr!.on("data", (d: Buffer) => {
-        buf += d.toString();
-        if (/"msg":"ready"/.test(buf)) {
-          clearTimeout(timer);
-          resolve(p);
-        }
-      });
-      p.once("exit", (code) => {
-        clearTimeout(timer);
-        reject(new Error(`runtime exited with ${code} before ready:\n${buf.slice(-2000)}`));
-      });
-    });
-
   beforeAll(async () => {
     srv = await startTestServer();
     // Slow replies, so a request is certainly in flight inside the process we kill.
@@ -217,14 +192,13 @@ describe("a runtime process SIGKILLed mid-request", () => {
     survivor = await startInstance(srv.url, {
       providers: { chain: ["openai", "offline"], defs: { openai: { ...provider, model: "survivor-model" }, offline: { kind: "offline", model: "offline-echo-1" } } } as never,
     });
-    child = await spawnRuntime({
+    child = (await startProcess({
       NATS_URL: srv.url,
       LLM_PROVIDERS: "openai,offline",
       OPENAI_BASE_URL: fake.url,
       OPENAI_API_KEY: "sk-kill-test",
       OPENAI_MODEL: "child-model",
-      LOG_LEVEL: "info",
-    });
+    })).child;
     nc = await resilientClient(srv.url);
   }, 60_000);
 

@@ -68,6 +68,7 @@ describe("configuration", () => {
     [{ OPENAI_BASE_URL: "not a url" }, /OPENAI_BASE_URL/],
     [{ LOG_LEVEL: "loud" }, /LOG_LEVEL/],
     [{ ROSEY_REPLICAS: "9" }, /ROSEY_REPLICAS/],
+    [{ ROSEY_NATS_PORT: "70000" }, /ROSEY_NATS_PORT/],
   ])("stops with one message naming the setting: %o", (env, re) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(re);
@@ -86,5 +87,44 @@ describe("configuration", () => {
     const c = defaultConfig({ limits: { user_per_minute: 2 } as never });
     expect(c.limits.user_per_minute).toBe(2);
     expect(c.limits.user_per_hour).toBe(100);
+  });
+});
+
+describe("provider chain without LLM_PROVIDERS", () => {
+  it.each([
+    [{}, ["offline"], "LLM_PROVIDERS unset; no provider key or base URL set → offline"],
+    [{ OPENAI_API_KEY: "sk-a" }, ["openai", "offline"], "LLM_PROVIDERS unset; OPENAI_API_KEY set → openai, offline"],
+    [{ OPENAI_BASE_URL: "http://127.0.0.1:8080/v1" }, ["openai", "offline"], "LLM_PROVIDERS unset; OPENAI_BASE_URL set → openai, offline"],
+    [
+      { OPENAI_API_KEY: "sk-a", OPENAI_BASE_URL: "http://127.0.0.1:8080/v1" },
+      ["openai", "offline"],
+      "LLM_PROVIDERS unset; OPENAI_API_KEY and OPENAI_BASE_URL set → openai, offline",
+    ],
+    [{ OPENROUTER_API_KEY: "sk-or-a" }, ["openrouter", "offline"], "LLM_PROVIDERS unset; OPENROUTER_API_KEY set → openrouter, offline"],
+    [{ OLLAMA_BASE_URL: "http://127.0.0.1:11434/v1" }, ["ollama", "offline"], "LLM_PROVIDERS unset; OLLAMA_BASE_URL set → ollama, offline"],
+    [
+      { OLLAMA_BASE_URL: "http://127.0.0.1:11434/v1", OPENROUTER_API_KEY: "sk-or-a", OPENAI_API_KEY: "sk-a" },
+      ["openai", "openrouter", "ollama", "offline"],
+      "LLM_PROVIDERS unset; OPENAI_API_KEY set; OPENROUTER_API_KEY set; OLLAMA_BASE_URL set → openai, openrouter, ollama, offline",
+    ],
+    // A model name alone configures nothing: it only says which model a configured provider uses.
+    [{ OLLAMA_MODEL: "qwen3", OPENAI_MODEL: "gpt-x" }, ["offline"], "LLM_PROVIDERS unset; no provider key or base URL set → offline"],
+    [{ LLM_PROVIDERS: "ollama,offline", OPENAI_API_KEY: "sk-a" }, ["ollama", "offline"], "LLM_PROVIDERS set → ollama, offline"],
+  ])("%o → %o", (env, chain, why) => {
+    const c = loadConfig(env);
+    expect(c.providers.chain).toEqual(chain);
+    expect(c.providers.chain_reason).toBe(why);
+  });
+
+  it("counts providers the ROSEY_CONFIG file gives a key or base URL, and a chain it names", () => {
+    const file = { providers: { defs: { openrouter: { api_key: "sk-or-a" }, local: { base_url: "http://127.0.0.1:9000/v1", model: "m" } } } };
+    const c = loadConfig({ ROSEY_CONFIG: "/x.json", OLLAMA_BASE_URL: "http://127.0.0.1:11434/v1" }, () => JSON.stringify(file));
+    expect(c.providers.chain).toEqual(["openrouter", "ollama", "local", "offline"]);
+    expect(c.providers.chain_reason).toBe(
+      "LLM_PROVIDERS unset; providers.defs.openrouter in ROSEY_CONFIG; OLLAMA_BASE_URL set; providers.defs.local in ROSEY_CONFIG → openrouter, ollama, local, offline",
+    );
+    const named = loadConfig({ ROSEY_CONFIG: "/x.json", OPENAI_API_KEY: "sk-a" }, () => JSON.stringify({ providers: { chain: ["offline"] } }));
+    expect(named.providers.chain).toEqual(["offline"]);
+    expect(named.providers.chain_reason).toBe("providers.chain in ROSEY_CONFIG → offline");
   });
 });

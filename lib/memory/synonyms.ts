@@ -8,8 +8,8 @@ import { readFileSync } from "node:fs";
 /** The index terms a query term may also match, most closely related first. */
 export type RelatedTerms = (term: string) => readonly string[];
 
-// The same relative path from lib/memory/synonyms.ts and from the bundles in dist/runtime/.
-const FILE = new URL("../../lib/memory/synonyms.txt", import.meta.url);
+// Beside the module: lib/memory/ in the sources, dist/runtime/ in the bundles (build.mjs copies it there).
+const FILE = new URL("synonyms.txt", import.meta.url);
 
 let table: Map<string, string> | undefined;
 
