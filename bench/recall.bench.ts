@@ -128,7 +128,7 @@ function main() {
     "",
     "| cost | figure |",
     "|---|---|",
-    `| table file \`lib/memory/synonyms.txt\` (committed; read at run time) | ${mb(statSync(TABLE).size)} |`,
+    `| table file \`lib/memory/synonyms.txt\` (committed; the build copies it to \`dist/runtime/\`, which the npm package ships) | ${mb(statSync(TABLE).size)} |`,
     `| loading it, on the first recall with a searchable word (median of ${LOAD_RUNS} fresh processes) | ${ms(load.cpu)} CPU (${ms(load.wall)} wall) |`,
     `| memory once loaded (after GC, median) | heap +${mb(load.heap)}, RSS +${mb(load.rss)} |`,
     `| recall over ${LARGE.toLocaleString("en")} memories, exact stems: mean CPU, wall p50 / p99 | ${ms(slowExact.cpu)}, ${ms(percentile(slowExact.wall, 50))} / ${ms(percentile(slowExact.wall, 99))} |`,
