@@ -50,6 +50,11 @@ describe("rosey-llm start without NATS_URL", () => {
     const nc = await connect({ servers: started.url });
     const r = await request(nc, "rosey.llm.chat", { channel: "#x", user: "y", message: "hello" });
     expect(r.body).toMatchObject({ success: true, provider: "offline" });
+    // The bundle finds the synonym table build.mjs put beside it: a paraphrase is recalled.
+    await request(nc, "rosey.llm.memory.add", { channel: "#x", content: "Bob loves old horror movies" });
+    await request(nc, "rosey.llm.memory.add", { channel: "#x", content: "Bob works at a bank" });
+    const recalled = await request(nc, "rosey.llm.memory.recall", { channel: "#x", query: "which films does bob enjoy?" });
+    expect(recalled.body.memories[0]).toBe("Bob loves old horror movies");
     await nc.close();
 
     const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));

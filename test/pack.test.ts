@@ -48,7 +48,7 @@ describe("npm pack", () => {
   });
 
   it("ships the bundles, types, bin and docs, and no tests, benchmarks or sources", () => {
-    expect(files).toEqual(expect.arrayContaining(["dist/client.js", "dist/types/lib/client.d.ts", "dist/runtime/cli.js", "bin/rosey-llm.mjs", "README.md"]));
+    expect(files).toEqual(expect.arrayContaining(["dist/client.js", "dist/types/lib/client.d.ts", "dist/runtime/cli.js", "dist/runtime/synonyms.txt", "bin/rosey-llm.mjs", "README.md"]));
     expect(files.filter((f) => /^dist\/handlers\/.*\.js$/.test(f)).length).toBeGreaterThanOrEqual(12);
     expect(files.filter((f) => /^(test|bench|examples|lib|handlers|runtime)\//.test(f))).toEqual([]);
     expect(readdirSync(join(app, "node_modules", "rosey-llm"))).not.toContain("test");
