@@ -16,6 +16,7 @@ import { createOfflineProvider } from "../lib/providers/offline";
 import { estimateTokens, estimateMessagesTokens } from "../lib/providers/tokens";
 import { encodeName } from "../lib/keys";
 import { natsKv } from "../runtime/kv";
+import { BUCKETS, provisionBuckets } from "../runtime/provision";
 import { startNatsServer } from "../runtime/nats-server";
 import { ms, percentile, writeSection } from "./lib";
 
@@ -60,8 +61,9 @@ async function main() {
   const server = await startNatsServer({ storeDir });
   const nc = await connect({ servers: server.url });
   try {
-    const bucket = await nc.jetstream().views.kv("ROSEY_LLM_MEMORY", { history: 1 });
-    const kv = natsKv(bucket, "ROSEY_LLM_MEMORY");
+    const config = defaultConfig({ memory: { max_memories_per_channel: 20_000, summarize_after: 24, history_messages: 20 } as never });
+    // The bucket as the runtime provisions it: history keys carry a TTL.
+    const kv = natsKv((await provisionBuckets(nc.jetstream(), config)).memory, BUCKETS.memory);
     const offline = createOfflineProvider();
     const providers: Providers = {
       complete: (m, o = {}) => offline.complete(m, o),
@@ -70,7 +72,6 @@ async function main() {
       estimateTokens,
     };
     const events: Events = { emit: () => "bench", flush: async () => {} };
-    const config = defaultConfig({ memory: { max_memories_per_channel: 20_000, summarize_after: 24, history_messages: 20 } as never });
     const mem = createMemory({ kv, config, clock: { now: () => Date.now() }, events, providers, log: silentLogger });
     await mem.ready();
 

@@ -47,7 +47,7 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
   // and its usage are the same writes.
   const limits = natsKv(buckets.limits, BUCKETS.limits, jsm);
   const limiter = createLimiter({ kv: limits, config, clock, events, log, instance: instance.id });
-  const usage = createUsage({ kv: limits, config, clock, pending: limiter.pendingUsage });
+  const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
   const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas, jsm), config, log });
   const memory = createMemory({
     kv: natsKv(buckets.memory, BUCKETS.memory, jsm),

@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RuntimeLimiter } from "../lib/limiter";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
-import { client, request, spawnRuntime, startInstance, type TestInstance } from "./helpers/service";
+import { client, request, startInstance, type TestInstance } from "./helpers/service";
+import { startProcess } from "./helpers/start-process";
 
 const QUOTA = 5_000;
 const BUDGET = 200_000;
@@ -28,7 +29,7 @@ beforeAll(async () => {
   // Two answers of 17 tokens each, then the model hangs: later calls stay in flight.
   fake = await startOpenAIServer({ default: { kind: "hang" } });
   fake.script({ kind: "reply" }, { kind: "reply" });
-  child = await spawnRuntime({
+  const started = await startProcess({
     NATS_URL: srv.url,
     LLM_PROVIDERS: "openai",
     OPENAI_BASE_URL: fake.url,
@@ -36,8 +37,8 @@ beforeAll(async () => {
     ROSEY_LIMIT_USER_TOKENS_PER_DAY: String(QUOTA),
     ROSEY_LIMIT_GLOBAL_TOKENS_PER_DAY: String(BUDGET),
     ROSEY_EXEMPT_USERS: "ops",
-    LOG_LEVEL: "info",
   });
+  child = started.child;
   nc = await client(srv.url);
 }, 60_000);
 

@@ -201,7 +201,7 @@ async function steppedService() {
   const limits = new SteppedKv("ROSEY_LLM_LIMITS", rounds);
   const providers = createProviders(config, { log: silentLogger, clock });
   const limiter = createLimiter({ kv: limits, config, clock, events: base.events, log: silentLogger, instance: "hot" });
-  const usage = createUsage({ kv: limits, config, clock, pending: limiter.pendingUsage });
+  const usage = createUsage({ kv: limits, config, clock, log: silentLogger, pending: limiter.pendingUsage });
   const personas = createPersonas({ kv: new SteppedKv("ROSEY_LLM_PERSONAS", rounds), config, log: silentLogger });
   let ctx!: Ctx;
   const memory = createMemory({

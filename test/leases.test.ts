@@ -84,7 +84,7 @@ describe("leases of the global budget", () => {
     expect((await survivor.remaining("u2")).tokens_today).toBe(QUOTA);
     // The dead instance's spend is still in the service's totals.
     await survivor.settle(t, spend(50));
-    const usage = createUsage({ kv, config, clock });
+    const usage = createUsage({ kv, config, clock, log: silentLogger });
     expect(await usage.get({})).toMatchObject({ requests_today: 2, tokens_today: 750 });
   });
 
@@ -106,7 +106,7 @@ describe("leases of the global budget", () => {
     const g = await global();
     expect(g.spent).toBe(500);
     expect(Object.keys(g.leases)).toEqual(["b3RoZXI"]);
-    const usage = createUsage({ kv, config, clock });
+    const usage = createUsage({ kv, config, clock, log: silentLogger });
     expect(await usage.get({})).toMatchObject({ requests_today: 2, tokens_today: 500 });
     // Nothing lost on the way: what is left is the budget less what was spent and what is in flight.
     expect((await other.remaining("ops")).tokens_today).toBe(BUDGET - 500 - 1_000);

@@ -14,6 +14,7 @@ import { silentLogger } from "../lib/log";
 import { createMemory, type MemoryService } from "../lib/memory";
 import { BUILTIN_PERSONAS, createPersonas, type PersonasService } from "../lib/personas";
 import { natsKv } from "../runtime/kv";
+import { BUCKETS, provisionBuckets } from "../runtime/provision";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
 
 const persona = BUILTIN_PERSONAS[0];
@@ -26,12 +27,9 @@ const personasList: PersonasService[] = [];
 async function buckets(): Promise<{ memory: Kv; personas: Kv }> {
   const nc = await connect({ servers: server.url });
   conns.push(nc);
-  const js = nc.jetstream();
-  const [m, p] = await Promise.all([
-    js.views.kv("ROSEY_LLM_MEMORY", { history: 1 }),
-    js.views.kv("ROSEY_LLM_PERSONAS", { history: 1 }),
-  ]);
-  return { memory: natsKv(m, "ROSEY_LLM_MEMORY"), personas: natsKv(p, "ROSEY_LLM_PERSONAS") };
+  // The buckets as the runtime provisions them: history keys carry a TTL.
+  const b = await provisionBuckets(nc.jetstream(), defaultConfig());
+  return { memory: natsKv(b.memory, BUCKETS.memory), personas: natsKv(b.personas, BUCKETS.personas) };
 }
 
 function counting() {

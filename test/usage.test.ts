@@ -24,7 +24,7 @@ const events = { emit: () => "", async flush() {} };
 function accounting(kv: Kv, clock: Clock, over: Partial<ConfigInput> = {}, instance?: string) {
   const config = defaultConfig(over);
   const limiter = createLimiter({ kv, config, clock, events, log: silentLogger, instance });
-  return { limiter, usage: createUsage({ kv, config, clock, pending: limiter.pendingUsage }) };
+  return { limiter, usage: createUsage({ kv, config, clock, log: silentLogger, pending: limiter.pendingUsage }) };
 }
 
 /** One call admitted and settled. */

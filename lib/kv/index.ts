@@ -15,3 +15,4 @@ export {
   type Step,
 } from "./cas";
 export { WatchProgress } from "./progress";
+export { checkedKv } from "./checked";

@@ -4,6 +4,7 @@ export { thresholdEventId } from "./pending";
 export { calendar, secondsUntil, type Calendar, type Window } from "./calendar";
 export { instancesOf } from "./lease";
 export {
+  docSchema,
   LIMITS_TTL_MS,
   type ChannelDoc,
   type InstanceDoc,

@@ -63,7 +63,7 @@
 import { randomUUID } from "node:crypto";
 import type { AdmitRequest, Ticket } from "../context/types";
 import { encodeName, key } from "../keys";
-import { createBatcher, type Known } from "../kv";
+import { checkedKv, createBatcher, type Known } from "../kv";
 import type { RateLimitsRemaining } from "../schemas";
 import { calendar, secondsUntil } from "./calendar";
 import { GlobalPool, type Origin } from "./lease";
@@ -88,7 +88,7 @@ import {
   type UserLimits,
 } from "./steps";
 import { addSpend } from "./steps";
-import type { ChannelDoc, LimiterOptions, LimiterStats, PendingEvent, RuntimeLimiter, Spend, UserDoc } from "./types";
+import { docSchema, type ChannelDoc, type LimiterOptions, type LimiterStats, type PendingEvent, type RuntimeLimiter, type Spend, type UserDoc } from "./types";
 
 type OkTicket = Ticket & { ok: true };
 
@@ -112,7 +112,8 @@ export const channelKey = (channel: string) => key("c", encodeName(channel));
 
 /** Builds the limiter of one instance over the ROSEY_LLM_LIMITS bucket. */
 export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
-  const { kv, config, clock, events, log } = opts;
+  const { config, clock, events, log } = opts;
+  const kv = checkedKv(opts.kv, docSchema, log);
   const L = config.limits;
   const cal = calendar(config.timezone);
   const exemptUsers = new Set(L.exempt_users);

@@ -1,83 +1,107 @@
 // Stored shapes of the ROSEY_LLM_LIMITS bucket, and the limiter's construction options.
+import { z } from "zod";
 import type { Config } from "../config";
 import type { Clock, Events, Limiter, Logger } from "../context/types";
 import type { Kv } from "../kv";
-import type { ThresholdEvent } from "../schemas";
-import type { Log } from "./log";
+import { ThresholdEvent } from "../schemas";
 
 /** A threshold event stored with the write that crossed the threshold, until its publish is acknowledged (pending.ts). */
-export interface PendingEvent {
+export const PendingEvent = z.object({
   /** Its Nats-Msg-Id: a retried publish is stored once. */
-  id: string;
+  id: z.string(),
   /** When it was stored (ms): an entry older than the grace period is republished by the next writer. */
-  at: number;
-  ev: ThresholdEvent;
-}
+  at: z.number(),
+  ev: ThresholdEvent,
+});
+export type PendingEvent = z.infer<typeof PendingEvent>;
+
+const count = z.number().min(0);
 
 /** Requests completed and tokens settled, in all and per provider ([requests, tokens]). */
-export interface Spend {
-  q: number;
-  u: number;
-  p: Record<string, [number, number]>;
-}
+export const Spend = z.object({ q: count, u: count, p: z.record(z.string(), z.tuple([count, count])) });
+export type Spend = z.infer<typeof Spend>;
 
 /** One calendar day (local date `w`) of a user or channel: its usage. */
-export interface DayUsage extends Spend {
-  w: string;
-}
+export const DayUsage = Spend.extend({ w: z.string() });
+export type DayUsage = z.infer<typeof DayUsage>;
+
+/** The admission times of a key's last hour (log.ts). */
+const LogFields = {
+  l: z.array(z.number()).optional(),
+  o: z.array(z.tuple([z.number(), count])).optional(),
+};
 
 /**
  * Key `u.<user>`: the admission times of the last hour (log.ts) and every other limit of
  * one user in one document, so one compare-and-set admits against the minute, hour, day and
  * the token quota at once; and the user's usage today.
  */
-export interface UserDoc extends Log {
+export const UserDoc = z.object({
+  ...LogFields,
   /** Today: admissions (per-day limit) and usage; `u` is also what the token quota counts as spent. */
-  d?: DayUsage & { n: number };
+  d: DayUsage.extend({ n: count }).optional(),
   /** Reservations in flight: id → [tokens, ms after which anyone may take it back]. */
-  r?: Record<string, [number, number]>;
+  r: z.record(z.string(), z.tuple([count, z.number()])).optional(),
   /** Threshold markers: hourly → ms of the last event; daily and tokens → the day. */
-  f?: { h?: number; d?: string; t?: string };
-  e?: PendingEvent[];
-}
+  f: z.object({ h: z.number().optional(), d: z.string().optional(), t: z.string().optional() }).optional(),
+  e: z.array(PendingEvent).optional(),
+});
+export type UserDoc = z.infer<typeof UserDoc>;
 
 /** Key `c.<channel>`: the channel's rolling hour and its usage today. */
-export interface ChannelDoc extends Log {
-  d?: DayUsage;
-  f?: { h?: number };
-  e?: PendingEvent[];
-}
+export const ChannelDoc = z.object({
+  ...LogFields,
+  d: DayUsage.optional(),
+  f: z.object({ h: z.number().optional() }).optional(),
+  e: z.array(PendingEvent).optional(),
+});
+export type ChannelDoc = z.infer<typeof ChannelDoc>;
 
 /** One instance's share of the global budget (lease.ts). */
-export interface Lease {
+export const Lease = z.object({
   /** Tokens granted to the instance and not given back, including what it spent. */
-  n: number;
+  n: z.number(),
   /** When anyone may take the lease back (ms) unless the instance renews it first. */
-  exp: number;
-  /** The instance's spend (InstanceDoc.u) when the lease was opened: spend before it is in `spent`. */
-  b: number;
+  exp: z.number(),
+  /** The part of the instance's spend (InstanceDoc.u) already in `spent` when the lease was opened. */
+  b: count,
   /** Its spend as of its last write here (for the threshold and refusals). */
-  s: number;
-}
+  s: count,
+});
+export type Lease = z.infer<typeof Lease>;
 
 /** Key `g.<local date>`: the day's global token budget. */
-export interface GlobalDoc {
+export const GlobalDoc = z.object({
   /** Tokens spent under leases that are closed. */
-  spent: number;
+  spent: count,
   /** Open leases by instance tag. */
-  leases: Record<string, Lease>;
+  leases: z.record(z.string(), Lease),
   /** The day, once the threshold event fired. */
-  f?: string;
-  e?: PendingEvent[];
-}
+  f: z.string().optional(),
+  e: z.array(PendingEvent).optional(),
+});
+export type GlobalDoc = z.infer<typeof GlobalDoc>;
 
 /**
  * Key `i.<local date>.<instance tag>`: what one instance spent today. Written before every
  * reply (the service's totals are the sum over instances) and read when its lease is taken
  * back; `x` marks it closed by whoever took the lease back.
  */
-export interface InstanceDoc extends Spend {
-  x?: true;
+export const InstanceDoc = Spend.extend({ x: z.literal(true).optional() });
+export type InstanceDoc = z.infer<typeof InstanceDoc>;
+
+/** The shape of the document stored under a key of the bucket (a malformed one reads as absent). */
+export function docSchema(key: string): z.ZodType {
+  switch (key[0]) {
+    case "g":
+      return GlobalDoc;
+    case "c":
+      return ChannelDoc;
+    case "i":
+      return InstanceDoc;
+    default:
+      return UserDoc;
+  }
 }
 
 export interface LimiterOptions {

@@ -12,6 +12,8 @@
 //   m.<channel>.<memory id>   a long-term memory; the id hashes scope + folded content, so
 //                             two instances adding the same fact meet on one key (CAS merge)
 //   sync.<instance>           barrier key for sync()
+// Exchanges, summaries and claims expire storage.history_ttl_days after they were written
+// (their TTL); memories go with the bucket's max age, decay_days after their last use.
 //
 // Consistency: writes go to KV first and are applied to the local mirror with the revision
 // KV returned, so an instance always reads its own writes. Other instances' writes arrive
@@ -23,6 +25,7 @@ import type { Memory, Message, Persona } from "../schemas";
 import type { AddMemory } from "../context/types";
 import { WatchProgress, casUpdate, isKvConflict, type KvEntry } from "../kv";
 import { decodeName, encodeName, key } from "../keys";
+import { extractiveSummary } from "../providers/extractive";
 import { estimateTokens } from "../providers/tokens";
 import { MemoryIndex, type Doc, type Ranked } from "./bm25";
 import { canonical, terms } from "./text";
@@ -109,6 +112,7 @@ interface ChannelState {
 export function createMemory(opts: MemoryOptions): MemoryService {
   const { kv, config, clock, events, providers, log } = opts;
   const mc = config.memory;
+  const historyTtl = { ttlSeconds: config.storage.history_ttl_days * 86_400 };
   const instance = opts.instance ?? randomBytes(6).toString("base64url");
   const tag = randomBytes(4).toString("base64url");
   const syncKey = key("sync", encodeName(instance));
@@ -269,15 +273,17 @@ export function createMemory(opts: MemoryOptions): MemoryService {
 
   // ------------------------------------------------------------ writes
 
+  /** Creates a history key (exchange, claim), with the history TTL. */
   async function create(k: string, value: unknown): Promise<void> {
     const e = bytes(value);
-    const revision = await kv.create(k, e);
+    const revision = await kv.create(k, e, historyTtl);
     apply(k, { key: k, value: e, revision });
   }
 
+  /** Writes a history key (summary), with the history TTL. */
   async function put(k: string, value: unknown): Promise<void> {
     const e = bytes(value);
-    const revision = await kv.put(k, e);
+    const revision = await kv.put(k, e, historyTtl);
     apply(k, { key: k, value: e, revision });
   }
 
@@ -312,7 +318,7 @@ export function createMemory(opts: MemoryOptions): MemoryService {
     if (now() - theirs.at < CLAIM_TTL_MS) return false;
     try {
       const e = bytes(mine);
-      apply(k, { key: k, value: e, revision: await kv.update(k, e, cur.revision) });
+      apply(k, { key: k, value: e, revision: await kv.update(k, e, cur.revision, historyTtl) });
       log.warn("memory: took over an abandoned summarization", { channel: state(encoded).name, from: theirs.instance });
       return true;
     } catch (err) {
@@ -321,16 +327,13 @@ export function createMemory(opts: MemoryOptions): MemoryService {
     }
   }
 
-  /** A summary without the provider: who took part and the start of what they said. */
+  /** A summary without the provider: who took part and the most central of what they said (extractive). */
   function fallbackSummary(turns: HistoryMessage[]): string {
     const people = [...new Set(turns.map((t) => t.user).filter((u): u is string => !!u))];
-    const said = turns
-      .filter((t) => t.role === "user")
-      .map((t) => t.content)
-      .join("; ")
-      .split(/\s+/)
-      .slice(0, 150)
-      .join(" ");
+    const said = extractiveSummary(
+      turns.filter((t) => t.role === "user").map((t) => `${t.user ?? "user"}: ${t.content}`).join("\n"),
+      { maxWords: 150, style: "concise" },
+    );
     return `Earlier conversation of ${turns.length} messages between ${people.join(", ") || "users"} and the assistant. They said: ${said}`;
   }
 

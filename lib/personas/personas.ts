@@ -111,7 +111,8 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
    */
   async function barrier(): Promise<boolean> {
     const k = key("sync", randomBytes(6).toString("base64url"));
-    const revision = await kv.put(k, bytes({ at: Date.now() }));
+    // Expires by itself should this process die before deleting it.
+    const revision = await kv.put(k, bytes({ at: Date.now() }), { ttlSeconds: 60 });
     const caughtUp = await progress.waitFor(revision, SYNC_TIMEOUT_MS);
     // The barrier has done its job; nobody reads it.
     kv.delete(k).catch((err) => log.warn("persona: barrier cleanup failed", { error: (err as Error).message }));

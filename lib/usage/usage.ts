@@ -6,15 +6,16 @@
 //   the service i.<day>.<instance> one document per instance, written before each reply;
 //                                 the total is their sum (one key listing, one read each).
 import type { Config } from "../config";
-import type { Clock, Usage, UsageTotals } from "../context/types";
-import { getJson, type Kv } from "../kv";
-import { calendar, channelKey, instancesOf, userKey, type ChannelDoc, type PendingUsage, type Spend, type UserDoc } from "../limiter";
+import type { Clock, Logger, Usage, UsageTotals } from "../context/types";
+import { checkedKv, getJson, type Kv } from "../kv";
+import { calendar, channelKey, docSchema, instancesOf, userKey, type ChannelDoc, type PendingUsage, type Spend, type UserDoc } from "../limiter";
 
 export interface UsageOptions {
   /** The ROSEY_LLM_LIMITS bucket. */
   kv: Kv;
   config: Config;
   clock: Clock;
+  log: Logger;
   /** This instance's channel usage not yet written (RuntimeLimiter.pendingUsage). */
   pending?: PendingUsage;
 }
@@ -40,7 +41,9 @@ function totals(...parts: Array<Spend | undefined>): UsageTotals {
 
 /** Builds the usage reader of one instance. */
 export function createUsage(opts: UsageOptions): Usage {
-  const { kv, config, clock } = opts;
+  const { config, clock } = opts;
+  // A stored document that is not of its key's shape reads as absent (and is logged once).
+  const kv = checkedKv(opts.kv, docSchema, opts.log);
   const cal = calendar(config.timezone);
 
   return {

@@ -66,7 +66,7 @@ export async function createMemoryContext(
   const log = silentLogger;
   const providers = opts.providers ?? createProviders(config, { log, clock });
   const limiter = createLimiter({ kv: buckets.limits, config, clock, events, log, instance: "test" });
-  const usage = createUsage({ kv: buckets.limits, config, clock, pending: limiter.pendingUsage });
+  const usage = createUsage({ kv: buckets.limits, config, clock, log, pending: limiter.pendingUsage });
   const personas = createPersonas({ kv: buckets.personas, config, log });
   // As in the runtime: history summaries are model calls through lib/llm.
   let ctx!: Ctx;

@@ -1,13 +1,11 @@
-// Starts runtime instances in this process against a test server, with config overrides,
-// or as a separate process (`node dist/runtime/cli.js start`) a test can SIGKILL.
-import { spawn, type ChildProcess } from "node:child_process";
-import { join } from "node:path";
+// Starts runtime instances in this process against a test server, with config overrides.
+import { afterAll, beforeAll } from "vitest";
 import { connect, type NatsConnection } from "nats";
 import { defaultConfig, type ConfigInput } from "../../lib/config";
 import { silentLogger } from "../../lib/log";
 import type { Clock } from "../../lib/context";
-import { projectRoot } from "../../runtime/nats-server";
 import { startService, type RunningService } from "../../runtime/service";
+import { startTestServer, type TestServer } from "./nats";
 
 export interface TestInstance extends RunningService {}
 
@@ -23,6 +21,25 @@ export async function startInstance(
     log: silentLogger,
     ...extra,
   });
+}
+
+/**
+ * A test server, one instance and a client connection for the tests of the enclosing
+ * describe block (or file): started before them, stopped after. Read the fields in tests.
+ */
+export function useService(config: Partial<ConfigInput> = {}): { srv: TestServer; inst: TestInstance; nc: NatsConnection } {
+  const f = {} as { srv: TestServer; inst: TestInstance; nc: NatsConnection };
+  beforeAll(async () => {
+    f.srv = await startTestServer();
+    f.inst = await startInstance(f.srv.url, config);
+    f.nc = await client(f.srv.url);
+  });
+  afterAll(async () => {
+    await f.nc?.close();
+    await f.inst?.stop();
+    await f.srv?.cleanup();
+  });
+  return f;
 }
 
 /** A client connection, as another plugin would hold. */
@@ -44,30 +61,4 @@ export async function request(
     code: m.headers?.get("Nats-Service-Error-Code") || undefined,
     description: m.headers?.get("Nats-Service-Error") || undefined,
   };
-}
-
-/** Starts `node dist/runtime/cli.js start` with `env` added, and resolves once it logged "ready". */
-export function spawnRuntime(env: Record<string, string>): Promise<ChildProcess> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [join(projectRoot, "dist", "runtime", "cli.js"), "start"], {
-      env: { ...process.env, ...env },
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let buf = "";
-    const timer = setTimeout(() => {
-      p.kill("SIGKILL");
-      reject(new Error(`runtime did not log ready within 20 s:\n${buf.slice(-2000)}`));
-    }, 20_000);
-    p.stderr!.on("data", (d: Buffer) => {
-      buf += d.toString();
-      if (/"msg":"ready"/.test(buf)) {
-        clearTimeout(timer);
-        resolve(p);
-      }
-    });
-    p.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`runtime exited with ${code} before ready:\n${buf.slice(-2000)}`));
-    });
-  });
 }
