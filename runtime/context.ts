@@ -43,10 +43,11 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
   const providers = createProviders(config, { log, clock, fetch: opts.fetch });
   // Set below; the memory's summarizer needs the whole context, and runs only once it exists.
   let ctx!: Ctx;
-  // Limits, quotas, the global budget and usage share the limits bucket: a call's accounting
-  // and its usage are the same writes.
+  // Limits, quotas, the global budget and today's usage share the limits bucket: a call's
+  // accounting and its usage are the same writes. Finished days go to the usage bucket.
   const limits = natsKv(buckets.limits, BUCKETS.limits, jsm);
-  const limiter = createLimiter({ kv: limits, config, clock, events, log, instance: instance.id });
+  const history = natsKv(buckets.usage, BUCKETS.usage, jsm);
+  const limiter = createLimiter({ kv: limits, config, clock, events, log, instance: instance.id, history });
   const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
   const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas, jsm), config, log });
   const memory = createMemory({

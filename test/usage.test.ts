@@ -86,6 +86,31 @@ describe("usage recorded by settled calls", () => {
   });
 });
 
+describe("usage history", () => {
+  it("keeps a user's and a channel's day in the usage bucket once their next day starts, and the instance's share from its first call", async () => {
+    const clock = clockAt("2024-05-01T23:59:00Z");
+    const history = new MemoryKv("USAGE");
+    const config = defaultConfig({});
+    const kv = new MemoryKv("LIMITS");
+    const limiter = createLimiter({ kv, config, clock, events, log: silentLogger, instance: "hist", history });
+    await call(limiter, { user: "hana", channel: "#h" }, "offline", 12);
+    const read = async (k: string) => JSON.parse(new TextDecoder().decode((await history.get(k))!.value));
+    const inst = "d.2024-05-01.i.aGlzdA";
+    await new Promise((r) => setTimeout(r, 10));
+    expect(await read(inst)).toEqual({ requests: 1, tokens: 12, by_provider: { offline: { requests: 1, tokens: 12 } } });
+    // The user's and channel's day is still live; the next day's first call copies it.
+    expect(await history.get("d.2024-05-01.u.aGFuYQ")).toBeNull();
+    await (limiter as RuntimeLimiter).close();
+    clock.t = Date.parse("2024-05-02T00:01:00Z");
+    await call(limiter, { user: "hana", channel: "#h" }, "offline", 5);
+    await (limiter as RuntimeLimiter).close();
+    await new Promise((r) => setTimeout(r, 10));
+    expect(await read("d.2024-05-01.u.aGFuYQ")).toEqual({ requests: 1, tokens: 12, by_provider: { offline: { requests: 1, tokens: 12 } } });
+    expect(await read("d.2024-05-01.c.I2g")).toMatchObject({ requests: 1, tokens: 12 });
+    expect(await read("d.2024-05-02.i.aGlzdA")).toMatchObject({ requests: 1, tokens: 5 });
+  });
+});
+
 describe("usage on nats-server, three instances", () => {
   let srv: NatsServer;
   let dir: string;

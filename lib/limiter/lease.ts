@@ -45,6 +45,7 @@
 import { encodeName, key } from "../keys";
 import type { Batcher } from "../kv";
 import type { Clock } from "../context/types";
+import type { History } from "./history";
 import type { Pending } from "./pending";
 import { addSpend } from "./steps";
 import type { GlobalDoc, InstanceDoc, Lease, PendingEvent, Spend } from "./types";
@@ -60,6 +61,7 @@ export interface PoolOptions {
   batcher: Batcher;
   clock: Clock;
   pending: Pending;
+  history: History;
   budget: number;
   threshold: number;
   /** This instance's name; a lease taken back makes it continue under `<name>~<n>`. */
@@ -105,6 +107,9 @@ export class GlobalPool {
   private spent = 0;
   /** The part of `spent` already in the day's `spent` (our leases closed before). */
   private accounted = 0;
+  /** Our InstanceDoc as last written, and whether history has a copy of it yet. */
+  private mine: InstanceDoc | undefined;
+  private copied = false;
   /** Reservations served from the current lease and not settled or released yet. */
   private inflight = 0;
   private lastTake = 0;
@@ -174,7 +179,12 @@ export class GlobalPool {
       );
       const ours = day === this.day && tag === this.tag;
       if (out.result === undefined) {
-        if (ours) this.spent = out.doc.value!.u;
+        if (ours) {
+          this.mine = out.doc.value!;
+          this.spent = this.mine.u;
+          // The day's first call: history has the instance's share from the start of the day.
+          if (!this.copied) this.copy();
+        }
         return;
       }
       // Our lease was taken back while we were cut off: continue under a new tag.
@@ -205,6 +215,13 @@ export class GlobalPool {
     if (this.open) await this.serial(() => this.giveBack("close"));
   }
 
+  /** Copies our share of the day to history (history.ts). */
+  private copy(): void {
+    if (!this.mine) return;
+    this.copied = true;
+    this.o.history.copy(instanceKey(this.day, this.tag), this.mine, this.day);
+  }
+
   private origin(): Origin {
     return { day: this.day, epoch: `${this.nonce}-${this.generation}` };
   }
@@ -224,8 +241,12 @@ export class GlobalPool {
   private roll(day: string): void {
     // Leases of a past day are worthless; their documents expire with the bucket's max age.
     if (this.day === day) return;
+    // The day that ends: our share of it as it was last written.
+    if (this.day) this.copy();
     this.day = day;
     this.avail = this.inflight = this.spent = this.accounted = 0;
+    this.mine = undefined;
+    this.copied = false;
     this.open = false;
   }
 
@@ -235,6 +256,8 @@ export class GlobalPool {
     this.generation++;
     this.tag = encodeName(`${this.o.instance}~${this.generation}`);
     this.avail = this.inflight = this.spent = this.accounted = 0;
+    this.mine = undefined;
+    this.copied = false;
     this.open = false;
     if (finalSpent === undefined) return;
     // The taker may have stopped between closing our document and removing our lease.
@@ -339,6 +362,7 @@ export class GlobalPool {
     }
     if (r.kind === "short") return { ok: false, spent: r.settled + need > this.o.budget };
     this.o.onLease();
+    this.copy();
     this.o.pending.publish(globalKey(day), [...r.fired, ...(after?.stale ?? [])]);
     this.open = true;
     this.exp = entry!.exp;
@@ -381,6 +405,7 @@ export class GlobalPool {
       if (day !== this.day) return;
       if (out.result === "lost") return this.renew();
       this.avail += deficit;
+      this.copy();
       this.o.pending.publish(globalKey(day), [...after!.fired, ...after!.stale]);
       for (const t of after!.expired) void this.reclaim(day, t);
       if (closing) {
@@ -393,14 +418,19 @@ export class GlobalPool {
     }
   }
 
-  /** The final spend of an instance whose lease expired: closes its document (see the header). */
-  private async spentBy(day: string, tag: string, close = false): Promise<number> {
+  /** What an instance spent, as it last wrote it. */
+  private async spentBy(day: string, tag: string): Promise<number> {
+    return (await this.o.batcher.read<InstanceDoc>(instanceKey(day, tag))).doc.value?.u ?? 0;
+  }
+
+  /** The final spend of an instance whose lease expired: closes its document (see the header), and copies it to history. */
+  private async closeTheirs(day: string, tag: string): Promise<number> {
     const k = instanceKey(day, tag);
-    if (!close) return (await this.o.batcher.read<InstanceDoc>(k)).doc.value?.u ?? 0;
-    const out = await this.o.batcher.submit<InstanceDoc, number>(k, -1, (cur) =>
-      cur?.x ? { value: undefined, result: cur.u } : { value: { ...(cur ?? emptySpend()), x: true }, result: cur?.u ?? 0 },
+    const out = await this.o.batcher.submit<InstanceDoc, InstanceDoc>(k, -1, (cur) =>
+      cur?.x ? { value: undefined, result: cur } : { value: { ...(cur ?? emptySpend()), x: true }, result: cur ?? emptySpend() },
     );
-    return out.result;
+    this.o.history.copy(k, out.result, day);
+    return out.result.u;
   }
 
   /** Takes back an expired lease of another instance. */
@@ -408,7 +438,7 @@ export class GlobalPool {
     if (this.reclaiming.has(tag)) return;
     this.reclaiming.add(tag);
     try {
-      const u = await this.spentBy(day, tag, true);
+      const u = await this.closeTheirs(day, tag);
       const now = this.o.clock.now();
       const out = await this.o.batcher.submit<GlobalDoc, boolean>(globalKey(day), -1, (cur) => {
         const l = cur?.leases[tag];

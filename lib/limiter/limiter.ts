@@ -68,6 +68,7 @@ import type { RateLimitsRemaining } from "../schemas";
 import { calendar, secondsUntil } from "./calendar";
 import { GlobalPool, type Origin } from "./lease";
 import { HOUR, MINUTE, countIn } from "./log";
+import { createHistory } from "./history";
 import { createPending } from "./pending";
 import {
   addChannelUsage,
@@ -88,7 +89,7 @@ import {
   type UserLimits,
 } from "./steps";
 import { addSpend } from "./steps";
-import { docSchema, type ChannelDoc, type LimiterOptions, type LimiterStats, type PendingEvent, type RuntimeLimiter, type Spend, type UserDoc } from "./types";
+import { docSchema, type ChannelDoc, type DayUsage, type LimiterOptions, type LimiterStats, type PendingEvent, type RuntimeLimiter, type Spend, type UserDoc } from "./types";
 
 type OkTicket = Ticket & { ok: true };
 
@@ -135,12 +136,14 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
   // Requests of this instance for the same key share one CAS write (lib/kv/cas.ts).
   const batcher = createBatcher(kv, { onRetry: () => void stats.casRetries++ });
   const pending = createPending(batcher, events, log);
+  const history = createHistory(opts.history, log);
   const cross: Cross = (ev) => pending.crossing(ev, ev.scope === "user" ? ev.user : ev.channel, clock.now());
   const instance = opts.instance ?? randomUUID();
   const pool = new GlobalPool({
     batcher,
     clock,
     pending,
+    history,
     budget: L.global_tokens_per_day,
     threshold: L.threshold,
     instance,
@@ -154,17 +157,27 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
   });
 
   /** Runs a document step in this instance's next write of `k`; publishes the events it stored or found waiting. */
-  async function apply<D extends { e?: PendingEvent[] }, X extends Decided<D> = Decided<D>>(k: string, since: number, decide: (cur: D | undefined) => X) {
+  async function apply<D extends { e?: PendingEvent[]; d?: DayUsage }, X extends Decided<D> = Decided<D>>(
+    k: string,
+    since: number,
+    decide: (cur: D | undefined) => X,
+  ) {
     const now = clock.now();
     let stale: PendingEvent[] = [];
+    let ended: DayUsage | undefined;
     const out = await batcher.submit<D, X>(k, since, (cur) => {
       const d = decide(cur);
       if (!d.value) return { value: undefined, result: d };
       const t = pending.tidy(cur, d.fired, now);
       stale = t.stale;
+      // This write starts the document's next day: the one it replaces goes to history.
+      ended = cur?.d && d.value.d?.w !== cur.d.w ? cur.d : undefined;
       return { value: { ...d.value, e: t.e }, result: d };
     });
-    if (out.wrote) pending.publish(k, [...out.result.fired, ...stale]);
+    if (out.wrote) {
+      pending.publish(k, [...out.result.fired, ...stale]);
+      if (ended) history.copy(k, ended);
+    }
     return out;
   }
 

@@ -36,7 +36,7 @@ const LogFields = {
  * one user in one document, so one compare-and-set admits against the minute, hour, day and
  * the token quota at once; and the user's usage today.
  */
-export const UserDoc = z.object({
+export const UserDoc = z.strictObject({
   ...LogFields,
   /** Today: admissions (per-day limit) and usage; `u` is also what the token quota counts as spent. */
   d: DayUsage.extend({ n: count }).optional(),
@@ -49,7 +49,7 @@ export const UserDoc = z.object({
 export type UserDoc = z.infer<typeof UserDoc>;
 
 /** Key `c.<channel>`: the channel's rolling hour and its usage today. */
-export const ChannelDoc = z.object({
+export const ChannelDoc = z.strictObject({
   ...LogFields,
   d: DayUsage.optional(),
   f: z.object({ h: z.number().optional() }).optional(),
@@ -71,7 +71,7 @@ export const Lease = z.object({
 export type Lease = z.infer<typeof Lease>;
 
 /** Key `g.<local date>`: the day's global token budget. */
-export const GlobalDoc = z.object({
+export const GlobalDoc = z.strictObject({
   /** Tokens spent under leases that are closed. */
   spent: count,
   /** Open leases by instance tag. */
@@ -87,10 +87,13 @@ export type GlobalDoc = z.infer<typeof GlobalDoc>;
  * reply (the service's totals are the sum over instances) and read when its lease is taken
  * back; `x` marks it closed by whoever took the lease back.
  */
-export const InstanceDoc = Spend.extend({ x: z.literal(true).optional() });
+export const InstanceDoc = z.strictObject({ ...Spend.shape, x: z.literal(true).optional() });
 export type InstanceDoc = z.infer<typeof InstanceDoc>;
 
-/** The shape of the document stored under a key of the bucket (a malformed one reads as absent). */
+/**
+ * The shape of the document stored under a key of the bucket. A malformed one — including
+ * one with fields these shapes do not have, e.g. another version's — reads as absent.
+ */
 export function docSchema(key: string): z.ZodType {
   switch (key[0]) {
     case "g":
@@ -113,6 +116,8 @@ export interface LimiterOptions {
   log: Logger;
   /** Names this instance's lease and spend (default: a random id). */
   instance?: string;
+  /** The ROSEY_LLM_USAGE bucket, where finished days are kept (history.ts); none: not kept. */
+  history?: Kv;
   /** Largest block of global budget one lease takes (default 1 % of the budget, at least 1,000). */
   leaseTokens?: number;
   /** Return an idle instance's unused lease after this long without admissions (default 5 s). */
