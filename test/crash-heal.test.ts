@@ -3,14 +3,13 @@
 // 30 s after its last renewal) another instance sees the pool and the user's quota whole
 // again — less what the dead process had settled, which stays spent. The surviving
 // instance's clock is moved past the bound instead of waiting for it.
-import type { ChildProcess } from "node:child_process";
 import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RuntimeLimiter } from "../lib/limiter";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
-import { startProcess } from "./helpers/start-process";
+import { startProcess, type StartedProcess } from "./helpers/start-process";
 
 const QUOTA = 5_000;
 const BUDGET = 200_000;
@@ -18,7 +17,7 @@ const limits = { user_tokens_per_day: QUOTA, global_tokens_per_day: BUDGET, exem
 
 let srv: TestServer;
 let fake: FakeOpenAI;
-let child: ChildProcess | undefined;
+let runtime: StartedProcess | undefined;
 let survivor: TestInstance | undefined;
 let nc: NatsConnection;
 // The survivor's clock: real time plus what the test moves it by.
@@ -29,7 +28,7 @@ beforeAll(async () => {
   // Two answers of 17 tokens each, then the model hangs: later calls stay in flight.
   fake = await startOpenAIServer({ default: { kind: "hang" } });
   fake.script({ kind: "reply" }, { kind: "reply" });
-  const started = await startProcess({
+  runtime = await startProcess({
     NATS_URL: srv.url,
     LLM_PROVIDERS: "openai",
     OPENAI_BASE_URL: fake.url,
@@ -38,12 +37,11 @@ beforeAll(async () => {
     ROSEY_LIMIT_GLOBAL_TOKENS_PER_DAY: String(BUDGET),
     ROSEY_EXEMPT_USERS: "ops",
   });
-  child = started.child;
   nc = await client(srv.url);
 }, 60_000);
 
 afterAll(async () => {
-  if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  await runtime?.stop();
   await nc?.close();
   await survivor?.stop();
   await fake?.close();
@@ -72,8 +70,10 @@ describe("a runtime process SIGKILLed while holding a lease and reservations", (
     expect(heldQuota).toBeLessThan(QUOTA - settled - 3 * 500);
     expect(heldPool).toBeLessThan(BUDGET - settled - 3 * 500);
 
-    child!.kill("SIGKILL");
-    await new Promise<void>((r) => (child!.exitCode !== null || child!.signalCode !== null ? r() : child!.once("exit", () => r())));
+    const { child } = runtime!;
+    const dead = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill("SIGKILL");
+    await dead;
     await Promise.all(inFlight);
     // Nothing comes back by itself before the bound...
     expect(await quotaLeft()).toBe(heldQuota);
