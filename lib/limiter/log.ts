@@ -9,7 +9,7 @@
 // every earlier admission younger than `span`, so no interval of length `span` ever holds
 // more than L admissions.
 //
-// A limit above EXACT_ENTRIES (a deployment that sets limits it never means to reach) would
+// A limit above EXACT_ENTRIES (300; e.g. a deployment that sets limits it never means to reach) would
 // make the log as large as an hour of traffic. There the newest EXACT_ENTRIES stay exact and
 // older ones are kept as counts per minute (`o`: [end of the minute, count]), each counted as
 // if it happened at the end of its minute: for as long or longer than it really counts, so
@@ -17,8 +17,8 @@
 
 export const MINUTE = 60_000;
 export const HOUR = 3_600_000;
-/** Admission times kept one by one; beyond, per minute. */
-export const EXACT_ENTRIES = 1_000;
+/** Admission times kept one by one (the default limits, 100 per user and 300 per channel an hour, fit); beyond, per minute. */
+export const EXACT_ENTRIES = 300;
 
 /** The log fields of a document. */
 export interface Log {
