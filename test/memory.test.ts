@@ -1,6 +1,6 @@
 // Conversation memory over the in-memory bucket: history bounds, token budget, racing
 // records, summarization, context order and reset.
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { defaultConfig } from "../lib/config";
 import type { Completion, CompletionOptions, Events, Providers } from "../lib/context";
 import { MemoryKv } from "../lib/kv";
@@ -167,8 +167,8 @@ describe("summarization", () => {
     const b = recordingProviders();
     const bEvents = recordingEvents();
     const bMem = createMemory({ kv, config, clock, events: bEvents.events, providers: b.providers, log: silentLogger });
-    await chat(a, "#t", 4); // A claims the stretch and never finishes
-    expect(await kv.keys("c.>")).toHaveLength(1);
+    await chat(a, "#t", 4); // A claims the stretch (in the background) and never finishes
+    await vi.waitFor(async () => expect(await kv.keys("c.>")).toHaveLength(1));
     t += 1000;
     await bMem.record("#t", "bob", "anyone?", "here");
     await bMem.settled();

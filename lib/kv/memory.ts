@@ -1,6 +1,6 @@
 // An in-memory Kv with the same compare-and-set semantics as a JetStream bucket,
 // for unit tests of everything built on Kv.
-import { KvConflictError, type Kv, type KvEntry } from "./types";
+import { KvConflictError, type Kv, type KvChange, type KvEntry } from "./types";
 
 /** True when a subject-style filter (`*` one token, `>` the rest) matches a key. */
 export function matchesFilter(filter: string, key: string): boolean {
@@ -18,8 +18,10 @@ export class MemoryKv implements Kv {
   private readonly data = new Map<string, KvEntry>();
   private readonly watchers = new Set<{ filter: string; fn: (k: string, e: KvEntry | null) => void }>();
   private seq = 0;
+  /** Revision of each deleted key's deletion, as a bucket's delete marker has one. */
+  private readonly deleted = new Map<string, number>();
   /** Counts operations, so tests can assert how many round trips a path costs. */
-  readonly ops = { get: 0, put: 0, create: 0, update: 0, delete: 0, keys: 0 };
+  readonly ops = { get: 0, put: 0, create: 0, update: 0, delete: 0, keys: 0, snapshot: 0, changes: 0 };
 
   constructor(readonly bucket = "TEST") {}
 
@@ -49,7 +51,9 @@ export class MemoryKv implements Kv {
 
   async delete(key: string): Promise<void> {
     this.ops.delete++;
-    if (this.data.delete(key)) this.notify(key, null);
+    if (!this.data.delete(key)) return;
+    this.deleted.set(key, ++this.seq);
+    this.notify(key, null);
   }
 
   async keys(filter = ">"): Promise<string[]> {
@@ -64,7 +68,26 @@ export class MemoryKv implements Kv {
     return () => this.watchers.delete(w);
   }
 
+  async snapshot(filter: string): Promise<{ entries: KvEntry[]; revision: number }> {
+    this.ops.snapshot++;
+    const entries = [...this.data.values()].filter((e) => matchesFilter(filter, e.key)).map((e) => ({ ...e, value: e.value.slice() }));
+    return { entries, revision: this.seq };
+  }
+
+  async changes(filter: string, after: number): Promise<{ changes: KvChange[]; revision: number }> {
+    this.ops.changes++;
+    const out: KvChange[] = [];
+    for (const e of this.data.values()) {
+      if (e.revision > after && matchesFilter(filter, e.key)) out.push({ key: e.key, entry: { ...e, value: e.value.slice() }, revision: e.revision });
+    }
+    for (const [key, revision] of this.deleted) {
+      if (revision > after && matchesFilter(filter, key)) out.push({ key, entry: null, revision });
+    }
+    return { changes: out.sort((a, b) => a.revision - b.revision), revision: this.seq };
+  }
+
   private write(key: string, value: Uint8Array): number {
+    this.deleted.delete(key);
     const entry = { key, value: value.slice(), revision: ++this.seq };
     this.data.set(key, entry);
     this.notify(key, entry);

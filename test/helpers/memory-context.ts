@@ -69,7 +69,6 @@ export async function createMemoryContext(
   const usage = createUsage({ kv: buckets.usage, config, clock, log, instance: "test" });
   const personas = createPersonas({ kv: buckets.personas, config, log });
   const memory = createMemory({ kv: buckets.memory, config, clock, events, providers, log, instance: "test" });
-  await memory.ready();
   const ctx: Ctx = { ...base, config, clock, log, providers, limiter, usage, personas, memory };
   return Object.assign(ctx, {
     recorded: base.recorded,
