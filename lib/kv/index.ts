@@ -1,5 +1,4 @@
 export * from "./types";
 export { MemoryKv, matchesFilter } from "./memory";
 export { casUpdate, getJson, type CasOptions, type CasResult } from "./cas";
-export { WatchProgress } from "./progress";
 export { GroupCache, STALE_AFTER_MS, type GroupCacheOptions } from "./group-cache";
