@@ -21,7 +21,7 @@ import type { Kv, KvEntry } from "./types";
 
 /** A group unread for this long is loaded again instead of checked (delete markers expire). */
 export const STALE_AFTER_MS = 5 * 60_000;
-/** Bookkeeping of one key besides its name: a Map entry and its revision. */
+/** Bookkeeping of one key besides its name (keys are ASCII: a byte a character): a Map entry and its revision. */
 const KEY_OVERHEAD_BYTES = 64;
 
 export interface GroupCacheOptions<S> {
@@ -208,7 +208,7 @@ export class GroupCache<S> {
     this.groups.set(g.name, g);
     if (g.dirty) {
       let bytes = this.o.bytes(g.state);
-      for (const k of g.live.keys()) bytes += KEY_OVERHEAD_BYTES + 2 * k.length;
+      for (const k of g.live.keys()) bytes += KEY_OVERHEAD_BYTES + k.length;
       this.total += bytes - g.counted;
       g.counted = bytes;
       g.dirty = false;
