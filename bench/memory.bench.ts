@@ -17,6 +17,7 @@ import { estimateTokens, estimateMessagesTokens } from "../lib/providers/tokens"
 import { encodeName } from "../lib/keys";
 import { natsKv } from "../runtime/kv";
 import { streamReads } from "../runtime/kv-reads";
+import { BUCKETS, provisionBuckets } from "../runtime/provision";
 import { startNatsServer } from "../runtime/nats-server";
 import { ms, percentile, writeSection } from "./lib";
 
@@ -61,9 +62,10 @@ async function main() {
   const server = await startNatsServer({ storeDir });
   const nc = await connect({ servers: server.url });
   try {
-    const bucket = await nc.jetstream().views.kv("ROSEY_LLM_MEMORY", { history: 1 });
-    const jsm = await nc.jetstreamManager();
-    const kv = { ...natsKv(bucket, "ROSEY_LLM_MEMORY"), ...streamReads(nc, jsm, "ROSEY_LLM_MEMORY") };
+    const config = defaultConfig({ memory: { max_memories_per_channel: 20_000, summarize_after: 24, history_messages: 20 } as never });
+    // The bucket as the runtime provisions it: history keys carry a TTL.
+    const bucket = (await provisionBuckets(nc.jetstream(), config)).memory;
+    const kv = { ...natsKv(bucket, BUCKETS.memory), ...streamReads(nc, await nc.jetstreamManager(), BUCKETS.memory) };
     const offline = createOfflineProvider();
     const providers: Providers = {
       complete: (m, o = {}) => offline.complete(m, o),
@@ -72,7 +74,6 @@ async function main() {
       estimateTokens,
     };
     const events: Events = { emit: () => "bench", flush: async () => {} };
-    const config = defaultConfig({ memory: { max_memories_per_channel: 20_000, summarize_after: 24, history_messages: 20 } as never });
     const mem = createMemory({ kv, config, clock: { now: () => Date.now() }, events, providers, log: silentLogger });
 
     const rows: string[] = [];

@@ -16,7 +16,8 @@
 // ≈0.9 ms at the median, an ordered consumer filtered to the channel (kv.watch) ≈23 ms.
 //
 // Deleted keys are KV delete/purge markers (headers `KV-Operation: DEL|PURGE`) or markers the
-// server writes when a message expires (`Nats-Marker-Reason`); a snapshot leaves them out.
+// server writes when a key expires (`Nats-Marker-Reason`, an empty value: our values are never
+// empty); a snapshot leaves them out.
 import { createInbox, type JetStreamManager, type MsgHdrs, type NatsConnection } from "nats";
 import type { Kv, KvChange, KvEntry } from "../lib/kv";
 import { retryLeaderless } from "./provision";
@@ -79,11 +80,8 @@ export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: s
     }
     const m = body.message!;
     const hdrs = m.hdrs ? Buffer.from(m.hdrs, "base64").toString("latin1") : undefined;
-    return {
-      key: m.subject.slice(prefix.length),
-      revision: m.seq,
-      value: isDeletion(hdrs) ? null : new Uint8Array(Buffer.from(m.data ?? "", "base64")),
-    };
+    const value = new Uint8Array(Buffer.from(m.data ?? "", "base64"));
+    return { key: m.subject.slice(prefix.length), revision: m.seq, value: isDeletion(hdrs) || value.length === 0 ? null : value };
   }
 
   /**
@@ -104,7 +102,7 @@ export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: s
           const status = err ? 500 : h?.code ?? 0;
           if (!err && status === 0 && h) {
             const subj = h.get("Nats-Subject");
-            msgs.push({ key: subj.slice(prefix.length), revision: Number(h.get("Nats-Sequence")), value: isDeletion(h) ? null : m.data });
+            msgs.push({ key: subj.slice(prefix.length), revision: Number(h.get("Nats-Sequence")), value: isDeletion(h) || m.data.length === 0 ? null : m.data });
             return;
           }
           clearTimeout(timer);

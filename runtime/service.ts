@@ -6,10 +6,12 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { headers, type NatsConnection, type Service } from "nats";
-import { z } from "zod";
+import type { z } from "zod";
 import type { Config } from "../lib/config";
 import type { Clock, Ctx, Logger } from "../lib/context";
+import { ERROR_HEADERS } from "../lib/errors";
 import { createLogger } from "../lib/log";
+import { jsonSchema } from "../lib/schemas/json";
 import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
 import { connectNats, redactUrl } from "./connect";
 import { createContext } from "./context";
@@ -64,10 +66,8 @@ export async function loadHandlers(dir: string): Promise<HandlerModule[]> {
   return mods;
 }
 
-/** JSON Schema text for endpoint metadata; requests as clients write them (defaults optional). */
-function schemaText(schema: z.ZodType, io: "input" | "output"): string {
-  return JSON.stringify(z.toJSONSchema(schema, { io, unrepresentable: "any" }));
-}
+/** JSON Schema text for endpoint metadata (see lib/schemas/json.ts). */
+const schemaText = (schema: z.ZodType, io: "input" | "output") => JSON.stringify(jsonSchema(schema, io));
 
 /** Name and channel of a request that failed validation, when they are plain strings. */
 function who(input: unknown): { user: string | null; channel: string | null } {
@@ -111,7 +111,8 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
       timeoutMs: config.service.handler_timeout_ms,
       track,
       onError(name, reply, err, input) {
-        const level = reply.error_code === "internal" ? "error" : "debug";
+        // An operator must act on these: a bug, or a bucket full (the error names the setting to raise).
+        const level = reply.error_code === "internal" || reply.error_code === "storage_full" ? "error" : "debug";
         slog[level]("request failed", {
           endpoint: name,
           error_code: reply.error_code,
@@ -155,9 +156,10 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
         target.num_errors = s.num_errors;
         target.processing_time = s.processing_time;
         target.average_processing_time = s.average_processing_time;
-        target.last_error = s.last_error || undefined;
+        // The micro v1 stats schema requires last_error: an empty string until an error.
+        target.last_error = s.last_error;
       }
-      return s ? { errors_by_code: s.errors_by_code } : null;
+      return s ? { errors_by_code: s.errors_by_code } : undefined;
     },
   });
   // From here to the last addEndpoint: no await (see above).
@@ -177,8 +179,8 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
           reply(body, error) {
             if (!error) return void msg.respond(body);
             const h = headers();
-            h.set("Nats-Service-Error", error.description.slice(0, 200));
-            h.set("Nats-Service-Error-Code", String(error.code));
+            h.set(ERROR_HEADERS.message, error.description.slice(0, 200));
+            h.set(ERROR_HEADERS.status, String(error.code));
             msg.respond(body, { headers: h });
           },
         });

@@ -15,6 +15,7 @@ import { createOfflineProvider } from "../lib/providers/offline";
 import { estimateTokens } from "../lib/providers/tokens";
 import { natsKv } from "../runtime/kv";
 import { streamReads } from "../runtime/kv-reads";
+import { BUCKETS, provisionBuckets } from "../runtime/provision";
 import { startTestServer, type TestServer } from "./helpers/nats";
 
 const persona = BUILTIN_PERSONAS[0];
@@ -46,10 +47,11 @@ interface Instance {
 async function instance(memory: Partial<ConfigInput["memory"]> = {}, log = silentLogger, wrap = (kv: Kv) => kv): Promise<Instance> {
   const nc = await connect({ servers: srv.url });
   conns.push(nc);
-  const js = nc.jetstream();
   const jsm = await nc.jetstreamManager();
-  const [m, p] = await Promise.all([js.views.kv("ROSEY_LLM_MEMORY", { history: 1 }), js.views.kv("ROSEY_LLM_PERSONAS", { history: 1 })]);
-  const base = { ...natsKv(m, "ROSEY_LLM_MEMORY", jsm), ...streamReads(nc, jsm, "ROSEY_LLM_MEMORY") };
+  const config = defaultConfig({ memory: memory as never });
+  // The buckets as the runtime provisions them: history keys carry a TTL, markers expire.
+  const b = await provisionBuckets(nc.jetstream(), config);
+  const base = { ...natsKv(b.memory, BUCKETS.memory, jsm), ...streamReads(nc, jsm, BUCKETS.memory) };
   let deletes = 0;
   const kv = wrap({
     ...base,
@@ -58,16 +60,15 @@ async function instance(memory: Partial<ConfigInput["memory"]> = {}, log = silen
       return base.delete(k);
     },
   });
-  const config = defaultConfig({ memory: memory as never });
   const mem = createMemory({ kv, config, clock: { now: () => Date.now() }, events, providers, log });
   memories.push(mem);
-  const personas = createPersonas({ kv: { ...natsKv(p, "ROSEY_LLM_PERSONAS", jsm), ...streamReads(nc, jsm, "ROSEY_LLM_PERSONAS") }, config, log });
+  const personas = createPersonas({ kv: { ...natsKv(b.personas, BUCKETS.personas, jsm), ...streamReads(nc, jsm, BUCKETS.personas) }, config, log });
   return { mem, personas, kv, nc, deletes: () => deletes };
 }
 
 /** Messages the memory bucket's stream holds in all (every write, delete markers included). */
 async function bucketWrites(nc: NatsConnection): Promise<number> {
-  return (await (await nc.jetstreamManager()).streams.info("KV_ROSEY_LLM_MEMORY")).state.last_seq;
+  return (await (await nc.jetstreamManager()).streams.info(`KV_${BUCKETS.memory}`)).state.last_seq;
 }
 
 beforeAll(async () => {
@@ -169,7 +170,7 @@ describe("a bounded cache", () => {
 
   it("stays within its count and byte limits under churn over many channels", async () => {
     const x = await instance({ cache_channels: 40, cache_mb: 1 });
-    const long = "a long remembered sentence about gardens, boats and weather ".repeat(60);
+    const long = "a long remembered sentence about gardens, boats and weather ".repeat(120);
     for (let c = 0; c < 300; c++) {
       const channel = `#churn-${c}`;
       await x.mem.add({ channel, content: `${long} ${c}`, category: "fact", importance: 2 });
@@ -179,7 +180,7 @@ describe("a bounded cache", () => {
       expect(channels).toBeLessThanOrEqual(40);
       expect(bytes).toBeLessThanOrEqual(1024 * 1024);
     }
-    // Each channel holds ~11,000 characters: 1 MB is what bounds the cache here, not the count.
+    // Each channel holds ~22,000 characters: 1 MB is what bounds the cache here, not the count.
     expect(x.mem.cached().channels).toBeLessThan(40);
     expect(x.mem.cached().channels).toBeGreaterThan(0);
   });

@@ -15,6 +15,7 @@ import { createMemory, type MemoryService } from "../lib/memory";
 import { BUILTIN_PERSONAS, createPersonas, type PersonasService } from "../lib/personas";
 import { natsKv } from "../runtime/kv";
 import { streamReads } from "../runtime/kv-reads";
+import { BUCKETS, provisionBuckets } from "../runtime/provision";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
 
 const persona = BUILTIN_PERSONAS[0];
@@ -27,15 +28,12 @@ const personasList: PersonasService[] = [];
 async function buckets(): Promise<{ memory: Kv; personas: Kv }> {
   const nc = await connect({ servers: server.url });
   conns.push(nc);
-  const js = nc.jetstream();
-  const [m, p] = await Promise.all([
-    js.views.kv("ROSEY_LLM_MEMORY", { history: 1 }),
-    js.views.kv("ROSEY_LLM_PERSONAS", { history: 1 }),
-  ]);
+  // The buckets as the runtime provisions them: history keys carry a TTL.
+  const b = await provisionBuckets(nc.jetstream(), defaultConfig());
   const jsm = await nc.jetstreamManager();
   return {
-    memory: { ...natsKv(m, "ROSEY_LLM_MEMORY"), ...streamReads(nc, jsm, "ROSEY_LLM_MEMORY") },
-    personas: { ...natsKv(p, "ROSEY_LLM_PERSONAS"), ...streamReads(nc, jsm, "ROSEY_LLM_PERSONAS") },
+    memory: { ...natsKv(b.memory, BUCKETS.memory), ...streamReads(nc, jsm, BUCKETS.memory) },
+    personas: { ...natsKv(b.personas, BUCKETS.personas), ...streamReads(nc, jsm, BUCKETS.personas) },
   };
 }
 

@@ -1,4 +1,4 @@
-// Event envelopes (DESIGN.md "Events"): validated against their zod schema, then published
+// Event envelopes (docs/contract.md "Events"): validated against their zod schema, then published
 // to JetStream with Nats-Msg-Id = id so a retried or raced publish is stored once.
 // Publishing happens in the background so a reply never waits on the stream; `flush`
 // (called when the runtime drains) waits for everything in flight.

@@ -12,15 +12,19 @@
 // waits for it, then joins the one next read, which starts after it arrived. Writes this
 // instance makes are applied at once (wrote, deleted), the newer revision of a key winning.
 // Bounded by count and bytes, least recently used out first; a group that holds nothing is
-// not kept. A group not read for STALE_AFTER_MS is loaded afresh rather than brought up to
-// date: a deletion is only seen through its marker, and markers expire.
+// not kept. A group not read for staleAfterMs is loaded afresh rather than brought up to
+// date: a deletion is only seen through its marker, and markers expire (keep it well below
+// their lifetime).
 // A value the group cannot read is logged (key named, value not) and skipped. A failed read
 // drops the group, so the next use loads it again; the use that saw the failure fails.
 import type { Clock, Logger } from "../context/types";
 import type { Kv, KvEntry } from "./types";
 
-/** A group unread for this long is loaded again instead of checked (delete markers expire). */
+/** A group unread for this long is loaded again instead of checked (delete markers expire), by default. */
 export const STALE_AFTER_MS = 5 * 60_000;
+
+/** How long a group may go unread and still be checked, for markers that live `markerTtlSeconds`. */
+export const staleAfter = (markerTtlSeconds: number) => Math.min(STALE_AFTER_MS, (markerTtlSeconds * 1000) / 2);
 /** Bookkeeping of one key besides its name (keys are ASCII: a byte a character): a Map entry and its revision. */
 const KEY_OVERHEAD_BYTES = 64;
 
@@ -41,6 +45,8 @@ export interface GroupCacheOptions<S> {
   bytes(state: S): number;
   maxGroups: number;
   maxBytes: number;
+  /** See the header (default STALE_AFTER_MS). */
+  staleAfterMs?: number;
   clock: Clock;
   log: Logger;
 }
@@ -56,6 +62,8 @@ interface Group<S> {
   applied: number;
   loaded: boolean;
   readAt: number;
+  /** Bytes of the keys' bookkeeping (see KEY_OVERHEAD_BYTES), kept as keys come and go. */
+  keyBytes: number;
   /** Bytes counted in the cache's total; `dirty` when the state changed since. */
   counted: number;
   dirty: boolean;
@@ -83,7 +91,7 @@ export class GroupCache<S> {
   /** The group's state, loaded or brought up to date with the bucket first (see the header). */
   async use(name: string): Promise<S> {
     let g = this.groups.get(name);
-    if (g && !g.running && this.o.clock.now() - g.readAt > STALE_AFTER_MS) {
+    if (g && !g.running && this.o.clock.now() - g.readAt > (this.o.staleAfterMs ?? STALE_AFTER_MS)) {
       this.drop(g);
       g = undefined;
     }
@@ -122,7 +130,7 @@ export class GroupCache<S> {
     const g = this.groups.get(name);
     const held = g?.live.get(key);
     if (!g || held === undefined) return;
-    g.live.delete(key);
+    this.unlive(g, key);
     g.dead.set(key, held);
     this.o.apply(g.state, key, null);
     g.dirty = true;
@@ -136,7 +144,7 @@ export class GroupCache<S> {
   }
 
   private create(name: string): Group<S> {
-    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, loaded: false, readAt: 0, counted: 0, dirty: true };
+    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
   }
 
   /** One read at a time per group; a caller arriving during one joins the next. */
@@ -167,7 +175,7 @@ export class GroupCache<S> {
     const r = await this.o.kv.changes!(this.o.filter(g.name), g.applied);
     if (r === null) {
       // Too much changed to list (or the group's last keys vanished): read it whole again.
-      Object.assign(g, { state: this.o.empty(g.name), live: new Map(), dead: new Map(), applied: 0, loaded: false, dirty: true });
+      Object.assign(g, { state: this.o.empty(g.name), live: new Map(), dead: new Map(), applied: 0, loaded: false, keyBytes: 0, dirty: true });
       return this.load(g);
     }
     for (const c of r.changes) this.change(g, c.key, c.entry, c.revision);
@@ -188,10 +196,11 @@ export class GroupCache<S> {
     if (revision <= (g.live.get(key) ?? g.dead.get(key) ?? 0)) return;
     g.dirty = true;
     if (entry === null) {
-      if (g.live.delete(key)) this.o.apply(g.state, key, null);
+      if (this.unlive(g, key)) this.o.apply(g.state, key, null);
       return;
     }
     g.dead.delete(key);
+    if (!g.live.has(key)) g.keyBytes += KEY_OVERHEAD_BYTES + key.length;
     g.live.set(key, revision);
     try {
       this.o.apply(g.state, key, entry);
@@ -201,14 +210,20 @@ export class GroupCache<S> {
     }
   }
 
+  /** Forgets that the group holds `key`; false when it did not. */
+  private unlive(g: Group<S>, key: string): boolean {
+    if (!g.live.delete(key)) return false;
+    g.keyBytes -= KEY_OVERHEAD_BYTES + key.length;
+    return true;
+  }
+
   /** Marks the group most recently used, counts its bytes, and evicts what is over the limits. */
   private keep(g: Group<S>): void {
     if (this.groups.get(g.name) !== g) return;
     this.groups.delete(g.name);
     this.groups.set(g.name, g);
     if (g.dirty) {
-      let bytes = this.o.bytes(g.state);
-      for (const k of g.live.keys()) bytes += KEY_OVERHEAD_BYTES + k.length;
+      const bytes = this.o.bytes(g.state) + g.keyBytes;
       this.total += bytes - g.counted;
       g.counted = bytes;
       g.dirty = false;

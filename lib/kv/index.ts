@@ -1,4 +1,5 @@
 export * from "./types";
 export { MemoryKv, matchesFilter } from "./memory";
 export { casUpdate, getJson, type CasOptions, type CasResult } from "./cas";
-export { GroupCache, STALE_AFTER_MS, type GroupCacheOptions } from "./group-cache";
+export { checkedKv } from "./checked";
+export { GroupCache, STALE_AFTER_MS, staleAfter, type GroupCacheOptions } from "./group-cache";

@@ -13,20 +13,32 @@ export interface KvChange {
 }
 
 /**
+ * Options of a write. `ttlSeconds` (a whole number ≥ 1: the server's granularity) makes the
+ * key expire by itself that long after this write, unless written again before; a later
+ * write without it keeps the key until the bucket's own max age.
+ */
+export interface KvWriteOptions {
+  ttlSeconds?: number;
+}
+
+/**
  * The part of a JetStream KV bucket the service uses. The runtime adapts the nats
  * client's bucket to it; tests use the in-memory bucket of ./memory.
  * `create` and `update` throw a KvConflictError when the key exists / moved on.
+ * Values are never empty: an empty stored value is how the server marks a removed or
+ * expired key, and reads as absent.
  */
 export interface Kv {
   readonly bucket: string;
   get(key: string): Promise<KvEntry | null>;
-  put(key: string, value: Uint8Array): Promise<number>;
-  create(key: string, value: Uint8Array): Promise<number>;
-  update(key: string, value: Uint8Array, revision: number): Promise<number>;
+  put(key: string, value: Uint8Array, opts?: KvWriteOptions): Promise<number>;
+  create(key: string, value: Uint8Array, opts?: KvWriteOptions): Promise<number>;
+  update(key: string, value: Uint8Array, revision: number, opts?: KvWriteOptions): Promise<number>;
+  /** Removes a key. Its delete marker expires after a while, so deleted keys stop costing anything. */
   delete(key: string): Promise<void>;
   /**
-   * Keys matching a subject-style filter (`a.b.*`, `a.>`). May include keys whose last
-   * operation was a delete: callers read each key and skip the absent ones.
+   * Keys matching a subject-style filter (`a.b.*`, `a.>`). May include keys deleted or
+   * expired in the last minutes (their markers): callers read each key and skip the absent ones.
    */
   keys(filter?: string): Promise<string[]>;
   /**

@@ -63,7 +63,8 @@ import type { RateLimitsRemaining } from "../schemas";
 import { calendar, secondsUntil, type Windows } from "./calendar";
 import { createBatcher, type Known } from "./cas";
 import { GlobalPool } from "./lease";
-import type { ChannelDoc, Counter, LimiterOptions, LimiterStats, RuntimeLimiter, UserDoc } from "./types";
+import { checkedKv } from "../kv";
+import { docSchema, type ChannelDoc, type Counter, type LimiterOptions, type LimiterStats, type RuntimeLimiter, type UserDoc } from "./types";
 
 type OkTicket = Ticket & { ok: true };
 type Code = "rate_limited" | "quota_exceeded";
@@ -108,7 +109,8 @@ export function refusalMessage(code: Code, window: string, retryAfter: number): 
 
 /** Builds the limiter of one instance over the ROSEY_LLM_LIMITS bucket. */
 export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
-  const { kv, config, clock, events, log } = opts;
+  const { config, clock, events, log } = opts;
+  const kv = checkedKv(opts.kv, docSchema, log);
   const L = config.limits;
   const cal = calendar(config.timezone);
   const exemptUsers = new Set(L.exempt_users);

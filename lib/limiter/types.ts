@@ -1,40 +1,45 @@
 // Stored shapes of the ROSEY_LLM_LIMITS bucket and the limiter's construction options.
+import { z } from "zod";
 import type { Config } from "../config";
 import type { Clock, Events, Limiter, Logger } from "../context/types";
 import type { Kv } from "../kv";
 
 /** A request counter for one window; `w` names the window (see calendar.ts). */
-export interface Counter {
-  w: string;
-  n: number;
-}
+export const Counter = z.object({ w: z.string(), n: z.number() });
+export type Counter = z.infer<typeof Counter>;
 
 /**
  * Key `u.<user>`: every window of one user in one document, so one compare-and-set
  * admits against minute, hour, day and the token quota at once.
  */
-export interface UserDoc {
-  m?: Counter;
-  h?: Counter;
+export const UserDoc = z.object({
+  m: Counter.optional(),
+  h: Counter.optional(),
   /** Day window: requests, tokens held (settled + reserved), tokens settled. */
-  d?: Counter & { t: number; u: number };
+  d: Counter.extend({ t: z.number(), u: z.number() }).optional(),
   /** Period whose threshold event has fired, per threshold type (create-once marker). */
-  f?: { h?: string; d?: string; t?: string };
-}
+  f: z.object({ h: z.string().optional(), d: z.string().optional(), t: z.string().optional() }).optional(),
+});
+export type UserDoc = z.infer<typeof UserDoc>;
 
 /** Key `c.<channel>`: the channel's hour window. */
-export interface ChannelDoc {
-  h?: Counter;
-  f?: { h?: string };
-}
+export const ChannelDoc = z.object({
+  h: Counter.optional(),
+  f: z.object({ h: z.string().optional() }).optional(),
+});
+export type ChannelDoc = z.infer<typeof ChannelDoc>;
 
 /** Key `g.<local date>`: global token budget handed out to instances as leases. */
-export interface GlobalDoc {
+export const GlobalDoc = z.object({
   /** Tokens leased out to instances (net of what they returned). */
-  granted: number;
+  granted: z.number(),
   /** True once the threshold event of this day fired. */
-  fired?: boolean;
-}
+  fired: z.boolean().optional(),
+});
+export type GlobalDoc = z.infer<typeof GlobalDoc>;
+
+/** The shape of the document stored under a key of the bucket (a malformed one reads as absent). */
+export const docSchema = (key: string) => (key.startsWith("g.") ? GlobalDoc : key.startsWith("c.") ? ChannelDoc : UserDoc);
 
 export interface LimiterOptions {
   /** The ROSEY_LLM_LIMITS bucket (max age ≥ 25 h; see LIMITS_TTL_MS). */

@@ -69,10 +69,11 @@ export function createFacts(store: Store, config: Config, clock: Clock): Facts {
 
   /** Evicts the least important, least recently used memories above the channel cap. */
   async function enforceCap(encoded: string, st: ChannelState, keepId: string): Promise<void> {
-    const others = [...st.memories.values()].filter((d) => d.memory.id !== keepId);
-    const over = others.length + 1 - mc.max_memories_per_channel;
+    // The channel may not hold the kept memory yet (it was not cached when written).
+    const over = st.memories.size + (st.memories.get(keepId) ? 0 : 1) - mc.max_memories_per_channel;
     if (over <= 0) return;
-    const victims = others
+    const victims = [...st.memories.values()]
+      .filter((d) => d.memory.id !== keepId)
       .sort((a, b) => a.memory.importance - b.memory.importance || a.accessed - b.accessed || a.created - b.created)
       .slice(0, over);
     await Promise.all(victims.map((d) => store.remove(key("m", encoded, d.memory.id))));

@@ -4,10 +4,11 @@
 // Reads: channel() brings the channel up to date with the bucket first (one round trip; a
 // load when it is not cached), so every read sees what any instance stored before it began.
 // Writes go to KV first and are then applied to the cached channel with the revision KV
-// returned, so this instance reads its own writes at once. Background work (summaries,
+// returned, so this instance reads its own writes at once; history keys (exchanges,
+// summaries, claims) carry storage.history_ttl_days as their TTL. Background work (summaries,
 // last_accessed touches, decay sweeps) is tracked so settled() can wait for it and never
 // ends as an unhandled rejection.
-import { casUpdate, GroupCache, type CasResult, type Kv } from "../kv";
+import { casUpdate, GroupCache, staleAfter, type CasResult, type Kv, type KvWriteOptions } from "../kv";
 import type { Logger } from "../context/types";
 import { applyToChannel, channelFilter, emptyChannel, type ChannelState } from "./channel";
 import type { MemoryOptions } from "./types";
@@ -51,12 +52,16 @@ export function createStore(opts: MemoryOptions): Store {
     bytes: (st) => st.bytes,
     maxGroups: config.memory.cache_channels,
     maxBytes: config.memory.cache_mb * MB,
+    staleAfterMs: staleAfter(config.storage.marker_ttl_seconds),
     clock,
     log,
   });
   const pending = new Set<Promise<unknown>>();
 
   const wrote = (k: string, value: Uint8Array, revision: number) => cache.wrote(channelOf(k), { key: k, value, revision });
+  // Exchanges, summaries and claims expire by themselves; memories go by decay (facts.ts).
+  const historyTtl: KvWriteOptions = { ttlSeconds: config.storage.history_ttl_days * 86_400 };
+  const ttl = (k: string) => (k.startsWith("m.") ? undefined : historyTtl);
 
   return {
     kv,
@@ -65,15 +70,15 @@ export function createStore(opts: MemoryOptions): Store {
     cachedChannel: (encoded) => cache.peek(encoded),
     async create(k, value) {
       const e = bytes(value);
-      wrote(k, e, await kv.create(k, e));
+      wrote(k, e, await kv.create(k, e, ttl(k)));
     },
     async put(k, value) {
       const e = bytes(value);
-      wrote(k, e, await kv.put(k, e));
+      wrote(k, e, await kv.put(k, e, ttl(k)));
     },
     async update(k, value, revision) {
       const e = bytes(value);
-      wrote(k, e, await kv.update(k, e, revision));
+      wrote(k, e, await kv.update(k, e, revision, ttl(k)));
     },
     async remove(k) {
       // Gone from this instance's reads before the round trip.

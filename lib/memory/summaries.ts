@@ -12,6 +12,7 @@ import type { Events, Logger, Providers } from "../context/types";
 import type { Config } from "../config";
 import { isKvConflict } from "../kv";
 import { key } from "../keys";
+import { extractiveSummary } from "../providers/extractive";
 import type { Message } from "../schemas";
 import { sortedSummaries, turnIds, type HistoryMessage } from "./channel";
 import type { Store } from "./store";
@@ -31,16 +32,13 @@ export const SUMMARY_PROMPT =
 
 const dec = new TextDecoder();
 
-/** A summary without the provider: who took part and the start of what they said. */
+/** A summary without the provider: who took part and the most central of what they said (extractive). */
 export function fallbackSummary(turns: HistoryMessage[]): string {
   const people = [...new Set(turns.map((t) => t.user).filter((u): u is string => !!u))];
-  const said = turns
-    .filter((t) => t.role === "user")
-    .map((t) => t.content)
-    .join("; ")
-    .split(/\s+/)
-    .slice(0, 150)
-    .join(" ");
+  const said = extractiveSummary(
+    turns.filter((t) => t.role === "user").map((t) => `${t.user ?? "user"}: ${t.content}`).join("\n"),
+    { maxWords: 150, style: "concise" },
+  );
   return `Earlier conversation of ${turns.length} messages between ${people.join(", ") || "users"} and the assistant. They said: ${said}`;
 }
 

@@ -16,7 +16,7 @@ import type { Persona } from "../schemas";
 import { PersonaName } from "../schemas";
 import { invalid, notFound } from "../errors";
 import { encodeName, key } from "../keys";
-import { GroupCache, type KvEntry } from "../kv";
+import { GroupCache, staleAfter, type KvEntry } from "../kv";
 import { BUILTIN_PERSONAS } from "./builtins";
 import type { PersonasOptions, PersonasService, StoredPersona, StoredSelection } from "./types";
 
@@ -89,6 +89,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
     // A selection per channel in use, and the definitions.
     maxGroups: config.memory.cache_channels + 1,
     maxBytes: CACHE_BYTES,
+    staleAfterMs: staleAfter(config.storage.marker_ttl_seconds),
     clock: opts.clock ?? { now: () => Date.now() },
     log,
   });

@@ -21,10 +21,11 @@
 // channel every instance writes, memory is mostly stale, and an instance writing from it
 // (one round trip) would leave a rival that reads and writes (two) no gap to get in.
 import { randomUUID } from "node:crypto";
+import { z } from "zod";
 import type { Config } from "../config";
 import type { Clock, Logger, Usage, UsageRecord, UsageTotals } from "../context/types";
 import { encodeName, key } from "../keys";
-import { casUpdate, getJson, isKvConflict, type Kv } from "../kv";
+import { casUpdate, checkedKv, getJson, isKvConflict, type Kv } from "../kv";
 import { calendar } from "../limiter/calendar";
 
 export interface UsageOptions {
@@ -41,12 +42,11 @@ export interface UsageOptions {
   contendedMs?: number;
 }
 
-/** Stored counters of one key. */
-export interface UsageDoc {
-  requests: number;
-  tokens: number;
-  by_provider: Record<string, { requests: number; tokens: number }>;
-}
+const Counts = z.object({ requests: z.number(), tokens: z.number() });
+
+/** Stored counters of one key (a value not of this shape reads as absent: lib/kv/checked.ts). */
+export const UsageDoc = Counts.extend({ by_provider: z.record(z.string(), Counts) });
+export type UsageDoc = z.infer<typeof UsageDoc>;
 
 /** The usage service the runtime builds: the Ctx part plus a flush for draining. */
 export interface RuntimeUsage extends Usage {
@@ -80,7 +80,8 @@ const dayKey = (day: string, ...rest: string[]) => key("d", day, ...rest);
 
 /** Builds the usage counters of one instance. */
 export function createUsage(opts: UsageOptions): RuntimeUsage {
-  const { kv, config, clock, log } = opts;
+  const { config, clock, log } = opts;
+  const kv = checkedKv(opts.kv, () => UsageDoc, log);
   const cal = calendar(config.timezone);
   const shard = encodeName(opts.instance ?? randomUUID());
   const pending = new Map<string, Pending>();
