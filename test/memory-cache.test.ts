@@ -3,7 +3,7 @@
 // evicted channel comes back whole, the cache stays within its limits, resets cost what
 // the channel holds now, and bad values or failed reads are survived.
 import { connect, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { defaultConfig, type ConfigInput } from "../lib/config";
 import type { Events, Providers } from "../lib/context";
 import { encodeName } from "../lib/keys";
@@ -202,6 +202,17 @@ describe("deletes cost what the channel holds now", () => {
     const history = (await x.kv.snapshot!(`*.${encodeName("#long")}.*`)).entries;
     expect(history).toEqual([]);
     expect(x.deletes() - before).toBeLessThan(20); // 40 exchanges were ever written
+  });
+
+  it("an exchange that expires is gone from the next read of an instance holding its channel", async () => {
+    const x = await instance();
+    await x.mem.record("#expiring", "ann", "kept question", "kept answer");
+    // An exchange written with a one-second TTL, as history keys are written with theirs.
+    const exchange = { user: "ann", message: "short-lived question", reply: "short-lived answer", at: Date.now() };
+    await x.kv.create(`t.${encodeName("#expiring")}.000000001-00000-ttl`, enc.encode(JSON.stringify(exchange)), { ttlSeconds: 1 });
+    const history = async () => (await x.mem.context("#expiring", "bob", "?", persona)).slice(1, -1).map((m) => m.content);
+    expect(await history()).toEqual(["ann: short-lived question", "short-lived answer", "ann: kept question", "kept answer"]);
+    await vi.waitFor(async () => expect(await history()).toEqual(["ann: kept question", "kept answer"]), { timeout: 10_000, interval: 200 });
   });
 
   it("forget and reset on a channel never used store nothing and hold nothing", async () => {

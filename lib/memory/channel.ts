@@ -79,7 +79,7 @@ export interface ChannelState {
 const EXCHANGE_BYTES = 340;
 const SUMMARY_BYTES = 260;
 const MEMORY_BYTES = 700;
-const TERM_BYTES = 220;
+const TERM_BYTES = 140;
 const CLAIM_BYTES = 90;
 
 /** V8 keeps a string of Latin-1 characters in one byte a character, any other in two. */
