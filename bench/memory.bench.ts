@@ -65,7 +65,7 @@ async function main() {
     const config = defaultConfig({ memory: { max_memories_per_channel: 20_000, summarize_after: 24, history_messages: 20 } as never });
     // The bucket as the runtime provisions it: history keys carry a TTL.
     const bucket = (await provisionBuckets(nc.jetstream(), config)).memory;
-    const kv = { ...natsKv(bucket, BUCKETS.memory), ...streamReads(nc, await nc.jetstreamManager(), BUCKETS.memory) };
+    const kv = { ...natsKv(bucket, BUCKETS.memory), ...streamReads(nc, await nc.jetstreamManager(), BUCKETS.memory, false) };
     const offline = createOfflineProvider();
     const providers: Providers = {
       complete: (m, o = {}) => offline.complete(m, o),

@@ -48,7 +48,10 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
   const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits, jsm), config, clock, events, log });
   const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage, jsm), config, clock, log, instance: instance.id });
   // Memory and personas read groups of keys (a channel's, the definitions) straight from the bucket streams.
-  const grouped = (name: keyof typeof BUCKETS) => ({ ...natsKv(buckets[name], BUCKETS[name], jsm), ...streamReads(nc, jsm, BUCKETS[name]) });
+  const grouped = (name: keyof typeof BUCKETS) => ({
+    ...natsKv(buckets[name], BUCKETS[name], jsm),
+    ...streamReads(nc, jsm, BUCKETS[name], config.replicas > 1),
+  });
   const personas = createPersonas({ kv: grouped("personas"), config, log, clock });
   const memory = createMemory({ kv: grouped("memory"), config, clock, events, providers, log, instance: instance.id });
   const ctx: Ctx = { config, clock, log, instance, events, providers, limiter, usage, memory, personas };

@@ -2,7 +2,7 @@
 // stream's subject list (complete, filtered, tolerant of deleted keys), the watch, and the
 // group reads of runtime/kv-reads.ts (snapshot of the keys under a filter, changes since).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { KV, NatsConnection } from "nats";
+import type { JetStreamManager, KV, NatsConnection } from "nats";
 import { isKvConflict, type Kv } from "../lib/kv";
 import { natsKv } from "../runtime/kv";
 import { streamReads } from "../runtime/kv-reads";
@@ -13,7 +13,7 @@ let srv: TestServer;
 let nc: NatsConnection;
 let kv: Kv;
 let bucket: KV;
-let reads: ReturnType<typeof streamReads>;
+let jsm: JetStreamManager;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
@@ -21,9 +21,8 @@ beforeAll(async () => {
   srv = await startTestServer();
   nc = await client(srv.url);
   bucket = await nc.jetstream().views.kv("ADAPTER_TEST", { history: 1 });
-  const jsm = await nc.jetstreamManager();
+  jsm = await nc.jetstreamManager();
   kv = natsKv(bucket, "ADAPTER_TEST", jsm);
-  reads = streamReads(nc, jsm, "ADAPTER_TEST");
 });
 afterAll(async () => {
   await nc?.close();
@@ -65,7 +64,12 @@ describe("nats KV adapter", () => {
   });
 });
 
-describe("group reads from the bucket stream", () => {
+// As on a replicated bucket (each read also asks the stream leader) and on a bucket of one replica.
+describe.each([true, false])("group reads from the bucket stream (replicated: %s)", (replicated) => {
+  const reads = {
+    snapshot: (filter: string) => streamReads(nc, jsm, "ADAPTER_TEST", replicated).snapshot(filter),
+    changes: (filter: string, after: number) => streamReads(nc, jsm, "ADAPTER_TEST", replicated).changes(filter, after),
+  };
   const values = (entries: Array<{ key: string; value: Uint8Array }>) => Object.fromEntries(entries.map((e) => [e.key, dec.decode(e.value)]));
 
   it("loads only the live keys under a filter, then exactly what changed since", async () => {

@@ -51,7 +51,7 @@ async function instance(memory: Partial<ConfigInput["memory"]> = {}, log = silen
   const config = defaultConfig({ memory: memory as never });
   // The buckets as the runtime provisions them: history keys carry a TTL, markers expire.
   const b = await provisionBuckets(nc.jetstream(), config);
-  const base = { ...natsKv(b.memory, BUCKETS.memory, jsm), ...streamReads(nc, jsm, BUCKETS.memory) };
+  const base = { ...natsKv(b.memory, BUCKETS.memory, jsm), ...streamReads(nc, jsm, BUCKETS.memory, false) };
   let deletes = 0;
   const kv = wrap({
     ...base,
@@ -62,7 +62,7 @@ async function instance(memory: Partial<ConfigInput["memory"]> = {}, log = silen
   });
   const mem = createMemory({ kv, config, clock: { now: () => Date.now() }, events, providers, log });
   memories.push(mem);
-  const personas = createPersonas({ kv: { ...natsKv(b.personas, BUCKETS.personas, jsm), ...streamReads(nc, jsm, BUCKETS.personas) }, config, log });
+  const personas = createPersonas({ kv: { ...natsKv(b.personas, BUCKETS.personas, jsm), ...streamReads(nc, jsm, BUCKETS.personas, false) }, config, log });
   return { mem, personas, kv, nc, deletes: () => deletes };
 }
 

@@ -32,8 +32,8 @@ async function buckets(): Promise<{ memory: Kv; personas: Kv }> {
   const b = await provisionBuckets(nc.jetstream(), defaultConfig());
   const jsm = await nc.jetstreamManager();
   return {
-    memory: { ...natsKv(b.memory, BUCKETS.memory), ...streamReads(nc, jsm, BUCKETS.memory) },
-    personas: { ...natsKv(b.personas, BUCKETS.personas), ...streamReads(nc, jsm, BUCKETS.personas) },
+    memory: { ...natsKv(b.memory, BUCKETS.memory), ...streamReads(nc, jsm, BUCKETS.memory, false) },
+    personas: { ...natsKv(b.personas, BUCKETS.personas), ...streamReads(nc, jsm, BUCKETS.personas, false) },
   };
 }
 
