@@ -192,6 +192,30 @@ describe("summarization", () => {
     expect(await kv.keys("t.>")).toHaveLength(1);
   });
 
+  it("writes summaries through the summarizer hook when given, and a plain one when it throws", async () => {
+    const config = defaultConfig({ memory: { summarize_after: 6, history_messages: 2 } as never });
+    const clock = { now: () => Date.parse("2025-01-01T00:00:00Z") };
+    const { providers, calls } = recordingProviders();
+    const asked: Array<{ channel: string; messages: Message[] }> = [];
+    let fail = false;
+    const summarizer = async (req: { channel: string; messages: Message[] }) => {
+      asked.push(req);
+      if (fail) throw new Error("over quota");
+      return "Summary from the hook.";
+    };
+    const mem = createMemory({ kv: new MemoryKv("MEM"), config, clock, events: recordingEvents().events, providers, log: silentLogger, summarizer });
+    await chat(mem, "#hook", 4);
+    await mem.settled();
+    expect(calls).toHaveLength(0); // the providers are not called directly
+    expect(asked.map((a) => [a.channel, a.messages[0].content])).toEqual([["#hook", SUMMARY_PROMPT]]);
+    expect(asked[0].messages[1].content).toContain("alice: question 0");
+    expect((await mem.context("#hook", "alice", "hi", persona))[1].content).toBe("Previous conversation summary: Summary from the hook.");
+    fail = true;
+    await chat(mem, "#hook2", 4);
+    await mem.settled();
+    expect((await mem.context("#hook2", "alice", "hi", persona))[1].content).toMatch(/^Previous conversation summary: Earlier conversation of 6 messages/);
+  });
+
   it("shows only the last summaries_in_context summaries, oldest first", async () => {
     const { mem } = setup({ summarize_after: 4, history_messages: 2, summaries_in_context: 2 });
     for (let i = 0; i < 12; i++) {

@@ -62,12 +62,17 @@ describe("a start over a bucket with thousands of channels", () => {
     await starting;
   });
 
-  it("holds nothing at start but the channels it was asked about", async () => {
+  it("holds nothing at start but the channels it was asked about, and writes no key of its own", async () => {
     const inst = await startInstance(srv.url);
     instances.push(inst);
     const memory = inst.ctx.memory as MemoryService;
     expect(memory.cached().channels).toBe(0);
     await memory.recall({ channel: "#room-5", query: "piano", limit: 1 });
     expect(memory.cached().channels).toBe(1);
+    // Instances came and went: the buckets hold only what requests stored.
+    const jsm = await nc.jetstreamManager();
+    const subjects = async (stream: string) => Object.keys((await jsm.streams.info(stream, { subjects_filter: ">" })).state.subjects ?? {});
+    expect((await subjects("KV_ROSEY_LLM_MEMORY")).filter((s) => !/^\$KV\.ROSEY_LLM_MEMORY\.[tm]\./.test(s))).toEqual([]);
+    expect(await subjects("KV_ROSEY_LLM_PERSONAS")).toEqual([]);
   });
 });
