@@ -5,14 +5,13 @@
 import { connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { defaultConfig, type ConfigInput } from "../lib/config";
-import type { Events, Providers } from "../lib/context";
+import type { Events } from "../lib/context";
 import { encodeName } from "../lib/keys";
 import type { Kv } from "../lib/kv";
 import { createLogger, silentLogger } from "../lib/log";
 import { createMemory, type MemoryService } from "../lib/memory";
 import { BUILTIN_PERSONAS, createPersonas, type PersonasService } from "../lib/personas";
-import { createOfflineProvider } from "../lib/providers/offline";
-import { estimateTokens } from "../lib/providers/tokens";
+import { createProviders } from "../lib/providers";
 import { natsKv } from "../runtime/kv";
 import { streamReads } from "../runtime/kv-reads";
 import { BUCKETS, provisionBuckets } from "../runtime/provision";
@@ -24,13 +23,7 @@ let srv: TestServer;
 const conns: NatsConnection[] = [];
 const memories: MemoryService[] = [];
 
-const offline = createOfflineProvider();
-const providers: Providers = {
-  complete: (m, o = {}) => offline.complete(m, o),
-  status: () => [],
-  current: () => ({ name: offline.name, model: offline.model }),
-  estimateTokens,
-};
+const providers = createProviders(defaultConfig(), { log: silentLogger, clock: { now: () => Date.now() } });
 const events: Events = { emit: () => "event", flush: async () => {} };
 
 interface Instance {
