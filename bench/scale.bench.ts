@@ -48,7 +48,7 @@ function abort(why: string): never {
   server?.process.kill("SIGKILL");
   process.exit(1);
 }
-const guard = setTimeout(() => abort("over time, giving up"), 400_000);
+const guard = setTimeout(() => abort("over time, giving up"), 560_000);
 guard.unref();
 process.once("SIGTERM", () => abort("stopped (SIGTERM)"));
 process.once("SIGINT", () => abort("stopped (SIGINT)"));
@@ -271,7 +271,7 @@ async function main() {
         `batched direct get (\`multi_last\`, what the service does) p50 ${p(direct, 50)}, p99 ${p(direct, 99)}; ` +
         `ordered consumer filtered to the channel (a KV watch) p50 ${p(consumer, 50)}, p99 ${p(consumer, 99)}.`,
       "",
-      "Nothing is read at start: an instance loads a channel on its first request for it (one batched direct get of that channel's keys, with the leader's last revision for the channel asked concurrently), and before each later request asks the stream leader what changed in the channel since (one round trip, nothing when no other instance wrote). So start time and RSS follow the channels in use, not what is stored; a cold request costs one round trip more than the same request on an empty channel, whose load finds nothing.",
+      "Nothing is read at start: an instance loads a channel on its first request for it (one batched direct get of that channel's keys; on a replicated bucket the stream leader's last revision for the channel is asked concurrently), and before each later request asks the bucket what changed in the channel since (one round trip, nothing when no other instance wrote). So start time and RSS follow the channels in use, not what is stored; a cold request costs one round trip more than the same request on an empty channel, whose load finds nothing.",
     ].join("\n");
     writeSection("scale", md);
     console.log(md);
