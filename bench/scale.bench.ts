@@ -253,7 +253,7 @@ async function main() {
       "",
       `One nats-server v${nc.info?.version} (file store, loopback) on a ${cpus().length}-core machine (${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}) shared with other work while it ran. ` +
         `Full: ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} memories and ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} exchanges in ${CHANNELS.toLocaleString("en")} channels, written straight into ${BUCKET} in the stored format, interleaved (${info.state.messages.toLocaleString("en")} messages, ${(info.state.bytes / 2 ** 20).toFixed(0)} MiB in the stream, loaded in ${loadSeconds.toFixed(0)} s with 1,024 writes in flight). ` +
-        `Each column is a fresh instance (\`node dist/runtime/cli.js start\`, offline provider, default cache: 1,000 channels / 64 MB) started as a separate process while a client sends $SRV.PING every 20 ms; the first request is a memory_recall sent the moment PING is answered; the last of ${STARTS} instances then serves the rest. ` +
+        `Each column: fresh instances (\`node dist/runtime/cli.js start\`, offline provider, default cache: 1,000 channels / 64 MB) each started as a separate process while a client sends $SRV.PING every 20 ms; the first request is a memory_recall sent the moment PING is answered; the last of ${STARTS} instances then serves the rest. ` +
         `Cold: the first request of that instance for that channel, one at a time, ${COLD_SAMPLES} channels each. Then ${CHATS.toLocaleString("en")} chats over ${CHAT_CHANNELS.toLocaleString("en")} random channels (${IN_FLIGHT} in flight), then ${HOT_SAMPLES} chats one at a time on 20 of those channels (hot).`,
       "",
       "| | empty buckets | full buckets | target |",
@@ -271,7 +271,7 @@ async function main() {
         `batched direct get (\`multi_last\`, what the service does) p50 ${p(direct, 50)}, p99 ${p(direct, 99)}; ` +
         `ordered consumer filtered to the channel (a KV watch) p50 ${p(consumer, 50)}, p99 ${p(consumer, 99)}.`,
       "",
-      "Nothing is read at start: an instance loads a channel on its first request for it (one batched direct get of that channel's keys; on a replicated bucket the stream leader's last revision for the channel is asked concurrently), and before each later request asks the bucket what changed in the channel since (one round trip, nothing when no other instance wrote). So start time and RSS follow the channels in use, not what is stored; a cold request costs one round trip more than the same request on an empty channel, whose load finds nothing.",
+      "Nothing is read at start: an instance loads a channel on its first request for it (one batched direct get of that channel's keys; on a replicated bucket the stream leader's last revision for the channel is asked concurrently), and before each later request asks the bucket what changed in the channel since (one round trip, nothing when no other instance wrote). So start time and RSS follow the channels in use, not what is stored; a cold request costs one round trip more than the same request on an empty channel, whose load finds nothing. RSS after the chats: the empty column is what an instance takes under this load with nothing to hold; the full column adds the 1,000 channels it then holds (10 memories and 20-odd exchanges each), bounded by ROSEY_MEMORY_CACHE_CHANNELS and ROSEY_MEMORY_CACHE_MB whatever the bucket holds.",
     ].join("\n");
     writeSection("scale", md);
     console.log(md);
