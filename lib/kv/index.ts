@@ -2,4 +2,4 @@ export * from "./types";
 export { MemoryKv, matchesFilter } from "./memory";
 export { casUpdate, getJson, type CasOptions, type CasResult } from "./cas";
 export { checkedKv } from "./checked";
-export { GroupCache, STALE_AFTER_MS, staleAfter, type GroupCacheOptions } from "./group-cache";
+export { GroupCache, staleAfter, type GroupCacheOptions } from "./group-cache";

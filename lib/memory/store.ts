@@ -9,7 +9,6 @@
 // last_accessed touches, decay sweeps) is tracked so settled() can wait for it and never
 // ends as an unhandled rejection.
 import { casUpdate, GroupCache, staleAfter, type CasResult, type Kv, type KvWriteOptions } from "../kv";
-import type { Logger } from "../context/types";
 import { applyToChannel, channelFilter, emptyChannel, type ChannelState } from "./channel";
 import type { MemoryOptions } from "./types";
 
@@ -22,7 +21,6 @@ const channelOf = (k: string) => k.slice(k.indexOf(".") + 1, k.lastIndexOf("."))
 
 export interface Store {
   kv: Kv;
-  log: Logger;
   /** The channel, up to date with the bucket (see the header). */
   channel(encoded: string): Promise<ChannelState>;
   /** The channel if cached, without a round trip (for work that follows a read of it). */
@@ -65,7 +63,6 @@ export function createStore(opts: MemoryOptions): Store {
 
   return {
     kv,
-    log,
     channel: (encoded) => cache.use(encoded),
     cachedChannel: (encoded) => cache.peek(encoded),
     async create(k, value) {
