@@ -25,9 +25,11 @@ export async function handle(req: ChatRequest, ctx: Ctx): Promise<ChatResponse> 
     // admission runs while the context is assembled (a larger prompt reserves the rest).
     promptBudget: ctx.config.memory.context_tokens,
     async prepare() {
+      // The channel's memory is read while the persona is looked up: two reads, one round trip.
+      const channel = ctx.memory.prepare(req.channel);
       const persona = override ?? (await ctx.personas.forChannel(req.channel));
       return {
-        messages: await ctx.memory.context(req.channel, req.user, req.message, persona),
+        messages: await ctx.memory.context(req.channel, req.user, req.message, persona, channel),
         temperature: persona.temperature,
         persona: persona.name,
         exchange: { channel: req.channel, user: req.user, message: req.message },

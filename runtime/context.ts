@@ -1,6 +1,9 @@
 // Builds the Ctx handlers receive from a NATS connection: the host services (events,
 // providers, limiter, usage, memory, personas) over JetStream KV and the events stream.
-import type { JetStreamClient, JetStreamManager } from "nats";
+// Synchronous, and reads nothing at start: memory and personas read the channels they are
+// asked about when asked (lib/kv/group-cache.ts), so an instance is ready as soon as it is
+// built, however much the buckets hold (runtime/service.ts relies on this).
+import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
 import type { Config } from "../lib/config";
 import type { Clock, Ctx, InstanceInfo, Logger } from "../lib/context";
 import { createEvents } from "../lib/events";
@@ -11,9 +14,11 @@ import { createPersonas } from "../lib/personas";
 import { createProviders } from "../lib/providers";
 import { createUsage } from "../lib/usage";
 import { natsKv } from "./kv";
+import { streamReads } from "./kv-reads";
 import { BUCKETS, retryLeaderless, type Buckets } from "./provision";
 
 export interface ContextOptions {
+  nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
   buckets: Buckets;
@@ -25,8 +30,8 @@ export interface ContextOptions {
 }
 
 /** The shared context of one runtime instance, and a close function that finishes its background work. */
-export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; close(): Promise<void> }> {
-  const { js, jsm, buckets, config, log, instance } = opts;
+export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promise<void> } {
+  const { nc, js, jsm, buckets, config, log, instance } = opts;
   const clock = opts.clock ?? { now: () => Date.now() };
   const events = createEvents({
     prefix: config.subject_prefix,
@@ -49,9 +54,14 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
   const history = natsKv(buckets.usage, BUCKETS.usage, jsm);
   const limiter = createLimiter({ kv: limits, config, clock, events, log, instance: instance.id, history });
   const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
-  const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas, jsm), config, log });
+  // Memory and personas read groups of keys (a channel's, the definitions) straight from the bucket streams.
+  const grouped = (name: keyof typeof BUCKETS) => ({
+    ...natsKv(buckets[name], BUCKETS[name], jsm),
+    ...streamReads(nc, jsm, BUCKETS[name], config.replicas > 1),
+  });
+  const personas = createPersonas({ kv: grouped("personas"), config, log, clock });
   const memory = createMemory({
-    kv: natsKv(buckets.memory, BUCKETS.memory, jsm),
+    kv: grouped("memory"),
     config,
     clock,
     events,
@@ -61,13 +71,11 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
     // History summaries are model calls like any other: admitted, counted, published.
     summarizer: (req) => summarizeHistory(ctx, req),
   });
-  // The memory index is loaded from the bucket before the first request is taken.
-  await Promise.all([memory.ready(), personas.ready()]);
   ctx = { config, clock, log, instance, events, providers, limiter, usage, memory, personas };
   return {
     ctx,
     async close() {
-      // Summaries and touches in progress finish before the watch stops and events flush.
+      // Summaries and touches in progress finish before the caches go and events flush.
       await memory.settled();
       memory.close();
       personas.close();

@@ -91,50 +91,21 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
   await provisionStream(jsm, config);
   const buckets = await provisionBuckets(js, config);
 
-  const stats = new Map<string, EndpointStats>();
-  const bySubject = new Map<string, EndpointStats>();
-  const service = await nc.services.add({
-    name: config.service.name,
-    version: VERSION,
-    description: "LLM chat, summaries, memory and personas for the Rosey chat bot",
-    queue: config.service.queue,
-    metadata: { host: hostname(), pid: String(process.pid) },
-    // Micro's own counters only see the synchronous part of a handler; report ours instead.
-    statsHandler: async (ep) => {
-      const s = bySubject.get(ep.subject);
-      const target = (ep as unknown as { stats?: Record<string, unknown> }).stats;
-      if (s && target) {
-        target.num_requests = s.num_requests;
-        target.num_errors = s.num_errors;
-        target.processing_time = s.processing_time;
-        target.average_processing_time = s.average_processing_time;
-        // The micro v1 stats schema requires last_error: an empty string until an error.
-        target.last_error = s.last_error;
-      }
-      return s ? { errors_by_code: s.errors_by_code } : undefined;
-    },
-  });
-  const id = service.info().id;
-  const instance = { service: config.service.name, version: VERSION, id, started_at: (opts.clock ?? Date).now() };
-  const slog = log.child({ service: config.service.name, instance: id });
-  const { ctx, close } = await createContext({
-    js,
-    jsm,
-    buckets,
-    config,
-    log: slog,
-    instance,
-    clock: opts.clock,
-    fetch: opts.fetch,
-  });
-
+  // The micro service answers $SRV.PING from the moment it is added. So everything it serves
+  // is built before: the endpoints here, the context right after the service is added (it
+  // needs the instance id, and reads nothing at start), with no await between adding the
+  // service and adding its last endpoint. A client that finds the service through PING finds
+  // every endpoint there, answering from the first request, however much the buckets hold.
+  let ctx!: Ctx;
+  let slog: Logger = log;
   const inflight = new Set<Promise<void>>();
   const track = (p: Promise<void>) => {
     inflight.add(p);
     void p.finally(() => inflight.delete(p));
   };
-
-  for (const mod of mods) {
+  const stats = new Map<string, EndpointStats>();
+  const bySubject = new Map<string, EndpointStats>();
+  const endpoints = mods.map((mod) => {
     const ep = createEndpoint(mod, (signal) => ({ ...ctx, signal }), {
       maxRequestBytes: config.service.max_request_bytes,
       timeoutMs: config.service.handler_timeout_ms,
@@ -163,13 +134,45 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     const subject = endpointSubject(config.subject_prefix, mod.name as EndpointName);
     stats.set(mod.name, ep.stats);
     bySubject.set(subject, ep.stats);
+    const metadata = {
+      description: ENDPOINTS[mod.name].description,
+      request_schema: schemaText(mod.request, "input"),
+      response_schema: schemaText(mod.response, "output"),
+    };
+    return { mod, ep, subject, metadata };
+  });
+
+  const service = await nc.services.add({
+    name: config.service.name,
+    version: VERSION,
+    description: "LLM chat, summaries, memory and personas for the Rosey chat bot",
+    queue: config.service.queue,
+    metadata: { host: hostname(), pid: String(process.pid) },
+    // Micro's own counters only see the synchronous part of a handler; report ours instead.
+    statsHandler: async (ep) => {
+      const s = bySubject.get(ep.subject);
+      const target = (ep as unknown as { stats?: Record<string, unknown> }).stats;
+      if (s && target) {
+        target.num_requests = s.num_requests;
+        target.num_errors = s.num_errors;
+        target.processing_time = s.processing_time;
+        target.average_processing_time = s.average_processing_time;
+        // The micro v1 stats schema requires last_error: an empty string until an error.
+        target.last_error = s.last_error;
+      }
+      return s ? { errors_by_code: s.errors_by_code } : undefined;
+    },
+  });
+  // From here to the last addEndpoint: no await (see above).
+  const id = service.info().id;
+  const instance = { service: config.service.name, version: VERSION, id, started_at: (opts.clock ?? Date).now() };
+  slog = log.child({ service: config.service.name, instance: id });
+  const context = createContext({ nc, js, jsm, buckets, config, log: slog, instance, clock: opts.clock, fetch: opts.fetch });
+  ctx = context.ctx;
+  for (const { mod, ep, subject, metadata } of endpoints) {
     service.addEndpoint(mod.name, {
       subject,
-      metadata: {
-        description: ENDPOINTS[mod.name].description,
-        request_schema: schemaText(mod.request, "input"),
-        response_schema: schemaText(mod.response, "output"),
-      },
+      metadata,
       handler: (err, msg) => {
         if (err) return;
         ep.handle({
@@ -185,7 +188,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
       },
     });
   }
-  // The server has every endpoint subscription before startService resolves: no "no responders" window.
+  // The server has every endpoint subscription before startService resolves.
   await nc.flush();
   slog.info("service started", { endpoints: mods.map((m) => m.name), version: VERSION, servers: servers.map(redactUrl) });
 
@@ -202,7 +205,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
         slog.info("draining", { inflight: inflight.size });
         await service.stop();
         while (inflight.size > 0) await Promise.allSettled([...inflight]);
-        await close();
+        await context.close();
         if (ownConnection) await nc.drain();
         slog.info("stopped");
       })();

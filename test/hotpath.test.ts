@@ -51,6 +51,7 @@ function traced(parts: Partial<Ctx> = {}) {
       estimateTokens: (t: string) => Math.ceil(t.length / 4),
     },
     memory: {
+      prepare: (channel: string) => ({ channel, done: Promise.resolve(null) }),
       context: async () => (log.push("context"), [{ role: "user", content: "alice: hi" }]),
       record: async () => void log.push("record"),
     } as unknown as Ctx["memory"],
@@ -214,7 +215,6 @@ async function steppedService() {
     instance: "hot",
     summarizer: (r) => summarizeHistory(ctx, r),
   });
-  await Promise.all([memory.ready(), personas.ready()]);
   ctx = { ...base, config, clock, providers, limiter, usage, personas, memory };
   /** One chat, releasing held operations a round at a time: its round trips in sequence and its operations. */
   const chat = async (user: string, channel: string) => {

@@ -186,9 +186,29 @@ export interface AddMemory {
   importance: number;
 }
 
+/** A channel's memory being read ahead of context(): see ConversationMemory.prepare. */
+export interface PreparedChannel {
+  readonly channel: string;
+  /** Settles when the read is done; never rejects (context() reads again after a failure). */
+  readonly done: Promise<unknown>;
+}
+
 export interface ConversationMemory {
-  /** Messages for the provider: persona prompt, summaries, recalled facts, history, the new message. */
-  context(channel: string, user: string, message: string, persona: Persona): Promise<Message[]>;
+  /**
+   * Starts reading the channel's memory from the bucket (one round trip: what changed since
+   * this instance last read it, or the whole channel when it is not cached) and returns at
+   * once. A handler that needs context() later starts this first, alongside its other
+   * independent round trips (the limiter's admission, the channel's persona), and passes the
+   * result to context(), which then makes no round trip of its own. Without it, context()
+   * reads the channel itself, after whatever the handler awaited before.
+   */
+  prepare(channel: string): PreparedChannel;
+  /**
+   * Messages for the provider: persona prompt, summaries, recalled facts, history, the new
+   * message. Sees every write of any instance acknowledged before the call, or before
+   * `prepared` was started.
+   */
+  context(channel: string, user: string, message: string, persona: Persona, prepared?: PreparedChannel): Promise<Message[]>;
   /** Appends the user turn and the reply to the channel's history (and summarizes when due). */
   record(channel: string, user: string, message: string, reply: string): Promise<void>;
   add(m: AddMemory): Promise<Memory>;

@@ -13,7 +13,6 @@ export const KEY_PARTS = {
   "<persona>": "a persona name as given ([a-z0-9_-], at most 64 characters)",
   "<instance>": "encodeName(instance id); encodeName(instance id + \"~<n>\") once its lease was taken back n times",
   "<id>": "an id made by the service: time-ordered for history, a hash of scope and content for memories",
-  "<tag>": "a random token",
 } as const;
 
 export interface KeyLayout {
@@ -59,7 +58,6 @@ export const BUCKET_LAYOUTS = {
     keys: {
       definition: { key: "def.<persona>", holds: "A defined persona: {name, description, system_prompt, temperature?}." },
       selection: { key: "sel.<channel>", holds: "The persona a channel selected." },
-      sync: { key: "sync.<tag>", holds: "A short-lived barrier an instance writes to know its mirror is current; expires after 60 s." },
     },
   },
   memory: {
@@ -67,9 +65,11 @@ export const BUCKET_LAYOUTS = {
     keys: {
       exchange: { key: "t.<channel>.<id>", holds: "One exchange: the user's message and the reply; ids sort by time. Expires after ROSEY_HISTORY_TTL_DAYS." },
       summary: { key: "s.<channel>.<id>", holds: "A summary of a stretch of history starting at that id (the stretch itself is deleted). Expires after ROSEY_HISTORY_TTL_DAYS." },
-      claim: { key: "c.<channel>.<id>", holds: "A create-once claim: the one instance that summarizes that stretch. Expires after ROSEY_HISTORY_TTL_DAYS." },
+      claim: {
+        key: "c.<channel>.<id>",
+        holds: "A create-once claim: the one instance that summarizes that stretch; deleted with the stretch, taken over by another instance after 60 s when its instance died. Expires after ROSEY_HISTORY_TTL_DAYS.",
+      },
       memory: { key: "m.<channel>.<id>", holds: "A long-term memory; the id hashes scope and content, so equal facts meet on one key. Goes with the bucket's max age, decay_days after its last use." },
-      sync: { key: "sync.<instance>", holds: "A barrier key an instance writes to know its mirror is current." },
     },
   },
 } as const satisfies Record<string, { holds: string; keys: Record<string, KeyLayout> }>;

@@ -14,5 +14,5 @@ export {
   type Known,
   type Step,
 } from "./cas";
-export { WatchProgress } from "./progress";
 export { checkedKv } from "./checked";
+export { GroupCache, staleAfter, type GroupCacheOptions } from "./group-cache";

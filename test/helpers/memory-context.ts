@@ -72,7 +72,6 @@ export async function createMemoryContext(
   let ctx!: Ctx;
   const summarizer = (req: { channel: string; messages: Message[] }) => summarizeHistory(ctx, req);
   const memory = createMemory({ kv: buckets.memory, config, clock, events, providers, log, instance: "test", summarizer });
-  await memory.ready();
   ctx = { ...base, config, clock, log, providers, limiter, usage, personas, memory };
   return Object.assign(ctx, {
     recorded: base.recorded,
