@@ -1,8 +1,9 @@
 // Bundles every handlers/<name>.ts into dist/handlers/<name>.js and the runtime into
 // dist/runtime/. Packages stay external: node_modules is resolved at run time, which keeps
-// bundles small and lets every bundle share one copy of zod with the runtime.
+// bundles small and lets every bundle share one copy of zod with the runtime. Memory recall's
+// synonym table goes beside the runtime bundles, where lib/memory/synonyms.ts looks for it.
 import { build } from "esbuild";
-import { readdirSync, rmSync } from "node:fs";
+import { copyFileSync, readdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -35,6 +36,7 @@ await Promise.all([
   // The typed client other plugins import as "rosey-llm/client".
   build({ ...common, entryPoints: [join(root, "lib", "client.ts")], outfile: join(root, "dist", "client.js") }),
 ]);
+copyFileSync(join(root, "lib", "memory", "synonyms.txt"), join(root, "dist", "runtime", "synonyms.txt"));
 
 if (!quiet) {
   const ms = (performance.now() - started).toFixed(0);

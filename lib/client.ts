@@ -20,7 +20,7 @@
 // This file is for plugin authors; handlers never import it, so it may use the nats client.
 import type { JetStreamClient, NatsConnection } from "nats";
 import { z } from "zod";
-import { describeIssues } from "./errors";
+import { describeIssues } from "./schemas/issues";
 import {
   ChatRequest,
   ChatResponse,
@@ -191,7 +191,7 @@ export function createClient(nc: NatsConnection, options: ClientOptions = {}): R
       const checked = request.safeParse(req);
       if (!checked.success) {
         // Same wording as the service's own refusal, so logs read alike whichever side caught it.
-        const refusal = { success: false, error: `invalid request: ${describeIssues(checked.error.issues)}`, error_code: "validation" };
+        const refusal = { success: false, error: `invalid request: ${describeIssues(request, req, checked.error.issues)}`, error_code: "validation" };
         return { ...(response.parse(refusal) as object), local: true } as Result<E>;
       }
     }

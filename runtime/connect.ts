@@ -1,9 +1,11 @@
 // Connection options from configuration: servers, and one of creds / user+password / token,
 // with TLS when a CA (and optionally a client certificate) is given. A refused or failed
-// connection is one clear start-up error naming the settings involved, never a secret.
+// connection is one clear start-up error naming the settings involved, never a secret; so
+// is a server older than the minimum the service needs.
 import { readFileSync } from "node:fs";
 import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from "nats";
 import type { Config } from "../lib/config";
+import { serverRecentEnough, tooOldMessage } from "./nats-server";
 
 /**
  * Root of the service's own reply subjects (JetStream API answers, KV values, publish acks,
@@ -99,8 +101,9 @@ export async function connectNats(config: Config, servers: string[]): Promise<Na
   } catch (err) {
     throw new Error(`cannot connect to NATS at ${where}: ${(err as Error).message}`);
   }
+  let nc: NatsConnection;
   try {
-    return await connect(opts);
+    nc = await connect(opts);
   } catch (err) {
     const e = err as Error & { code?: string };
     const message = [e.code, e.message].filter(Boolean).join(" ");
@@ -109,4 +112,12 @@ export async function connectNats(config: Config, servers: string[]): Promise<Na
       `cannot connect to NATS at ${where} using ${describeAuth(config)}: ${why ? `${why} (${e.message})` : e.message}`,
     );
   }
+  // Per-message TTL, delete markers and counters are 2.12 features the state relies on.
+  const version = nc.info?.version ?? "unknown";
+  if (!serverRecentEnough(version)) {
+    const message = `${tooOldMessage(`the NATS server at ${redactUrl(nc.getServer() || where)}`, version)}: upgrade it`;
+    await nc.close();
+    throw new Error(message);
+  }
+  return nc;
 }

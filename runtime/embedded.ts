@@ -1,7 +1,8 @@
 // The embedded nats-server of `npm start` without NATS_URL: JetStream with its store under
-// the data dir, on 4222 when free (so other plugins find it at the usual address) or else a
-// free port. Its URL is written to <data_dir>/nats.url for the CLI's other commands. A
-// server left behind by a killed run (pid file) is stopped before a new one starts.
+// the data dir, on the configured port (ROSEY_NATS_PORT), else on 4222 when free (so other
+// plugins find it at the usual address) or else a free port. Its URL is written to
+// <data_dir>/nats.url for the CLI's other commands. A server left behind by a killed run
+// (pid file) is stopped before a new one starts.
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Logger } from "../lib/context";
@@ -34,11 +35,15 @@ function stopStale(pidFile: string, log: Logger): void {
 /** The URL file the CLI reads to find the embedded server. */
 export const urlFile = (dataDir: string) => join(resolve(dataDir), "nats.url");
 
-export async function startEmbedded(dataDir: string, log: Logger): Promise<NatsServer> {
+export async function startEmbedded(dataDir: string, log: Logger, configuredPort?: number): Promise<NatsServer> {
   const storeDir = join(resolve(dataDir), "nats");
   const pidFile = join(storeDir, "nats-server.pid");
   stopStale(pidFile, log);
-  const port = (await isFree(4222)) ? 4222 : await freePort();
+  // A port someone else listens on would look like our server being up: refuse it first.
+  if (configuredPort !== undefined && !(await isFree(configuredPort))) {
+    throw new Error(`ROSEY_NATS_PORT: port ${configuredPort} is in use`);
+  }
+  const port = configuredPort ?? ((await isFree(4222)) ? 4222 : await freePort());
   const server = await startNatsServer({
     storeDir,
     port,

@@ -3,7 +3,8 @@
 // and where every throw, rejection and hang becomes a clean error reply, so a caller always
 // gets an answer and the process never sees an unhandled rejection.
 import type { Ctx } from "../lib/context";
-import { RoseyError, STATUS, describeIssues, toErrorReply, type ErrorReply } from "../lib/errors";
+import { RoseyError, STATUS, toErrorReply, type ErrorReply } from "../lib/errors";
+import { describeIssues } from "../lib/schemas/issues";
 import type { EndpointName } from "../lib/subjects";
 import type { z } from "zod";
 
@@ -106,7 +107,7 @@ export function createEndpoint(mod: HandlerModule, makeCtx: (signal: AbortSignal
       }
       input = decode(req.data);
       const parsed = mod.request.safeParse(input);
-      if (!parsed.success) throw new RoseyError("validation", `invalid request: ${describeIssues(parsed.error.issues)}`);
+      if (!parsed.success) throw new RoseyError("validation", `invalid request: ${describeIssues(mod.request, input, parsed.error.issues)}`);
       const deadline = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
           controller.abort(new TimeoutError(opts.timeoutMs));

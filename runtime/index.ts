@@ -3,3 +3,4 @@ export { startService, loadHandlers, SERVICE_NAME, VERSION, type RunningService,
 export { startNatsServer, findNatsServer, freePort, type NatsServer } from "./nats-server";
 export { replayEvents, parseSince } from "./replay";
 export { BUCKETS, EVENTS_STREAM } from "./provision";
+export { installLastResort } from "./last-resort";

@@ -1,7 +1,11 @@
 // Adapts a nats.js JetStream KV bucket to lib/kv's Kv interface, turning the server's
-// "wrong last sequence" (API error 10071) into KvConflictError.
+// "wrong last sequence" (API error 10071) into KvConflictError and a write refused for
+// space into a `storage_full` error naming the setting to raise. Markers of removed or
+// expired keys (the server's are empty PUTs to nats.js 2.29) read as absent.
 import type { JetStreamManager, KV, KvEntry as NatsKvEntry } from "nats";
-import { KvConflictError, type Kv, type KvEntry } from "../lib/kv";
+import { KvConflictError, type Kv, type KvEntry, type KvWriteOptions } from "../lib/kv";
+import { isMarker, type TtlKV } from "./provision";
+import { isStorageFull, storageFullError } from "./storage";
 
 /** True for JetStream's compare-and-set failure. */
 export function isWrongLastSequence(err: unknown): boolean {
@@ -9,13 +13,15 @@ export function isWrongLastSequence(err: unknown): boolean {
   return e?.api_error?.err_code === 10071 || /wrong last sequence/i.test(e?.message ?? "");
 }
 
-const live = (e: NatsKvEntry | null): e is NatsKvEntry => !!e && e.operation === "PUT";
+const live = (e: NatsKvEntry | null): e is NatsKvEntry => !!e && !isMarker(e);
 
-async function cas<T>(op: () => Promise<T>): Promise<T> {
+/** Runs a write of `bucket`, translating a CAS conflict and a full stream. */
+async function writing<T>(bucket: string, op: () => Promise<T>): Promise<T> {
   try {
     return await op();
   } catch (err) {
     if (isWrongLastSequence(err)) throw new KvConflictError((err as Error).message);
+    if (isStorageFull(err)) throw storageFullError(bucket, err);
     throw err;
   }
 }
@@ -23,8 +29,8 @@ async function cas<T>(op: () => Promise<T>): Promise<T> {
 /**
  * Keys under a filter from the bucket stream's subject list: one JetStream API request (paged
  * by the client), where nats.js's `kv.keys()` runs an ordered consumer that was seen to stop
- * early under load and return a partial list. The subject list still holds keys whose last
- * operation was a delete; every caller reads the key afterwards and skips those.
+ * early under load and return a partial list. The subject list still holds a deleted or
+ * expired key until its marker expires; every caller reads the key afterwards and skips those.
  */
 async function listKeys(jsm: JetStreamManager, bucket: string, filter: string): Promise<string[]> {
   const prefix = `$KV.${bucket}.`;
@@ -32,19 +38,29 @@ async function listKeys(jsm: JetStreamManager, bucket: string, filter: string): 
   return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(prefix.length));
 }
 
-/** The Kv for a nats.js bucket; with `jsm`, key listing uses the stream's subject list (see listKeys). */
+/**
+ * The Kv for a nats.js bucket; with `jsm`, key listing uses the stream's subject list (see
+ * listKeys). Writes with a TTL need a handle from provisionBuckets (leaderTolerant).
+ */
 export function natsKv(kv: KV, bucket: string, jsm?: JetStreamManager): Kv {
+  const ttlKv = kv as TtlKV;
+  /** The write options for the handle, refusing a TTL a plain nats.js handle would silently drop. */
+  const options = (opts?: KvWriteOptions) => {
+    if (opts?.ttlSeconds === undefined) return undefined;
+    if (ttlKv.ttlWrites !== true) throw new Error(`${bucket}: this bucket handle cannot write a TTL (open it with provisionBuckets)`);
+    return opts;
+  };
   return {
     bucket,
     async get(key) {
       const e = await kv.get(key);
       return live(e) ? { key, value: e.value, revision: e.revision } : null;
     },
-    put: (key, value) => kv.put(key, value),
-    create: (key, value) => cas(() => kv.create(key, value)),
-    update: (key, value, revision) => cas(() => kv.update(key, value, revision)),
+    put: (key, value, opts) => writing(bucket, () => ttlKv.put(key, value, options(opts))),
+    create: (key, value, opts) => writing(bucket, () => ttlKv.create(key, value, options(opts))),
+    update: (key, value, revision, opts) => writing(bucket, () => ttlKv.update(key, value, revision, options(opts))),
     async delete(key) {
-      await kv.delete(key);
+      await writing(bucket, () => kv.delete(key));
     },
     async keys(filter = ">") {
       if (jsm) return listKeys(jsm, bucket, filter);

@@ -1,46 +1,74 @@
 // Finds and runs a nats-server child process: the embedded server of `npm start` without
 // NATS_URL, and the throwaway servers of the tests. Ports are chosen by the OS (free port
 // probe), data goes to a given store dir, and `stop` kills by pid and waits for the exit.
+// Also the one place that knows the oldest server version the service runs on.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, connect as tcpConnect } from "node:net";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Project root, from runtime/ (source) or dist/runtime/ (bundle). */
 export const projectRoot = existsSync(join(here, "..", "package.json")) ? resolve(here, "..") : resolve(here, "..", "..");
 
-function versionOf(bin: string): [number, number, number] | null {
+type Version = [number, number, number];
+
+/** The oldest nats-server the service runs on: package.json's engines["nats-server"] (">=2.12"). */
+export const MIN_SERVER_VERSION: string = /(\d+\.\d+)/.exec(
+  JSON.parse(readFileSync(join(projectRoot, "package.json"), "utf8")).engines["nats-server"],
+)![1];
+
+/** [major, minor, patch] from a version text such as "2.15.1" or "nats-server: v2.10.4". */
+function parseVersion(text: string): Version | null {
+  const m = /v?(\d+)\.(\d+)\.(\d+)/.exec(text);
+  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : null;
+}
+
+/** Whether a server version text is at least MIN_SERVER_VERSION (an unreadable one is not). */
+export function serverRecentEnough(version: string, min: string = MIN_SERVER_VERSION): boolean {
+  const v = parseVersion(version);
+  const [major, minor] = min.split(".").map(Number);
+  return !!v && (v[0] > major || (v[0] === major && v[1] >= minor));
+}
+
+/** The one message for a server too old to run on. */
+export const tooOldMessage = (what: string, version: string) =>
+  `${what} is nats-server ${version}; rosey-llm needs nats-server ${MIN_SERVER_VERSION} or newer`;
+
+function versionOf(bin: string): string | null {
   try {
     const out = execFileSync(bin, ["--version"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
-    const m = /v?(\d+)\.(\d+)\.(\d+)/.exec(out);
-    return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : null;
+    return parseVersion(out)?.join(".") ?? null;
   } catch {
     return null;
   }
 }
 
+/** How to run the fetch script from where the user stands. */
+const ensureCommand = () => `\`node ${relative(process.cwd(), join(projectRoot, "scripts", "ensure-nats-server.mjs"))}\``;
+
 /**
- * Path of a nats-server >= 2.10: NATS_SERVER_BIN, then PATH, then the copy that
- * scripts/ensure-nats-server.mjs fetched into .tools/. Throws with what to do otherwise.
+ * Path of a recent enough nats-server: NATS_SERVER_BIN (used or refused, never passed over),
+ * then PATH, then the copy scripts/ensure-nats-server.mjs fetched into .tools/. Throws one
+ * message saying what was found and what to do otherwise.
  */
 export function findNatsServer(env: Record<string, string | undefined> = process.env): string {
-  const candidates = [
-    env.NATS_SERVER_BIN,
-    "nats-server",
-    join(projectRoot, ".tools", "nats-server", "usr", "sbin", "nats-server"),
-  ].filter((c): c is string => !!c);
+  const named = env.NATS_SERVER_BIN;
+  if (named) {
+    const v = versionOf(named);
+    if (v && serverRecentEnough(v)) return named;
+    throw new Error(v ? `${tooOldMessage(`NATS_SERVER_BIN=${named}`, v)}.` : `NATS_SERVER_BIN=${named} does not run.`);
+  }
   const seen: string[] = [];
-  for (const bin of candidates) {
+  for (const bin of ["nats-server", join(projectRoot, ".tools", "nats-server", "usr", "sbin", "nats-server")]) {
     const v = versionOf(bin);
-    if (!v) continue;
-    if (v[0] > 2 || (v[0] === 2 && v[1] >= 10)) return bin;
-    seen.push(`${bin} is ${v.join(".")}`);
+    if (v && serverRecentEnough(v)) return bin;
+    if (v) seen.push(`${bin} is ${v}`);
   }
   throw new Error(
-    `nats-server >= 2.10 not found${seen.length ? ` (${seen.join("; ")})` : ""}. ` +
-      "Run `node scripts/ensure-nats-server.mjs` to fetch one into .tools/, put one on PATH, or set NATS_SERVER_BIN.",
+    `nats-server ${MIN_SERVER_VERSION} or newer not found${seen.length ? ` (${seen.join("; ")})` : ""}. ` +
+      `Run ${ensureCommand()} to fetch one into .tools/, put one on PATH, or set NATS_SERVER_BIN.`,
   );
 }
 

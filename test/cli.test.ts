@@ -1,5 +1,6 @@
 // The command line: `start` as a real child process (embedded nats-server, SIGTERM leaves
-// nothing behind), and ls / info / req / events in-process against a test server.
+// nothing behind), and ls / info / req / events / usage / top and every command's help
+// in-process against a test server.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -7,6 +8,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { connect } from "nats";
 import { main } from "../runtime/cli";
+import { top } from "../runtime/cli-top";
+import { loadConfig } from "../lib/config";
+import { ENDPOINTS } from "../lib/subjects";
 import { startEmbedded, urlFile } from "../runtime/embedded";
 import { createLogger } from "../lib/log";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -46,6 +50,11 @@ describe("rosey-llm start without NATS_URL", () => {
     const nc = await connect({ servers: started.url });
     const r = await request(nc, "rosey.llm.chat", { channel: "#x", user: "y", message: "hello" });
     expect(r.body).toMatchObject({ success: true, provider: "offline" });
+    // The bundle finds the synonym table build.mjs put beside it: a paraphrase is recalled.
+    await request(nc, "rosey.llm.memory.add", { channel: "#x", content: "Bob loves old horror movies" });
+    await request(nc, "rosey.llm.memory.add", { channel: "#x", content: "Bob works at a bank" });
+    const recalled = await request(nc, "rosey.llm.memory.recall", { channel: "#x", query: "which films does bob enjoy?" });
+    expect(recalled.body.memories[0]).toBe("Bob loves old horror movies");
     await nc.close();
 
     const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
@@ -97,6 +106,17 @@ describe("embedded nats-server", () => {
   });
 });
 
+/** Every command and the flags its help must list. */
+const FLAGS: Record<string, string[]> = {
+  start: [],
+  ls: [],
+  info: ["--verbose"],
+  req: [],
+  events: ["--since", "--seq", "--type", "--follow", "--json"],
+  usage: ["--user", "--channel", "--days"],
+  top: ["--interval", "--once"],
+};
+
 describe("client commands", () => {
   let srv: TestServer;
   let inst: TestInstance;
@@ -133,7 +153,8 @@ describe("client commands", () => {
     expect(JSON.parse(lines.join(""))).toMatchObject({ success: true, provider: "offline" });
     expect(await run("req", "chat", '{"channel":"#cli"}')).toBe(1);
     expect(errLines.join("")).toMatch(/error 400/);
-    await expect(run("req", "nope")).rejects.toThrow(/name an endpoint/);
+    expect(await run("req", "nope")).toBe(2);
+    expect(errLines.join("")).toMatch(/name an endpoint: chat, complete/);
   });
 
   it("ls lists the running instance with its counts", async () => {
@@ -143,12 +164,79 @@ describe("client commands", () => {
     expect(text).toMatch(/1 instance\(s\)/);
   });
 
-  it("info lists every endpoint with its subject and queue group", async () => {
+  it("info lists every endpoint with its subject and queue group; -v adds both JSON Schemas", async () => {
     expect(await run("info", "-v")).toBe(0);
     const text = lines.join("");
     expect(text).toMatch(/chat\s+rosey\.llm\.chat\s+queue=rosey-llm/);
     expect(text).toMatch(/memory_recall\s+rosey\.llm\.memory\.recall/);
-    expect(text).toMatch(/request: \{/);
+    const schemas = (kind: string) => [...text.matchAll(new RegExp(`^  ${kind}: +(.*)$`, "gm"))].map((m) => JSON.parse(m[1]));
+    expect(schemas("request")).toHaveLength(Object.keys(ENDPOINTS).length);
+    expect(schemas("response")).toHaveLength(Object.keys(ENDPOINTS).length);
+    expect(schemas("response").every((s) => s.properties.success)).toBe(true);
+    expect(await run("info")).toBe(0);
+    expect(lines.join("")).not.toMatch(/response:/);
+  });
+
+  it("usage prints a row per day, user and provider for a user who chatted", async () => {
+    await run("req", "chat", '{"channel":"#usage","user":"dora the explorer","message":"count me"}');
+    expect(await run("usage", "--user", "dora the explorer")).toBe(0);
+    const text = lines.join("");
+    expect(text).toMatch(/^DAY\s+SCOPE\s+NAME\s+PROVIDER\s+REQUESTS\s+TOKENS$/m);
+    expect(text).toMatch(/^\d{4}-\d\d-\d\d\s+user\s+dora the explorer\s+offline\s+1\s+[1-9]\d*$/m);
+    // A channel's usage is written within 1.5 s of the call: ask until it is there.
+    expect(await run("usage")).toBe(0);
+    for (let i = 0; i < 40 && !/\schannel\s+#usage\s/.test(lines.join("")); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await run("usage")).toBe(0);
+    }
+    const all = lines.join("");
+    expect(all).toMatch(/\suser\s+dora the explorer\s+offline\s+1\s/);
+    expect(all).toMatch(/\schannel\s+#usage\s+offline\s+1\s/);
+    expect(all).toMatch(/\sservice\s+\*\s+offline\s+\d+\s/);
+    expect(await run("usage", "--channel", "#nobody-here")).toBe(0);
+    expect(lines.join("")).toMatch(/no usage recorded in the last 7 day/);
+  });
+
+  it("top --once shows every endpoint with its rate and the provider's health", async () => {
+    expect(await run("top", "--once", "--interval", "0.2")).toBe(0);
+    const text = lines.join("");
+    expect(text).toMatch(/^ENDPOINT\s+REQ\/S\s+AVG MS\s+REQUESTS\s+ERRORS\s+LAST ERROR$/m);
+    for (const name of Object.keys(ENDPOINTS)) expect(text).toMatch(new RegExp(`^${name}\\s+\\d+\\.\\d\\s`, "m"));
+    expect(text).toMatch(/^offline\s+offline-echo-1\s+ok\s+0\s+-$/m);
+    expect(text).not.toContain("\x1b[");
+  });
+
+  it("top refreshes in place until stopped", async () => {
+    const frames: string[] = [];
+    const ac = new AbortController();
+    const nc = await connect({ servers: srv.url });
+    const config = loadConfig({ NATS_URL: srv.url });
+    await top(nc, config, {
+      intervalMs: 50,
+      once: false,
+      signal: ac.signal,
+      write: (t) => (frames.push(t), frames.length === 2 && ac.abort()),
+    });
+    await nc.close();
+    expect(frames).toHaveLength(2);
+    for (const f of frames) expect(f.startsWith("\x1b[H\x1b[2J")).toBe(true);
+    expect(frames[1]).toMatch(/^persona_list\s/m);
+  });
+
+  it.each(Object.entries(FLAGS))("%s --help exits 0 and lists its flags", async (command, flags) => {
+    expect(await run(command, "--help")).toBe(0);
+    const help = lines.join("");
+    expect(help).toMatch(new RegExp(`^Usage: rosey-llm ${command}`));
+    for (const f of [...flags, "--help"]) expect(help).toMatch(new RegExp(`^ +(-\\w, )?${f}\\b.*\\S`, "m"));
+    expect(await run("help", command)).toBe(0);
+    expect(lines.join("")).toBe(help);
+  });
+
+  it("refuses an unknown flag or a bad value with the command's help, exit 2", async () => {
+    expect(await run("usage", "--colour", "red")).toBe(2);
+    expect(errLines.join("")).toMatch(/usage: Unknown option '--colour'[\s\S]*Usage: rosey-llm usage/);
+    expect(await run("top", "--interval", "soon")).toBe(2);
+    expect(errLines.join("")).toMatch(/--interval must be a number/);
   });
 
   it("events replays the stream, filtered by type", async () => {
@@ -165,7 +253,13 @@ describe("client commands", () => {
 
   it("help, version and unknown commands", async () => {
     expect(await run("--help")).toBe(0);
-    expect(lines.join("")).toMatch(/Usage:/);
+    const help = lines.join("");
+    for (const [command, flags] of Object.entries(FLAGS)) {
+      expect(help).toMatch(new RegExp(`^  ${command}\\b`, "m"));
+      for (const f of flags) expect(help).toContain(f);
+    }
+    expect(await run("help")).toBe(0);
+    expect(lines.join("")).toBe(help);
     expect(await run("version")).toBe(0);
     expect(await run("frobnicate")).toBe(2);
     expect(errLines.join("")).toMatch(/unknown command/);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, defaultConfig, loadConfig } from "../lib/config";
+import { ConfigError, defaultConfig, loadConfig, settingName } from "../lib/config";
 
 describe("configuration", () => {
   it("has the contract's defaults with an empty environment", () => {
@@ -68,6 +68,7 @@ describe("configuration", () => {
     [{ OPENAI_BASE_URL: "not a url" }, /OPENAI_BASE_URL/],
     [{ LOG_LEVEL: "loud" }, /LOG_LEVEL/],
     [{ ROSEY_REPLICAS: "9" }, /ROSEY_REPLICAS/],
+    [{ ROSEY_NATS_PORT: "70000" }, /ROSEY_NATS_PORT/],
   ])("stops with one message naming the setting: %o", (env, re) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(re);
@@ -82,9 +83,100 @@ describe("configuration", () => {
     expect(() => loadConfig({ ROSEY_CONFIG: "/x.json" }, () => '{"limitz":{}}')).toThrow(/limitz/);
   });
 
+  it("has storage limits by default, each settable from the environment or the file", () => {
+    const MiB = 2 ** 20;
+    expect(loadConfig({}).events).toEqual({ max_age_days: 30, max_bytes: 1024 * MiB });
+    expect(loadConfig({}).storage).toEqual({
+      limits_max_bytes: 256 * MiB,
+      usage_max_bytes: 512 * MiB,
+      usage_max_age_days: 400,
+      personas_max_bytes: 64 * MiB,
+      memory_max_bytes: 1024 * MiB,
+      history_ttl_days: 30,
+      marker_ttl_seconds: 900,
+    });
+    const env = loadConfig({
+      ROSEY_EVENTS_MAX_BYTES: "1000",
+      ROSEY_LIMITS_MAX_BYTES: "1001",
+      ROSEY_USAGE_MAX_BYTES: "1002",
+      ROSEY_USAGE_MAX_AGE_DAYS: "7",
+      ROSEY_PERSONAS_MAX_BYTES: "1003",
+      ROSEY_MEMORY_MAX_BYTES: "1004",
+      ROSEY_HISTORY_TTL_DAYS: "2",
+      ROSEY_MARKER_TTL_SECONDS: "60",
+    });
+    expect(env.events.max_bytes).toBe(1000);
+    expect(env.storage).toEqual({
+      limits_max_bytes: 1001,
+      usage_max_bytes: 1002,
+      usage_max_age_days: 7,
+      personas_max_bytes: 1003,
+      memory_max_bytes: 1004,
+      history_ttl_days: 2,
+      marker_ttl_seconds: 60,
+    });
+    const file = loadConfig({ ROSEY_CONFIG: "/x.json" }, () => '{"storage":{"memory_max_bytes":5000},"events":{"max_bytes":6000}}');
+    expect(file.storage.memory_max_bytes).toBe(5000);
+    expect(file.storage.history_ttl_days).toBe(30);
+    expect(file.events).toEqual({ max_age_days: 30, max_bytes: 6000 });
+  });
+
+  it.each([
+    [{ ROSEY_MEMORY_MAX_BYTES: "0" }, /invalid setting ROSEY_MEMORY_MAX_BYTES/],
+    [{ ROSEY_MARKER_TTL_SECONDS: "0.5" }, /invalid setting ROSEY_MARKER_TTL_SECONDS/],
+    [{ ROSEY_HISTORY_TTL_DAYS: "forever" }, /invalid setting ROSEY_HISTORY_TTL_DAYS/],
+    [{ ROSEY_EVENTS_MAX_BYTES: "-1" }, /invalid setting ROSEY_EVENTS_MAX_BYTES/],
+  ])("refuses a storage limit that is not a positive whole number: %o", (env, re) => {
+    expect(() => loadConfig(env)).toThrow(re);
+  });
+
+  it("names a setting by its variable and its file path", () => {
+    expect(settingName("storage.memory_max_bytes")).toBe("ROSEY_MEMORY_MAX_BYTES (storage.memory_max_bytes)");
+    expect(settingName("memory.decay_days")).toBe("memory.decay_days");
+  });
+
   it("merges overrides one level deep for tests", () => {
     const c = defaultConfig({ limits: { user_per_minute: 2 } as never });
     expect(c.limits.user_per_minute).toBe(2);
     expect(c.limits.user_per_hour).toBe(100);
+  });
+});
+
+describe("provider chain without LLM_PROVIDERS", () => {
+  it.each([
+    [{}, ["offline"], "LLM_PROVIDERS unset; no provider key or base URL set → offline"],
+    [{ OPENAI_API_KEY: "sk-a" }, ["openai", "offline"], "LLM_PROVIDERS unset; OPENAI_API_KEY set → openai, offline"],
+    [{ OPENAI_BASE_URL: "http://127.0.0.1:8080/v1" }, ["openai", "offline"], "LLM_PROVIDERS unset; OPENAI_BASE_URL set → openai, offline"],
+    [
+      { OPENAI_API_KEY: "sk-a", OPENAI_BASE_URL: "http://127.0.0.1:8080/v1" },
+      ["openai", "offline"],
+      "LLM_PROVIDERS unset; OPENAI_API_KEY and OPENAI_BASE_URL set → openai, offline",
+    ],
+    [{ OPENROUTER_API_KEY: "sk-or-a" }, ["openrouter", "offline"], "LLM_PROVIDERS unset; OPENROUTER_API_KEY set → openrouter, offline"],
+    [{ OLLAMA_BASE_URL: "http://127.0.0.1:11434/v1" }, ["ollama", "offline"], "LLM_PROVIDERS unset; OLLAMA_BASE_URL set → ollama, offline"],
+    [
+      { OLLAMA_BASE_URL: "http://127.0.0.1:11434/v1", OPENROUTER_API_KEY: "sk-or-a", OPENAI_API_KEY: "sk-a" },
+      ["openai", "openrouter", "ollama", "offline"],
+      "LLM_PROVIDERS unset; OPENAI_API_KEY set; OPENROUTER_API_KEY set; OLLAMA_BASE_URL set → openai, openrouter, ollama, offline",
+    ],
+    // A model name alone configures nothing: it only says which model a configured provider uses.
+    [{ OLLAMA_MODEL: "qwen3", OPENAI_MODEL: "gpt-x" }, ["offline"], "LLM_PROVIDERS unset; no provider key or base URL set → offline"],
+    [{ LLM_PROVIDERS: "ollama,offline", OPENAI_API_KEY: "sk-a" }, ["ollama", "offline"], "LLM_PROVIDERS set → ollama, offline"],
+  ])("%o → %o", (env, chain, why) => {
+    const c = loadConfig(env);
+    expect(c.providers.chain).toEqual(chain);
+    expect(c.providers.chain_reason).toBe(why);
+  });
+
+  it("counts providers the ROSEY_CONFIG file gives a key or base URL, and a chain it names", () => {
+    const file = { providers: { defs: { openrouter: { api_key: "sk-or-a" }, local: { base_url: "http://127.0.0.1:9000/v1", model: "m" } } } };
+    const c = loadConfig({ ROSEY_CONFIG: "/x.json", OLLAMA_BASE_URL: "http://127.0.0.1:11434/v1" }, () => JSON.stringify(file));
+    expect(c.providers.chain).toEqual(["openrouter", "ollama", "local", "offline"]);
+    expect(c.providers.chain_reason).toBe(
+      "LLM_PROVIDERS unset; providers.defs.openrouter in ROSEY_CONFIG; OLLAMA_BASE_URL set; providers.defs.local in ROSEY_CONFIG → openrouter, ollama, local, offline",
+    );
+    const named = loadConfig({ ROSEY_CONFIG: "/x.json", OPENAI_API_KEY: "sk-a" }, () => JSON.stringify({ providers: { chain: ["offline"] } }));
+    expect(named.providers.chain).toEqual(["offline"]);
+    expect(named.providers.chain_reason).toBe("providers.chain in ROSEY_CONFIG → offline");
   });
 });

@@ -89,7 +89,8 @@ describe("recall ranking", () => {
     await add("Eve likes rock", { importance: 3 });
     advance(1000);
     await add("Eve likes funk", { importance: 1 });
-    expect(await recall("what music does eve like")).toEqual(["Eve likes rock", "Eve likes funk", "Eve likes jazz"]);
+    // No word of the query relates to one of them more than the others ("music" would: WordNet files jazz under it).
+    expect(await recall("what does eve like")).toEqual(["Eve likes rock", "Eve likes funk", "Eve likes jazz"]);
   });
 
   it("rates a rare word above a common one", async () => {

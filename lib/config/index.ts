@@ -7,6 +7,8 @@ import { z } from "zod";
 import { Persona, PersonaName } from "../schemas";
 
 const posInt = z.number().int().positive();
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
 const nonNegInt = z.number().int().min(0);
 
 const ProviderConfig = z.strictObject({
@@ -47,6 +49,8 @@ export const Config = z.strictObject({
       tls_cert: z.string().optional(),
       tls_key: z.string().optional(),
       name: z.string().default("rosey-llm"),
+      /** Port of the embedded nats-server (NATS_URL unset); unset: 4222 when free, else any free port. */
+      embedded_port: z.number().int().min(1).max(65535).optional(),
     })
     .default({ name: "rosey-llm" }),
   subject_prefix: z
@@ -65,6 +69,8 @@ export const Config = z.strictObject({
   providers: z
     .strictObject({
       chain: z.array(z.string().min(1)).min(1).default(["offline"]),
+      /** How the chain was chosen, for the start log; loadConfig sets it. */
+      chain_reason: z.string().optional(),
       defs: z.record(z.string(), ProviderConfig).default({}),
       failure_threshold: posInt.default(3),
       cooldown_ms: posInt.default(30_000),
@@ -98,7 +104,32 @@ export const Config = z.strictObject({
     }),
   timezone: z.string().refine(validTimeZone, "not an IANA time zone").default("UTC"),
   replicas: z.number().int().min(1).max(5).default(1),
-  events: z.strictObject({ max_age_days: posInt.default(30) }).default({ max_age_days: 30 }),
+  events: z
+    .strictObject({
+      max_age_days: posInt.default(30),
+      /** The stream drops its oldest events beyond this size. */
+      max_bytes: posInt.default(GiB),
+    })
+    .prefault({}),
+  /** Size and age limits of the KV buckets (README: Storage and limits). */
+  storage: z
+    .strictObject({
+      /** Full: a request needing a window document of a new user or channel gets storage_full. */
+      limits_max_bytes: posInt.default(256 * MiB),
+      /** Full: the oldest days' counters are dropped. */
+      usage_max_bytes: posInt.default(512 * MiB),
+      /** How long a day's counters are kept after its last write. */
+      usage_max_age_days: posInt.default(400),
+      /** Full: defining a persona or selecting one for a new channel gets storage_full. */
+      personas_max_bytes: posInt.default(64 * MiB),
+      /** Full: new memories, exchanges and summaries get storage_full; updates and deletes still work. */
+      memory_max_bytes: posInt.default(GiB),
+      /** How long a stored exchange or summary of a channel's conversation is kept. */
+      history_ttl_days: posInt.default(30),
+      /** How long the marker of a deleted key stays for watching caches to see, before it expires too. */
+      marker_ttl_seconds: posInt.default(900),
+    })
+    .prefault({}),
   memory: z
     .strictObject({
       history_messages: posInt.default(20),
@@ -108,6 +139,10 @@ export const Config = z.strictObject({
       memories_in_context: nonNegInt.default(5),
       max_memories_per_channel: posInt.default(100),
       decay_days: posInt.default(90),
+      /** Channels whose memory this instance keeps in RAM between uses (least recently used go first). */
+      cache_channels: posInt.default(1_000),
+      /** Megabytes those channels may take, estimated from what they hold. */
+      cache_mb: posInt.default(64),
     })
     .default({
       history_messages: 20,
@@ -117,6 +152,8 @@ export const Config = z.strictObject({
       memories_in_context: 5,
       max_memories_per_channel: 100,
       decay_days: 90,
+      cache_channels: 1_000,
+      cache_mb: 64,
     }),
   personas: z.record(PersonaName, Persona.omit({ name: true, builtin: true })).default({}),
   log: z.strictObject({ level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info") }).default({ level: "info" }),
@@ -137,7 +174,7 @@ type Env = Record<string, string | undefined>;
 type Path = ReadonlyArray<string>;
 
 /** Environment variable → where it lands in Config and how its text becomes a value. */
-const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = [
+export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = [
   ["NATS_URL", ["nats", "servers"], "list"],
   ["NATS_CREDS", ["nats", "creds"], "string"],
   ["NATS_USER", ["nats", "user"], "string"],
@@ -146,6 +183,7 @@ const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = [
   ["NATS_TLS_CA", ["nats", "tls_ca"], "string"],
   ["NATS_TLS_CERT", ["nats", "tls_cert"], "string"],
   ["NATS_TLS_KEY", ["nats", "tls_key"], "string"],
+  ["ROSEY_NATS_PORT", ["nats", "embedded_port"], "number"],
   ["ROSEY_SUBJECT_PREFIX", ["subject_prefix"], "string"],
   ["ROSEY_MAX_REQUEST_BYTES", ["service", "max_request_bytes"], "number"],
   ["ROSEY_HANDLER_TIMEOUT_MS", ["service", "handler_timeout_ms"], "number"],
@@ -166,19 +204,32 @@ const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = [
   ["ROSEY_TIMEZONE", ["timezone"], "string"],
   ["ROSEY_REPLICAS", ["replicas"], "number"],
   ["ROSEY_EVENTS_MAX_AGE_DAYS", ["events", "max_age_days"], "number"],
+  ["ROSEY_EVENTS_MAX_BYTES", ["events", "max_bytes"], "number"],
+  ["ROSEY_LIMITS_MAX_BYTES", ["storage", "limits_max_bytes"], "number"],
+  ["ROSEY_USAGE_MAX_BYTES", ["storage", "usage_max_bytes"], "number"],
+  ["ROSEY_USAGE_MAX_AGE_DAYS", ["storage", "usage_max_age_days"], "number"],
+  ["ROSEY_PERSONAS_MAX_BYTES", ["storage", "personas_max_bytes"], "number"],
+  ["ROSEY_MEMORY_MAX_BYTES", ["storage", "memory_max_bytes"], "number"],
+  ["ROSEY_HISTORY_TTL_DAYS", ["storage", "history_ttl_days"], "number"],
+  ["ROSEY_MARKER_TTL_SECONDS", ["storage", "marker_ttl_seconds"], "number"],
+  ["ROSEY_MEMORY_CACHE_CHANNELS", ["memory", "cache_channels"], "number"],
+  ["ROSEY_MEMORY_CACHE_MB", ["memory", "cache_mb"], "number"],
   ["ROSEY_DATA_DIR", ["data_dir"], "string"],
   ["LOG_LEVEL", ["log", "level"], "string"],
 ];
 
-/** Built-in OpenAI-compatible providers and the env vars that configure them. */
+/** How an operator names a setting: its environment variable and its path in the ROSEY_CONFIG file. */
+export function settingName(path: string): string {
+  const env = ENV.find(([, p]) => p.join(".") === path)?.[0];
+  return env ? `${env} (${path})` : path;
+}
+
+/**
+ * Built-in OpenAI-compatible providers and the env vars that configure them, in the order an
+ * unset LLM_PROVIDERS chains them (each one whose key or base URL is set, then offline).
+ */
 const PROVIDER_ENV: Record<string, { base_url?: string; key?: string; url?: string; model: string; modelDefault: string; headers?: Record<string, string> }> = {
   openai: { key: "OPENAI_API_KEY", url: "OPENAI_BASE_URL", model: "OPENAI_MODEL", modelDefault: "gpt-4o-mini" },
-  ollama: {
-    base_url: "http://localhost:11434/v1",
-    url: "OLLAMA_BASE_URL",
-    model: "OLLAMA_MODEL",
-    modelDefault: "llama3.2",
-  },
   openrouter: {
     base_url: "https://openrouter.ai/api/v1",
     key: "OPENROUTER_API_KEY",
@@ -186,6 +237,12 @@ const PROVIDER_ENV: Record<string, { base_url?: string; key?: string; url?: stri
     model: "OPENROUTER_MODEL",
     modelDefault: "openai/gpt-4o-mini",
     headers: { "HTTP-Referer": "https://github.com/rosey-bot/rosey-llm", "X-Title": "rosey-llm" },
+  },
+  ollama: {
+    base_url: "http://localhost:11434/v1",
+    url: "OLLAMA_BASE_URL",
+    model: "OLLAMA_MODEL",
+    modelDefault: "llama3.2",
   },
 };
 
@@ -231,9 +288,16 @@ export function loadConfig(env: Env = process.env, readFile: (p: string) => stri
     origin.set(path.join("."), name);
   }
   // Built-in OpenAI-compatible providers: file values first, env on top, defaults last.
-  const defs = ((raw.providers as Record<string, unknown> | undefined)?.defs ?? {}) as Record<string, Record<string, unknown>>;
+  // Each one the operator gave a key or base URL (env or file) is "configured".
+  const providers = (raw.providers ?? {}) as Record<string, unknown>;
+  const defs = (providers.defs ?? {}) as Record<string, Record<string, unknown>>;
+  const configured: Array<[name: string, why: string]> = [];
+  const fromFile = (name: string) => defs[name]?.api_key !== undefined || defs[name]?.base_url !== undefined;
   for (const [name, spec] of Object.entries(PROVIDER_ENV)) {
     const d: Record<string, unknown> = { ...(defs[name] ?? {}) };
+    const set = [spec.key, spec.url].filter((v): v is string => !!v && !!env[v]);
+    if (set.length) configured.push([name, `${set.join(" and ")} set`]);
+    else if (fromFile(name)) configured.push([name, `providers.defs.${name} in ROSEY_CONFIG`]);
     const url = spec.url && env[spec.url];
     if (url) (d.base_url = url), origin.set(`providers.defs.${name}.base_url`, spec.url!);
     else if (d.base_url === undefined && spec.base_url) d.base_url = spec.base_url;
@@ -245,8 +309,20 @@ export function loadConfig(env: Env = process.env, readFile: (p: string) => stri
     if (spec.headers) d.headers = { ...spec.headers, ...((d.headers as object) ?? {}) };
     defs[name] = d;
   }
+  for (const name of Object.keys(defs)) {
+    if (!(name in PROVIDER_ENV) && name !== "offline" && defs[name]?.kind !== "offline" && fromFile(name)) {
+      configured.push([name, `providers.defs.${name} in ROSEY_CONFIG`]);
+    }
+  }
   defs.offline = { kind: "offline", model: "offline-echo-1", ...(defs.offline ?? {}) };
   setPath(raw, ["providers", "defs"], defs);
+  let why: string;
+  if (providers.chain === undefined) {
+    setPath(raw, ["providers", "chain"], [...configured.map(([name]) => name), "offline"]);
+    why = `LLM_PROVIDERS unset; ${configured.length ? configured.map(([, w]) => w).join("; ") : "no provider key or base URL set"}`;
+  } else {
+    why = origin.has("providers.chain") ? "LLM_PROVIDERS set" : "providers.chain in ROSEY_CONFIG";
+  }
 
   const parsed = Config.safeParse(raw);
   if (!parsed.success) {
@@ -256,6 +332,7 @@ export function loadConfig(env: Env = process.env, readFile: (p: string) => stri
     throw new ConfigError(`invalid setting ${setting}: ${issue.message}`);
   }
   const config = parsed.data;
+  config.providers.chain_reason = `${why} → ${config.providers.chain.join(", ")}`;
   for (const name of config.providers.chain) {
     if (!config.providers.defs[name]) {
       throw new ConfigError(
@@ -274,5 +351,7 @@ export function defaultConfig(overrides: Partial<ConfigInput> = {}): Config {
     const cur = (base as Record<string, unknown>)[k];
     merged[k] = v && typeof v === "object" && !Array.isArray(v) && cur && typeof cur === "object" ? { ...cur, ...v } : v;
   }
+  // A chain given here is the caller's, not the one loadConfig explained.
+  if (overrides.providers?.chain) merged.providers = { ...(merged.providers as object), chain_reason: "set by the caller" };
   return Config.parse(merged);
 }

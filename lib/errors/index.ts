@@ -4,6 +4,23 @@ import type { ErrorCode } from "../schemas";
 
 const MARK = Symbol.for("rosey.error");
 
+/** The micro error headers every error reply carries: the message and the status below. */
+export const ERROR_HEADERS = { message: "Nats-Service-Error", status: "Nats-Service-Error-Code" } as const;
+
+/** What each contract error code means, for people reading the contract. */
+export const MEANING = {
+  validation: "The request is not valid JSON or does not match the endpoint's schema; the message names the field.",
+  not_found: "The persona or memory named does not exist.",
+  payload_too_large: "The request is larger than ROSEY_MAX_REQUEST_BYTES.",
+  rate_limited: "A request limit (user per minute, hour or day; channel per hour) is reached; retry_after says when to retry.",
+  quota_exceeded: "A token quota (the user's or the global daily budget) is spent; retry_after says when it renews.",
+  provider_error: "A provider refused the request in a way retrying will not fix (its key, the request itself).",
+  provider_unavailable: "No provider of the chain (or the one forced) answered: down, cooling down or out of time.",
+  storage_full:
+    "A bucket reached its size limit (or JetStream its storage) and refused a new key; the message names the setting to raise. Nothing was changed.",
+  internal: "Anything else, a handler timeout included; the message hides details, the service log has them.",
+} as const satisfies Record<ErrorCode, string>;
+
 /** Micro error header status for each contract error code. */
 export const STATUS = {
   validation: 400,
@@ -13,6 +30,7 @@ export const STATUS = {
   quota_exceeded: 429,
   provider_error: 502,
   provider_unavailable: 503,
+  storage_full: 507,
   internal: 500,
 } as const satisfies Record<ErrorCode, number>;
 
@@ -58,17 +76,6 @@ export function toErrorReply(err: unknown): ErrorReply {
     return reply;
   }
   return { success: false, error: "Internal error", error_code: "internal" };
-}
-
-/** Formats zod issues as one line naming each field: `messages.0.role: Invalid option …`. */
-export function describeIssues(issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }>): string {
-  return issues
-    .slice(0, 5)
-    .map((i) => {
-      const field = i.path.map(String).join(".");
-      return field ? `${field}: ${i.message}` : i.message;
-    })
-    .join("; ");
 }
 
 export const notFound = (what: string) => new RoseyError("not_found", what);

@@ -5,21 +5,40 @@ export interface KvEntry {
   revision: number;
 }
 
+/** A change under a filter: a key's new value, or its deletion (entry null), at a revision. */
+export interface KvChange {
+  key: string;
+  entry: KvEntry | null;
+  revision: number;
+}
+
+/**
+ * Options of a write. `ttlSeconds` (a whole number ≥ 1: the server's granularity) makes the
+ * key expire by itself that long after this write, unless written again before; a later
+ * write without it keeps the key until the bucket's own max age.
+ */
+export interface KvWriteOptions {
+  ttlSeconds?: number;
+}
+
 /**
  * The part of a JetStream KV bucket the service uses. The runtime adapts the nats
  * client's bucket to it; tests use the in-memory bucket of ./memory.
  * `create` and `update` throw a KvConflictError when the key exists / moved on.
+ * Values are never empty: an empty stored value is how the server marks a removed or
+ * expired key, and reads as absent.
  */
 export interface Kv {
   readonly bucket: string;
   get(key: string): Promise<KvEntry | null>;
-  put(key: string, value: Uint8Array): Promise<number>;
-  create(key: string, value: Uint8Array): Promise<number>;
-  update(key: string, value: Uint8Array, revision: number): Promise<number>;
+  put(key: string, value: Uint8Array, opts?: KvWriteOptions): Promise<number>;
+  create(key: string, value: Uint8Array, opts?: KvWriteOptions): Promise<number>;
+  update(key: string, value: Uint8Array, revision: number, opts?: KvWriteOptions): Promise<number>;
+  /** Removes a key. Its delete marker expires after a while, so deleted keys stop costing anything. */
   delete(key: string): Promise<void>;
   /**
-   * Keys matching a subject-style filter (`a.b.*`, `a.>`). May include keys whose last
-   * operation was a delete: callers read each key and skip the absent ones.
+   * Keys matching a subject-style filter (`a.b.*`, `a.>`). May include keys deleted or
+   * expired in the last minutes (their markers): callers read each key and skip the absent ones.
    */
   keys(filter?: string): Promise<string[]>;
   /**
@@ -27,6 +46,18 @@ export interface Kv {
    * (value null = deleted). Returns a stop function. Optional: used by in-memory indexes.
    */
   watch?(filter: string, onChange: (key: string, entry: KvEntry | null) => void): Promise<() => void>;
+  /**
+   * Every live key under `filter` (deleted ones left out), as the bucket's leader holds them,
+   * and a revision up to which nothing under the filter is missing. Optional: used by
+   * caches that load a group of keys on demand (lib/kv/group-cache.ts).
+   */
+  snapshot?(filter: string): Promise<{ entries: KvEntry[]; revision: number }>;
+  /**
+   * What changed under `filter` after revision `after`, as the bucket's leader holds it: the
+   * changes in revision order and the revision they bring a reader to. Null when they are too
+   * many to list (read a snapshot instead). One round trip; nothing when nothing changed.
+   */
+  changes?(filter: string, after: number): Promise<{ changes: KvChange[]; revision: number } | null>;
 }
 
 /** Thrown when a create finds the key present, or an update finds another revision. */

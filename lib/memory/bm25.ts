@@ -1,9 +1,13 @@
 // The in-memory recall index of one channel: an inverted index with Okapi BM25 scoring.
 //
-// A query only visits the postings of its own terms, so recall over 10,000 memories costs
-// the size of a few postings lists, not a scan. Ranking is lexicographic as the contract
-// says: relevance first, importance breaks (near-)ties, then recency of use.
+// A query only visits the postings of its own terms and of their related terms (synonyms and
+// narrower words, see synonyms.ts), so recall over 10,000 memories costs the size of a few
+// postings lists, not a scan. A query term scores a memory by its best match: the term itself,
+// or a related term at RELATED_WEIGHT, so an exact match outranks a paraphrase. Ranking is
+// lexicographic as the contract says: relevance first, importance breaks (near-)ties, then
+// recency of use.
 import type { Memory } from "../schemas";
+import { wordnetTerms, type RelatedTerms } from "./synonyms";
 import { dedupeKey, jaccard, terms } from "./text";
 
 const K1 = 1.2;
@@ -12,6 +16,10 @@ const B = 0.75;
 const TIE = 1e-9;
 /** Jaccard similarity at or above which two memories in one scope are the same memory. */
 export const NEAR_DUPLICATE = 0.9;
+/** A match through a related term counts this much of an exact match. */
+export const RELATED_WEIGHT = 0.5;
+/** At most this many related terms present in the index are matched for one query term. */
+export const MAX_RELATED = 32;
 
 /** One indexed memory. */
 export interface Doc {
@@ -55,8 +63,15 @@ function insertTop(top: Ranked[], r: Ranked, limit: number): void {
 
 export class MemoryIndex {
   private readonly docs = new Map<string, Doc>();
-  private readonly postings = new Map<string, Set<string>>();
+  /**
+   * Ids of the memories holding each term. Arrays rather than Sets: most postings of a
+   * channel hold one or two ids, and an array of one takes a fraction of a Set's memory.
+   */
+  private readonly postings = new Map<string, string[]>();
   private totalLen = 0;
+
+  /** `related` gives the terms a query term may also match; exactTerms turns that off. */
+  constructor(private readonly related: RelatedTerms = wordnetTerms) {}
 
   /** Number of indexed memories. */
   get size(): number {
@@ -87,9 +102,9 @@ export class MemoryIndex {
     const ts = terms(memory.content);
     for (const t of ts) tf.set(t, (tf.get(t) ?? 0) + 1);
     for (const t of tf.keys()) {
-      let p = this.postings.get(t);
-      if (!p) this.postings.set(t, (p = new Set()));
-      p.add(memory.id);
+      const p = this.postings.get(t);
+      if (p) p.push(memory.id);
+      else this.postings.set(t, [memory.id]);
     }
     this.docs.set(memory.id, { memory, revision, tf, len: ts.length, accessed, created });
     this.totalLen += ts.length;
@@ -108,8 +123,9 @@ export class MemoryIndex {
     if (!doc) return undefined;
     for (const t of doc.tf.keys()) {
       const p = this.postings.get(t);
-      p?.delete(id);
-      if (p && p.size === 0) this.postings.delete(t);
+      if (!p) continue;
+      if (p.length === 1) this.postings.delete(t);
+      else p.splice(p.indexOf(id), 1);
     }
     this.docs.delete(id);
     this.totalLen -= doc.len;
@@ -118,22 +134,22 @@ export class MemoryIndex {
 
   /** The best `limit` memories for the query terms among those `visible` accepts. */
   search(query: string[], visible: (d: Doc) => boolean, limit: number): Ranked[] {
-    const n = this.docs.size;
-    if (n === 0 || limit <= 0) return [];
-    const avgdl = this.totalLen / n || 1;
+    if (this.docs.size === 0 || limit <= 0) return [];
     const qtf = new Map<string, number>();
     for (const t of query) qtf.set(t, (qtf.get(t) ?? 0) + 1);
     const scores = new Map<string, number>();
     for (const [t, qn] of qtf) {
-      const post = this.postings.get(t);
-      if (!post) continue;
-      const idf = Math.log(1 + (n - post.size + 0.5) / (post.size + 0.5));
-      for (const id of post) {
-        const d = this.docs.get(id)!;
-        const f = d.tf.get(t)!;
-        const s = (qn * idf * f * (K1 + 1)) / (f + K1 * (1 - B + (B * d.len) / avgdl));
-        scores.set(id, (scores.get(id) ?? 0) + s);
+      const best = new Map<string, number>();
+      this.match(t, 1, best);
+      let used = 0;
+      for (const r of this.related(t)) {
+        if (used === MAX_RELATED) break;
+        // A word the query has itself scores on its own.
+        if (qtf.has(r) || !this.postings.has(r)) continue;
+        used++;
+        this.match(r, RELATED_WEIGHT, best);
       }
+      for (const [id, s] of best) scores.set(id, (scores.get(id) ?? 0) + qn * s);
     }
     const top: Ranked[] = [];
     for (const [id, score] of scores) {
@@ -141,6 +157,21 @@ export class MemoryIndex {
       if (visible(doc)) insertTop(top, { doc, score }, limit);
     }
     return top;
+  }
+
+  /** Raises best[id] to `weight` times the BM25 score of `term` for every memory that has it. */
+  private match(term: string, weight: number, best: Map<string, number>): void {
+    const post = this.postings.get(term);
+    if (!post) return;
+    const n = this.docs.size;
+    const avgdl = this.totalLen / n || 1;
+    const idf = Math.log(1 + (n - post.length + 0.5) / (post.length + 0.5));
+    for (const id of post) {
+      const d = this.docs.get(id)!;
+      const f = d.tf.get(term)!;
+      const s = (weight * idf * f * (K1 + 1)) / (f + K1 * (1 - B + (B * d.len) / avgdl));
+      if (s > (best.get(id) ?? 0)) best.set(id, s);
+    }
   }
 
   /** Every visible memory ranked by importance, then recency: for queries with no searchable word. */
@@ -158,8 +189,8 @@ export class MemoryIndex {
     const mine = dedupeKey(content);
     const rare = [...new Set(terms(content))]
       .map((t) => this.postings.get(t))
-      .filter((p): p is Set<string> => !!p)
-      .sort((a, b) => a.size - b.size)
+      .filter((p): p is string[] => !!p)
+      .sort((a, b) => a.length - b.length)
       .slice(0, 2);
     for (const post of rare) {
       for (const id of post) {

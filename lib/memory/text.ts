@@ -2,7 +2,8 @@
 //
 // The same pipeline runs over stored memories and over queries, so a stem only has to be
 // consistent, not linguistically right: "likes", "liked", "liking" and "like" all become
-// "lik". Han, Hiragana and Katakana are indexed per character because those scripts do
+// "lik". lib/memory/synonyms.txt is keyed by these stems: after changing stem(), run
+// `npm run synonyms`. Han, Hiragana and Katakana are indexed per character because those scripts do
 // not separate words with spaces.
 
 /** English function words that carry no meaning for recall. */
@@ -45,6 +46,8 @@ export function stem(word: string): string {
     }
   }
   if (w.endsWith("ly") && w.length > 5) w = w.slice(0, -2);
+  // A final y after a consonant is what "-ies"/"-ied" leave: "movie", "movies" → "movi"; "study", "studied" → "studi".
+  if (/[^aeiou]y$/.test(w) && w.length > 3) w = w.slice(0, -1) + "i";
   // A final silent e differs between "like" and "liked"; dropping it everywhere keeps them equal.
   if (w.endsWith("e") && w.length > 3) w = w.slice(0, -1);
   return w;

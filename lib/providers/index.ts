@@ -6,5 +6,6 @@ export { estimateMessagesTokens, estimateTokens } from "./tokens";
 export { classifyFailure, parseRetryAfter, redactSecrets, statusKind, ProviderFailure, isProviderFailure, type FailureInput } from "./errors";
 export { Health, type HealthSnapshot, type HealthState } from "./health";
 export { backoffDelay, DEFAULT_BACKOFF } from "./retry";
-export { limitWords, summarizePrompt, SUMMARY_TEMPERATURE } from "./summarize";
+export { limitWords, readSummarizePrompt, summarizePrompt, SUMMARY_TEMPERATURE } from "./summarize";
+export { extractiveSummary, type ExtractiveOptions } from "./extractive";
 export type { BackoffOptions, DeadlineProvider, FailureInfo, FailureKind, FailureReason, ProvidersDeps } from "./types";

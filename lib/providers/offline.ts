@@ -1,32 +1,16 @@
-// The offline provider: no network, deterministic, clearly labelled. It answers with the
-// last user message echoed back (bounded by max_tokens), so the whole service runs and is
-// testable with no API key; token counts come from the estimate in ./tokens.
+// The offline provider: no network, deterministic. It answers a summarize prompt with an
+// extractive summary of the text (./extractive: the text's own most central sentences, in
+// the requested style and length), and anything else with the last user message echoed
+// back, labelled "[offline]" (bounded by max_tokens), so the whole service runs and is
+// testable with no API key; token counts come from the estimate in ./tokens. A summary
+// carries no label: it is the caller's own text, and the reply's provider says "offline".
 import type { Completion, CompletionOptions, Provider } from "../context/types";
 import type { Message } from "../schemas";
-import { estimateTokens } from "./tokens";
+import { extractiveSummary } from "./extractive";
+import { readSummarizePrompt } from "./summarize";
+import { estimateMessagesTokens, estimateTokens } from "./tokens";
 
 export const OFFLINE_PREFIX = "[offline]";
-
-/**
- * Token estimates of frozen messages. memory.context() hands out the same frozen message
- * objects for a channel's prompt, summaries and history on every chat, so the whole
- * context was being re-scanned per reply; a frozen message cannot change, so its count is
- * kept (weakly: it goes with the message). Other messages are estimated every time.
- */
-const frozenEstimates = new WeakMap<Message, number>();
-const contentTokens = (m: Message): number => {
-  if (!Object.isFrozen(m)) return estimateTokens(m.content);
-  let n = frozenEstimates.get(m);
-  if (n === undefined) frozenEstimates.set(m, (n = estimateTokens(m.content)));
-  return n;
-};
-
-/** The prompt estimate of ./tokens (estimateMessagesTokens), with frozen messages counted once. */
-function promptTokens(messages: Message[]): number {
-  let n = 3;
-  for (const m of messages) n += 4 + contentTokens(m);
-  return n;
-}
 
 /** Keeps whole words of `text` while their estimated tokens fit `budget`. */
 export function truncateToTokens(text: string, budget: number): { text: string; truncated: boolean } {
@@ -42,7 +26,21 @@ export function truncateToTokens(text: string, budget: number): { text: string; 
   return { text: kept.join(" "), truncated: false };
 }
 
-/** The built-in deterministic provider: echoes the last user message, labelled, with estimated tokens. */
+/** The last user message echoed back, labelled and bounded by `max_tokens`. */
+function echo(messages: Message[], options: CompletionOptions): { content: string; truncated: boolean } {
+  let lastUser = "";
+  for (let i = messages.length - 1; i >= 0; i--) {
+    if (messages[i].role === "user") {
+      lastUser = messages[i].content;
+      break;
+    }
+  }
+  const budget = Math.max(1, (options.max_tokens ?? 512) - estimateTokens(OFFLINE_PREFIX));
+  const { text, truncated } = truncateToTokens(lastUser, budget);
+  return { content: `${OFFLINE_PREFIX} ${text}`.trim(), truncated };
+}
+
+/** The built-in deterministic provider: summarizes summarize prompts, echoes the rest; estimated tokens. */
 export function createOfflineProvider(model = "offline-echo-1", name = "offline"): Provider {
   return {
     name,
@@ -50,17 +48,11 @@ export function createOfflineProvider(model = "offline-echo-1", name = "offline"
     async complete(messages: Message[], options: CompletionOptions, signal?: AbortSignal): Promise<Completion> {
       signal?.throwIfAborted();
       const started = performance.now();
-      let lastUser = "";
-      for (let i = messages.length - 1; i >= 0; i--) {
-        if (messages[i].role === "user") {
-          lastUser = messages[i].content;
-          break;
-        }
-      }
-      const budget = Math.max(1, (options.max_tokens ?? 512) - estimateTokens(OFFLINE_PREFIX));
-      const { text, truncated } = truncateToTokens(lastUser, budget);
-      const content = `${OFFLINE_PREFIX} ${text}`.trim();
-      const prompt = promptTokens(messages);
+      const wanted = readSummarizePrompt(messages);
+      const { content, truncated } = wanted
+        ? { content: extractiveSummary(wanted.text, { maxWords: wanted.max_length, style: wanted.style }), truncated: false }
+        : echo(messages, options);
+      const prompt = estimateMessagesTokens(messages);
       const completion = estimateTokens(content);
       return {
         content,

@@ -48,6 +48,7 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
     return { name, provider, health: new Health(cfg.failure_threshold, cfg.cooldown_ms, deps.clock) };
   });
   const byName = new Map(entries.map((e) => [e.name, e]));
+  log.info("provider chain", { chain: cfg.chain, why: cfg.chain_reason });
 
   const iso = (ms: number) => new Date(ms).toISOString();
   const secondsUntil = (ms: number) => Math.max(1, Math.ceil((ms - deps.clock.now()) / 1000));

@@ -1,6 +1,7 @@
-// Every request, response and event of the wire contract (DESIGN.md), in zod.
-// Types come from z.infer under the same name; JSON Schemas for endpoint metadata come
-// from z.toJSONSchema. Requests are strict: an unknown or misspelt field is a validation
+// Every request, response and event of the wire contract, in zod. Types come from z.infer
+// under the same name; the JSON Schemas of endpoint metadata and docs/contract.md (npm run
+// contract) are generated from these, `.describe()` texts included: a field's meaning is
+// written here, once. Requests are strict: an unknown or misspelt field is a validation
 // error rather than silently ignored.
 import { z } from "zod";
 
@@ -18,7 +19,7 @@ const text = (max: number) => z.string().min(1).max(max);
 export const Role = z.enum(["system", "user", "assistant"]);
 export type Role = z.infer<typeof Role>;
 
-export const Message = z.strictObject({ role: Role, content: z.string().max(100_000) });
+export const Message = z.strictObject({ role: Role, content: z.string().max(100_000) }).describe("One turn of a conversation.");
 export type Message = z.infer<typeof Message>;
 
 export const ErrorCode = z.enum([
@@ -29,6 +30,7 @@ export const ErrorCode = z.enum([
   "provider_error",
   "not_found",
   "payload_too_large",
+  "storage_full",
   "internal",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
@@ -45,61 +47,75 @@ export const Temperature = z.number().min(0).max(2);
 
 // ---------------------------------------------------------------- requests
 
+/** Who a call counts against: limits, quotas and usage are kept per user and per channel. */
+const countedUser = Name.describe("User the call counts against (limits, quotas, usage).");
+const countedChannel = Name.describe("Channel the call counts against (limits, usage).");
+
 export const ChatRequest = z.strictObject({
-  channel: Name,
-  user: Name,
-  message: text(16_000),
-  persona: PersonaName.optional(),
+  channel: Name.describe("Channel of the conversation: its history, memories and persona are used."),
+  user: Name.describe("Who is speaking; counted against this user's limits and usage."),
+  message: text(16_000).describe("The user's message."),
+  persona: PersonaName.optional().describe("Persona for this request only, instead of the channel's."),
 });
 export type ChatRequest = z.infer<typeof ChatRequest>;
 
 export const CompleteRequest = z.strictObject({
-  messages: z.array(Message).min(1).max(200),
-  temperature: Temperature.default(0.7),
-  max_tokens: z.number().int().min(1).max(32_000).optional(),
-  provider: z.string().min(1).max(64).optional(),
-  user: Name.optional(),
-  channel: Name.optional(),
+  messages: z.array(Message).min(1).max(200).describe("The conversation to complete, oldest first."),
+  temperature: Temperature.default(0.7).describe("Sampling temperature."),
+  max_tokens: z.number().int().min(1).max(32_000).optional().describe("Upper bound of the reply, in tokens."),
+  provider: z
+    .string()
+    .min(1)
+    .max(64)
+    .optional()
+    .describe("Use only this provider, without fallback; provider_unavailable when it is down."),
+  user: countedUser.optional(),
+  channel: countedChannel.optional(),
 });
 export type CompleteRequest = z.infer<typeof CompleteRequest>;
 
-export const SummaryStyle = z.enum(["concise", "detailed", "bullets"]);
+export const SummaryStyle = z
+  .enum(["concise", "detailed", "bullets"])
+  .describe("concise: one short paragraph; detailed: a longer one, keeping names and numbers; bullets: one `- ` line per point.");
 export type SummaryStyle = z.infer<typeof SummaryStyle>;
 
 export const SummarizeRequest = z.strictObject({
-  text: text(200_000),
-  max_length: z.number().int().min(10).max(2_000).default(200),
+  text: text(200_000).describe("The text to summarize."),
+  max_length: z.number().int().min(10).max(2_000).default(200).describe("Upper bound of the summary, in words."),
   style: SummaryStyle.default("concise"),
-  user: Name.optional(),
-  channel: Name.optional(),
+  user: countedUser.optional(),
+  channel: countedChannel.optional(),
 });
 export type SummarizeRequest = z.infer<typeof SummarizeRequest>;
 
-export const MemoryCategory = z.enum(["fact", "preference", "topic"]);
+export const MemoryCategory = z.enum(["fact", "preference", "topic"]).describe("What kind of thing is remembered.");
 export type MemoryCategory = z.infer<typeof MemoryCategory>;
 
+/** Importance of a memory: ranks recall after relevance. */
+const Importance = z.number().int().min(1).max(5).describe("1 (trivia) to 5 (essential); ranks recall after relevance.");
+
 export const MemoryAddRequest = z.strictObject({
-  channel: Name,
-  content: text(2_000),
+  channel: Name.describe("Channel the memory belongs to."),
+  content: text(2_000).describe("What to remember."),
   category: MemoryCategory.default("fact"),
-  user_id: Name.optional(),
-  importance: z.number().int().min(1).max(5).default(1),
+  user_id: Name.optional().describe("The user it is about; absent: channel-wide."),
+  importance: Importance.default(1),
 });
 export type MemoryAddRequest = z.infer<typeof MemoryAddRequest>;
 
 export const MemoryRecallRequest = z.strictObject({
-  channel: Name,
-  query: text(2_000),
-  user_id: Name.optional(),
-  limit: z.number().int().min(1).max(50).default(5),
+  channel: Name.describe("Channel whose memories are searched."),
+  query: text(2_000).describe("What to find memories about."),
+  user_id: Name.optional().describe("Also this user's own memories; absent: channel-wide memories only."),
+  limit: z.number().int().min(1).max(50).default(5).describe("Most memories to return."),
 });
 export type MemoryRecallRequest = z.infer<typeof MemoryRecallRequest>;
 
 export const MemoryForgetRequest = z
   .strictObject({
-    channel: Name,
-    id: z.string().min(1).max(64).optional(),
-    user_id: Name.optional(),
+    channel: Name.describe("Channel whose memories are forgotten."),
+    id: z.string().min(1).max(64).optional().describe("Forget this one memory (not_found when there is none)."),
+    user_id: Name.optional().describe("Forget all of this user's memories in the channel."),
   })
   .refine((r) => r.id !== undefined || r.user_id !== undefined, {
     message: "give id (one memory) or user_id (all of a user's memories)",
@@ -107,31 +123,45 @@ export const MemoryForgetRequest = z
   });
 export type MemoryForgetRequest = z.infer<typeof MemoryForgetRequest>;
 
-export const ContextResetRequest = z.strictObject({ channel: Name });
+export const ContextResetRequest = z.strictObject({
+  channel: Name.describe("Channel whose history and summaries are dropped; its memories stay."),
+});
 export type ContextResetRequest = z.infer<typeof ContextResetRequest>;
 
-export const PersonaGetRequest = z.strictObject({ channel: Name });
+export const PersonaGetRequest = z.strictObject({ channel: Name.describe("Channel whose persona is returned.") });
 export type PersonaGetRequest = z.infer<typeof PersonaGetRequest>;
 
-/** Selects a persona for a channel. */
-export const PersonaSelect = z.strictObject({ channel: Name, persona: PersonaName });
+/** Selects a persona for a channel. Union branches carry a title: validation messages name the form by it. */
+export const PersonaSelect = z
+  .strictObject({
+    channel: Name.describe("Channel that selects the persona."),
+    persona: PersonaName.describe("A built-in or defined persona (not_found otherwise)."),
+  })
+  .meta({ title: "select", description: "Selects a persona for a channel." });
 /** Defines or updates an operator persona. */
-export const PersonaDefine = z.strictObject({
-  name: PersonaName,
-  system_prompt: text(8_000),
-  description: z.string().max(500).optional(),
-  temperature: Temperature.optional(),
-});
-export const PersonaSetRequest = z.union([PersonaSelect, PersonaDefine]);
+export const PersonaDefine = z
+  .strictObject({
+    name: PersonaName.describe("Name of the persona; built-in and configured ones cannot be redefined."),
+    system_prompt: text(8_000).describe("The system prompt the model gets in this persona's chats."),
+    description: z.string().max(500).optional().describe("One line for people choosing a persona."),
+    temperature: Temperature.optional().describe("Sampling temperature of this persona's chats."),
+  })
+  .meta({ title: "define", description: "Defines or updates a persona." });
+export const PersonaSetRequest = z.union([PersonaSelect, PersonaDefine]).describe("Either form: select or define.");
 export type PersonaSetRequest = z.infer<typeof PersonaSetRequest>;
 
 export const Empty = z.strictObject({});
 export const PersonaListRequest = Empty;
 export type PersonaListRequest = z.infer<typeof PersonaListRequest>;
-export const StatusRequest = z.strictObject({ user: Name.optional() });
+export const StatusRequest = z.strictObject({
+  user: Name.optional().describe("Also say whether this user is rate limited."),
+});
 export type StatusRequest = z.infer<typeof StatusRequest>;
 
-export const UsageRequest = z.strictObject({ user: Name.optional(), channel: Name.optional() });
+export const UsageRequest = z.strictObject({
+  user: Name.optional().describe("This user's usage (takes precedence over channel)."),
+  channel: Name.optional().describe("This channel's usage; neither: the whole service's."),
+});
 export type UsageRequest = z.infer<typeof UsageRequest>;
 
 // ---------------------------------------------------------------- responses
@@ -139,71 +169,91 @@ export type UsageRequest = z.infer<typeof UsageRequest>;
 // the runtime relies on that to build error replies of the right shape.
 
 const failure = {
-  error: z.string().optional(),
-  error_code: ErrorCode.optional(),
-  retry_after: z.number().int().min(0).optional(),
+  error: z.string().optional().describe("What went wrong, for people; present when success is false."),
+  error_code: ErrorCode.optional().describe("What went wrong, for programs (see Errors); present when success is false."),
+  retry_after: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe("Seconds until trying again is worth it (rate_limited, quota_exceeded; provider_unavailable when known)."),
+};
+const succeeded = z.boolean().describe("True when the request was served; false with error and error_code.");
+const answeredBy = {
+  provider: z.string().optional().describe("Provider that answered."),
+  model: z.string().optional().describe("Model that answered."),
 };
 
 export const ChatResponse = z.object({
-  success: z.boolean(),
-  content: z.string().optional(),
-  tokens_used: z.number().int().min(0).default(0),
-  provider: z.string().optional(),
-  model: z.string().optional(),
-  persona: z.string().optional(),
+  success: succeeded,
+  content: z.string().optional().describe('The reply; the offline provider\'s starts with "[offline]".'),
+  tokens_used: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe("Prompt and reply tokens of the call (estimated when the provider reports none)."),
+  ...answeredBy,
+  persona: z.string().optional().describe("Persona the chat used."),
   ...failure,
 });
 export type ChatResponse = z.input<typeof ChatResponse>;
 
 export const SummaryResponse = z.object({
-  success: z.boolean(),
-  summary: z.string().optional(),
-  tokens_used: z.number().int().min(0).optional(),
-  provider: z.string().optional(),
-  model: z.string().optional(),
+  success: succeeded,
+  summary: z
+    .string()
+    .optional()
+    .describe("At most max_length words; in the bullets style one `- ` line per point. Offline: sentences of the text itself."),
+  tokens_used: z.number().int().min(0).optional().describe("Prompt and summary tokens of the call."),
+  ...answeredBy,
   ...failure,
 });
 export type SummaryResponse = z.input<typeof SummaryResponse>;
 
 export const Memory = z.object({
-  id: z.string(),
+  id: z.string().describe("Stable id: memory_forget takes it."),
   channel: z.string(),
-  user_id: z.string().nullable(),
+  user_id: z.string().nullable().describe("The user it is about; null: channel-wide."),
   category: MemoryCategory,
   content: z.string(),
-  importance: z.number().int().min(1).max(5),
-  created_at: z.string(),
-  last_accessed: z.string(),
+  importance: Importance,
+  created_at: z.string().describe("ISO-8601 time it was first added."),
+  last_accessed: z.string().describe("ISO-8601 time it was last added or recalled."),
 });
 export type Memory = z.infer<typeof Memory>;
 
 export const MemoryResponse = z.object({
-  success: z.boolean(),
-  memories: z.array(z.string()).default([]),
-  count: z.number().int().min(0).default(0),
-  items: z.array(Memory).optional(),
+  success: succeeded,
+  memories: z.array(z.string()).default([]).describe("Contents of the memories added or recalled, best first."),
+  count: z.number().int().min(0).default(0).describe("How many memories were added, recalled or forgotten."),
+  items: z.array(Memory).optional().describe("The memories added or recalled, in full."),
   ...failure,
 });
 export type MemoryResponse = z.input<typeof MemoryResponse>;
 
-export const OkResponse = z.object({ success: z.boolean(), ...failure });
+export const OkResponse = z.object({ success: succeeded, ...failure });
 export type OkResponse = z.input<typeof OkResponse>;
 
 export const Persona = z.object({
   name: z.string(),
   description: z.string(),
   system_prompt: z.string(),
-  temperature: z.number().optional(),
-  builtin: z.boolean().optional(),
+  temperature: z.number().optional().describe("Sampling temperature of its chats; absent: the default."),
+  builtin: z.boolean().optional().describe("True for built-in and configured personas, which persona_set cannot redefine."),
 });
 export type Persona = z.infer<typeof Persona>;
 
-export const PersonaResponse = z.object({ success: z.boolean(), persona: Persona.optional(), ...failure });
+export const PersonaResponse = z.object({
+  success: succeeded,
+  persona: Persona.optional().describe("The channel's persona (get, select) or the persona defined."),
+  ...failure,
+});
 export type PersonaResponse = z.input<typeof PersonaResponse>;
 
 export const PersonaListResponse = z.object({
-  success: z.boolean(),
-  personas: z.array(Persona).default([]),
+  success: succeeded,
+  personas: z.array(Persona).default([]).describe("Built-in, configured and defined personas."),
   ...failure,
 });
 export type PersonaListResponse = z.input<typeof PersonaListResponse>;
@@ -211,45 +261,54 @@ export type PersonaListResponse = z.input<typeof PersonaListResponse>;
 export const ProviderStatus = z.object({
   name: z.string(),
   model: z.string(),
-  healthy: z.boolean(),
-  last_error: z.string().optional(),
-  cooldown_until: z.string().optional(),
+  healthy: z.boolean().describe("False while cooling down after repeated failures."),
+  last_error: z.string().optional().describe("The last failure, secrets removed."),
+  cooldown_until: z.string().optional().describe("While unhealthy: ISO-8601 time it is tried again."),
   consecutive_failures: z.number().int().min(0).optional(),
 });
 export type ProviderStatus = z.infer<typeof ProviderStatus>;
 
 export const StatusResponse = z.object({
-  success: z.boolean().default(true),
-  healthy: z.boolean().default(false),
-  provider: z.string().default(""),
-  model: z.string().default(""),
-  requests_today: z.number().int().min(0).default(0),
-  tokens_today: z.number().int().min(0).default(0),
-  rate_limited: z.boolean().default(false),
-  version: z.string().default(""),
-  uptime_seconds: z.number().min(0).default(0),
-  instance: z.string().optional(),
-  providers: z.array(ProviderStatus).default([]),
+  success: succeeded.default(true),
+  healthy: z.boolean().default(false).describe("At least one provider of the chain is healthy."),
+  provider: z.string().default("").describe("Provider a call would go to now."),
+  model: z.string().default("").describe("Its model."),
+  requests_today: z.number().int().min(0).default(0).describe("The whole service's requests today (ROSEY_TIMEZONE)."),
+  tokens_today: z.number().int().min(0).default(0).describe("The whole service's tokens today."),
+  rate_limited: z
+    .boolean()
+    .default(false)
+    .describe("The global daily token budget is spent, or (with user) that user is limited now."),
+  version: z.string().default("").describe("Version of the answering instance."),
+  uptime_seconds: z.number().min(0).default(0).describe("Seconds since the answering instance started."),
+  instance: z.string().optional().describe("Id of the answering instance (its micro service id)."),
+  providers: z.array(ProviderStatus).default([]).describe("Every provider of the chain, in order."),
   ...failure,
 });
 export type StatusResponse = z.input<typeof StatusResponse>;
 
-export const RateLimitsRemaining = z.object({
-  per_minute: z.number().int(),
-  per_hour: z.number().int(),
-  per_day: z.number().int(),
-  tokens_today: z.number().int(),
-});
+export const RateLimitsRemaining = z
+  .object({
+    per_minute: z.number().int(),
+    per_hour: z.number().int(),
+    per_day: z.number().int(),
+    tokens_today: z.number().int(),
+  })
+  .describe("What is left of the user's limits now; -1: no limit applies (an exempt user).");
 export type RateLimitsRemaining = z.infer<typeof RateLimitsRemaining>;
 
 export const UsageResponse = z.object({
-  success: z.boolean(),
+  success: succeeded,
   user: z.string().optional(),
   channel: z.string().optional(),
-  requests_today: z.number().int().min(0).default(0),
-  tokens_today: z.number().int().min(0).default(0),
+  requests_today: z.number().int().min(0).default(0).describe("Today's requests of the user, else the channel, else the service."),
+  tokens_today: z.number().int().min(0).default(0).describe("Today's tokens, likewise."),
   rate_limits_remaining: RateLimitsRemaining.optional(),
-  by_provider: z.record(z.string(), z.object({ requests: z.number().int(), tokens: z.number().int() })).optional(),
+  provider: z.string().optional().describe("The provider a call would go to now."),
+  by_provider: z
+    .record(z.string(), z.object({ requests: z.number().int(), tokens: z.number().int() }))
+    .optional()
+    .describe("Today's figures split by provider name."),
   ...failure,
 });
 export type UsageResponse = z.input<typeof UsageResponse>;
@@ -259,14 +318,14 @@ export type UsageResponse = z.input<typeof UsageResponse>;
 export const ResponseEvent = z.object({
   channel: z.string().nullable(),
   user: z.string().nullable(),
-  prompt_length: z.number().int().min(0),
-  response_length: z.number().int().min(0),
+  prompt_length: z.number().int().min(0).describe("Characters of the prompt."),
+  response_length: z.number().int().min(0).describe("Characters of the reply."),
   tokens_used: z.number().int().min(0),
   provider: z.string(),
-  latency_ms: z.number().min(0),
+  latency_ms: z.number().int().min(0).describe("Whole milliseconds of the whole request: admission, context, provider fallback, recording."),
   model: z.string(),
   persona: z.string().optional(),
-  endpoint: z.string().optional(),
+  endpoint: z.string().optional().describe("Endpoint that made the call."),
 });
 export type ResponseEvent = z.infer<typeof ResponseEvent>;
 
@@ -274,7 +333,7 @@ export const ErrorEvent = z.object({
   channel: z.string().nullable(),
   user: z.string().nullable(),
   error: z.string(),
-  provider: z.string().nullable(),
+  provider: z.string().nullable().describe("Provider that failed; null when none was called."),
   error_type: z.enum(["provider_error", "rate_limit", "quota", "validation"]),
   endpoint: z.string().optional(),
 });
@@ -284,14 +343,14 @@ export const MemoryEvent = z.object({
   channel: z.string(),
   action: z.enum(["add", "recall", "forget"]),
   user_id: z.string().nullable(),
-  memory_count: z.number().int().min(0),
+  memory_count: z.number().int().min(0).describe("How many memories the action touched."),
 });
 export type MemoryEvent = z.infer<typeof MemoryEvent>;
 
 export const SummarizedEvent = z.object({
   channel: z.string(),
-  message_count: z.number().int().min(0),
-  summary_length: z.number().int().min(0),
+  message_count: z.number().int().min(0).describe("History messages the summary replaced."),
+  summary_length: z.number().int().min(0).describe("Characters of the summary."),
 });
 export type SummarizedEvent = z.infer<typeof SummarizedEvent>;
 
@@ -299,29 +358,31 @@ export const ThresholdEvent = z.object({
   user: z.string().nullable(),
   channel: z.string().nullable(),
   threshold_type: z.enum(["daily", "hourly", "tokens"]),
-  current: z.number().int().min(0),
+  current: z.number().int().min(0).describe("Count reached: requests, or tokens for `tokens`."),
   limit: z.number().int().min(0),
-  period: z.string().optional(),
-  scope: z.enum(["user", "channel", "global"]).optional(),
+  period: z.string().optional().describe("The window it happened in: its day, or its hour's start."),
+  scope: z.enum(["user", "channel", "global"]).optional().describe("Whose limit: the user's, the channel's or the service's."),
 });
 export type ThresholdEvent = z.infer<typeof ThresholdEvent>;
 
-/** Event name (the subject after `<prefix>.event.llm.`) → payload schema. */
+/** Event name (the subject after `<prefix>.event.llm.`) → payload schema, described by when it is published. */
 export const EventPayloads = {
-  response: ResponseEvent,
-  error: ErrorEvent,
-  memory: MemoryEvent,
-  summarized: SummarizedEvent,
-  "usage.threshold": ThresholdEvent,
+  response: ResponseEvent.describe("A model call answered (chat, complete, summarize)."),
+  error: ErrorEvent.describe("A chat, complete or summarize request failed: provider, limit, quota or validation."),
+  memory: MemoryEvent.describe("Memories were added, recalled or forgotten."),
+  summarized: SummarizedEvent.describe("A channel's oldest history was summarized."),
+  "usage.threshold": ThresholdEvent.describe(
+    "A limit or quota passed its threshold (ROSEY_THRESHOLD); once per user or channel, type and period.",
+  ),
 } as const;
 export type EventName = keyof typeof EventPayloads;
 export type EventPayload<N extends EventName> = z.infer<(typeof EventPayloads)[N]>;
 
 export const EventEnvelope = z.object({
-  event: z.enum(Object.keys(EventPayloads) as [EventName, ...EventName[]]),
-  version: z.literal(1),
-  id: z.string().min(1),
-  timestamp: z.iso.datetime(),
-  source: z.object({ service: z.string(), instance: z.string() }),
+  event: z.enum(Object.keys(EventPayloads) as [EventName, ...EventName[]]).describe("The subject after `<prefix>.event.llm.`."),
+  version: z.literal(1).describe("Envelope version."),
+  id: z.string().min(1).describe("Unique id, also the Nats-Msg-Id: a retried publish is stored once."),
+  timestamp: z.iso.datetime().describe("ISO-8601 UTC time of the event."),
+  source: z.object({ service: z.string(), instance: z.string() }).describe("Service name and id of the instance that published it."),
 });
 export type EventEnvelope = z.infer<typeof EventEnvelope>;

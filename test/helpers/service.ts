@@ -1,9 +1,11 @@
 // Starts runtime instances in this process against a test server, with config overrides.
+import { afterAll, beforeAll } from "vitest";
 import { connect, type NatsConnection } from "nats";
 import { defaultConfig, type ConfigInput } from "../../lib/config";
 import { silentLogger } from "../../lib/log";
 import type { Clock } from "../../lib/context";
 import { startService, type RunningService } from "../../runtime/service";
+import { startTestServer, type TestServer } from "./nats";
 
 export interface TestInstance extends RunningService {}
 
@@ -19,6 +21,25 @@ export async function startInstance(
     log: silentLogger,
     ...extra,
   });
+}
+
+/**
+ * A test server, one instance and a client connection for the tests of the enclosing
+ * describe block (or file): started before them, stopped after. Read the fields in tests.
+ */
+export function useService(config: Partial<ConfigInput> = {}): { srv: TestServer; inst: TestInstance; nc: NatsConnection } {
+  const f = {} as { srv: TestServer; inst: TestInstance; nc: NatsConnection };
+  beforeAll(async () => {
+    f.srv = await startTestServer();
+    f.inst = await startInstance(f.srv.url, config);
+    f.nc = await client(f.srv.url);
+  });
+  afterAll(async () => {
+    await f.nc?.close();
+    await f.inst?.stop();
+    await f.srv?.cleanup();
+  });
+  return f;
 }
 
 /** A client connection, as another plugin would hold. */
