@@ -406,7 +406,8 @@ plus two: sequential calls share one connection, and a header value that cannot 
 nothing.
 
 End to end, the same benchmark, 3 runs of each build alternating on this machine (load average 7–13 from other
-work; medians of the runs, range in brackets):
+work; medians of the runs, range in brackets), measured before the limiter and usage rewrite was merged (both builds
+otherwise the same code):
 
 | | before (SDK on global fetch) | after (node:http transport) |
 |---|---|---|
@@ -424,26 +425,39 @@ set and fetch's).
 
 ### What bounds the targets
 
-- **\`complete\` latency (offline + one raw HTTP request + 0.5 ms): not met as written.** The provider's own code
-  adds ~0.05 ms to an HTTP request (the in-process table above), but the raw row sends its requests back to back,
-  with both processes awake. \`complete\` calls its provider after the admission's JetStream round trips, when the
-  fake server has been asleep for a few ms; on this shared 2-core machine a request to a process that has slept
-  3 ms takes ~0.4 ms longer at p50 than one sent back to back (the "after 3 ms idle" column), for node:http, for
-  fetch and for the provider alike. Against that baseline (offline + the request after 3 ms idle + 0.5 ms, the last
-  row of the targets table) \`complete\` is within the target; what is left over is the machine waking a sleeping
+Three runs of this benchmark on the merged code (the limiter and usage in one document, 2 awaited round trips per
+chat), load average 3–6 from other work: \`complete\` → fake 2.57 / 4.04 / 2.64 ms p50 against offline 1.75 / 2.66 /
+1.71 ms and a raw request of 0.13 / 0.25 / 0.15 ms; 1,020 / 613 / 1,358 req/s against offline's 1,843 / 1,113 / 1,973;
+\`chat\` → fake 4.36 / 5.99 / 3.68 ms and 488 / 387 / 582 req/s against the gateway's 2.09 / 6.12 / 2.07 ms and
+453 / 228 / 594 req/s.
+
+- **\`complete\` latency (offline + one raw HTTP request + 0.5 ms): not met** (over by 0.2–0.6 ms). The provider's own
+  code adds a few hundredths of a ms to an HTTP request (the in-process table above), but the raw row sends its
+  requests back to back, with both processes awake, while \`complete\` calls its provider after the admission's
+  JetStream round trip, when the fake server has been asleep for a few ms. On this shared 2-core machine a request to
+  a process that has slept 3 ms takes ~0.25–0.4 ms longer at p50 than one sent back to back (the "after 3 ms idle"
+  column), for node:http, for fetch and for the provider alike. Against that baseline (the last (a) row of the
+  targets table) \`complete\` met the target in two of the three runs: what is left is the machine waking a sleeping
   process, not the provider's code.
-- **\`complete\` requests/s (≥ 0.8 × offline's): met in two of the three runs above (0.84, 0.84, 0.73).** Bound:
-  the service's CPU per \`complete\` → fake is offline's + ~0.25 ms (node:http's request, one socket write and one
-  read on loopback, the kernel's share included, and the event-loop turns to wait for them), and on this 2-core
-  machine the fake server's own ~0.1 ms per request competes for the same cores as the service, nats-server and the
-  load generator, which offline's requests do not. The ratio falls as offline gets cheaper (the JetStream work per
-  request is what the limiter and usage changes cut): the HTTP call is a fixed cost per request.
-- **\`chat\` ahead of Portkey's gateway: requests/s met in every run (2–3 × the gateway's), p50 not clearly:**
-  3.90 ms against 4.08 ms in the medians above, ahead in one run of three. Portkey costs ~2.3 ms of CPU per request
-  (and the fake server 2.4 × more per request than rosey's calls), so it falls behind under load; at one in flight
-  its latency is one HTTP hop through a Hono app. A chat's is a NATS hop plus its awaited JetStream round trips in
-  sequence (3 today: see the end-to-end section) plus the provider's HTTP hop after them, so chat's p50 is bounded
-  by the round trips in sequence, not by the provider path: every round trip cut from a chat comes off this figure.
+- **\`complete\` requests/s (≥ 0.8 × offline's): not met** (0.55–0.69 ×; 0.84 × before the merge, when offline's
+  requests cost more). The HTTP call is a fixed cost per request: the service's CPU per \`complete\` → fake is
+  offline's + 0.16–0.35 ms (node:http's request, ~0.09 ms in one process, plus in the service the socket write and
+  read on loopback and the event-loop turns that wait for them), and the fake server's own ~0.08 ms per request
+  takes the same 2 cores as the service, nats-server and the load generator, which offline's requests do not.
+  Offline's request now costs the service 0.34–0.46 ms, so 0.8 × leaves 0.09–0.12 ms of service CPU per call for the
+  whole HTTP path: about what node:http's request alone costs in one process. Closing it needs an HTTP client
+  cheaper than node:http's (undici 7's \`request()\` measured no cheaper here) or an upstream that does not share
+  the service's cores.
+- **\`chat\` ahead of Portkey's gateway: not met on a quiet machine, met under load.** With the machine quiet the
+  gateway answers in ~2.1 ms at p50 and serves ~450–600 req/s at 1.5 ms of CPU per request; chat → fake takes
+  3.7–4.4 ms and serves about as many (488 against 453, 582 against 594). Under load the gateway's CPU cost tells
+  (chat 387 against 228 req/s, p50 5.99 against 6.12 ms). The gateway's request is one HTTP hop through a Hono app;
+  a chat is a NATS hop, the admission's awaited JetStream round trip, context assembly (persona, summaries, history:
+  a request body several KB long, which is also why the fake server spends twice as long on a chat's request as on
+  a \`complete\`'s), the provider's HTTP hop after them, then settle, spend and history writes before the reply.
+  Chat with the offline provider alone takes about what the gateway's whole request takes (see the end-to-end
+  section), so chat's p50 is bounded by its own path, not by the provider: the provider's share is the HTTP hop
+  (~0.15 ms back to back, ~0.5 ms after idle) and ~0.25 ms of CPU.
 `;
 
 main()
