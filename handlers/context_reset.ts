@@ -1,4 +1,4 @@
-// handlers/context_reset.ts — rosey.llm.context.reset
+// handlers/context_reset.ts — rosey.llm.admin.context.reset
 import { ContextResetRequest, OkResponse } from "../lib/schemas";
 import type { Ctx } from "../lib/context";
 

@@ -20,5 +20,6 @@ export async function handle(req: MemoryAddRequest, ctx: Ctx): Promise<MemoryRes
   });
   // memory_count: how many memories the action touched (here the one stored).
   ctx.events.emit("memory", { channel: req.channel, action: "add", user_id: req.user_id ?? null, memory_count: 1 });
-  return { success: true, memories: [m.content], count: 1, items: [m] };
+  const { content, ...item } = m;
+  return { success: true, memories: [content], count: 1, items: [item] };
 }

@@ -1,4 +1,4 @@
-// handlers/memory_forget.ts — rosey.llm.memory.forget
+// handlers/memory_forget.ts — rosey.llm.admin.memory.forget
 import { MemoryForgetRequest, MemoryResponse } from "../lib/schemas";
 import type { Ctx } from "../lib/context";
 import { notFound } from "../lib/errors";

@@ -6,17 +6,7 @@ export const name = "persona_set";
 export const request = PersonaSetRequest;
 export const response = PersonaResponse;
 
-/**
- * {channel, persona} selects a persona for a channel (unknown → not_found);
- * {name, system_prompt, …} defines or updates an operator persona (built-ins are fixed).
- */
+/** Selects a persona for a channel (unknown → not_found). Defining one is persona_define's, an admin subject. */
 export async function handle(req: PersonaSetRequest, ctx: Ctx): Promise<PersonaResponse> {
-  if ("channel" in req) return { success: true, persona: await ctx.personas.select(req.channel, req.persona) };
-  const persona = await ctx.personas.define({
-    name: req.name,
-    description: req.description ?? "",
-    system_prompt: req.system_prompt,
-    temperature: req.temperature,
-  });
-  return { success: true, persona };
+  return { success: true, persona: await ctx.personas.select(req.channel, req.persona) };
 }

@@ -31,6 +31,8 @@ import {
   MemoryRecallRequest,
   MemoryResponse,
   OkResponse,
+  PersonaDefineRequest,
+  PersonaDeleteRequest,
   PersonaGetRequest,
   PersonaListRequest,
   PersonaListResponse,
@@ -62,6 +64,8 @@ export const API = {
   persona_list: { request: PersonaListRequest, response: PersonaListResponse },
   status: { request: StatusRequest, response: StatusResponse },
   usage: { request: UsageRequest, response: UsageResponse },
+  persona_define: { request: PersonaDefineRequest, response: PersonaResponse },
+  persona_delete: { request: PersonaDeleteRequest, response: PersonaResponse },
 } as const satisfies Record<EndpointName, { request: z.ZodType; response: z.ZodType }>;
 
 type Api = typeof API;
@@ -138,15 +142,19 @@ export interface RoseyLlmClient {
   memoryAdd(req: RequestOf<"memory_add">, opts?: CallOptions): Promise<Result<"memory_add">>;
   /** The memories most relevant to a query. */
   memoryRecall(req: RequestOf<"memory_recall">, opts?: CallOptions): Promise<Result<"memory_recall">>;
-  /** Forgets one memory by id, or all of a user's. */
+  /** Forgets one memory by id, or all of a user's (admin subject). */
   memoryForget(req: RequestOf<"memory_forget">, opts?: CallOptions): Promise<Result<"memory_forget">>;
-  /** Drops a channel's conversation history and summaries, keeping memories. */
+  /** Drops a channel's conversation history and summaries, keeping memories (admin subject). */
   contextReset(req: RequestOf<"context_reset">, opts?: CallOptions): Promise<Result<"context_reset">>;
   /** The persona a channel uses. */
   personaGet(req: RequestOf<"persona_get">, opts?: CallOptions): Promise<Result<"persona_get">>;
-  /** Selects a channel's persona ({channel, persona}) or defines one ({name, system_prompt, …}). */
+  /** Selects a channel's persona. */
   personaSet(req: RequestOf<"persona_set">, opts?: CallOptions): Promise<Result<"persona_set">>;
-  /** Every persona, built-in and defined. */
+  /** Defines or updates a persona (admin subject). */
+  personaDefine(req: RequestOf<"persona_define">, opts?: CallOptions): Promise<Result<"persona_define">>;
+  /** Deletes a defined persona (admin subject). */
+  personaDelete(req: RequestOf<"persona_delete">, opts?: CallOptions): Promise<Result<"persona_delete">>;
+  /** One page of the personas, built-in and defined (`next_cursor` when more follow). */
   personaList(req?: RequestOf<"persona_list">, opts?: CallOptions): Promise<Result<"persona_list">>;
   /** Health, providers and today's totals of the instance that answers. */
   status(req?: RequestOf<"status">, opts?: CallOptions): Promise<Result<"status">>;
@@ -176,7 +184,12 @@ function transportFailure(err: unknown, subject: string, timeoutMs: number): Tra
   return { success: false, transport: true, error_code: "disconnected", error: `request on ${subject} failed: ${message}` };
 }
 
-/** Creates a client over an open connection; the caller keeps owning (and closing) `nc`. */
+/**
+ * Creates a client over an open connection; the caller keeps owning (and closing) `nc`.
+ * Replies arrive on the connection's inbox: a plugin given its own inbox root by its
+ * permissions connects with `inboxPrefix` (e.g. `connect({ …, inboxPrefix: "_INBOX_trivia" })`)
+ * and every call of this client uses it.
+ */
 export function createClient(nc: NatsConnection, options: ClientOptions = {}): RoseyLlmClient {
   const prefix = options.prefix ?? "rosey";
   const defaultTimeout = options.timeoutMs ?? 30_000;
@@ -226,6 +239,8 @@ export function createClient(nc: NatsConnection, options: ClientOptions = {}): R
     contextReset: (req, opts) => call("context_reset", req, opts),
     personaGet: (req, opts) => call("persona_get", req, opts),
     personaSet: (req, opts) => call("persona_set", req, opts),
+    personaDefine: (req, opts) => call("persona_define", req, opts),
+    personaDelete: (req, opts) => call("persona_delete", req, opts),
     personaList: (req = {}, opts) => call("persona_list", req, opts),
     status: (req = {}, opts) => call("status", req, opts),
     usage: (req = {}, opts) => call("usage", req, opts),

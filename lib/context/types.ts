@@ -154,7 +154,10 @@ export interface Personas {
   /** The persona for a channel: `override` when given, else the channel's selection, else default. */
   forChannel(channel: string, override?: string): Promise<Persona>;
   select(channel: string, name: string): Promise<Persona>;
+  /** Defines or updates a persona (built-in and configured ones are fixed: validation). */
   define(p: Omit<Persona, "builtin">): Promise<Persona>;
+  /** Deletes a defined persona and returns it (unknown: not_found; fixed: validation). */
+  remove(name: string): Promise<Persona>;
 }
 
 export interface AddMemory {
@@ -199,4 +202,8 @@ export interface Ctx {
   personas: Personas;
   /** Aborted when the request's deadline passes; pass to provider calls. */
   signal?: AbortSignal;
+  /** The largest message the connection may send (the server's max_payload); list replies stay under it. */
+  maxPayload?: number;
+  /** True when the request arrived on an administrative subject (`<prefix>.llm.admin.>`). */
+  admin?: boolean;
 }
