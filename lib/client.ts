@@ -12,7 +12,8 @@
 //     as `rate_limited`) and, where it applies, `retry_after` in seconds;
 //   - a local `validation` failure, with the same shape and wording as the service's, when the
 //     request does not match the schema (nothing is sent; `local: true`);
-//   - a TransportFailure when no reply arrived (`timeout`, `no_responders`, `disconnected`) or
+//   - a TransportFailure when no reply arrived (`timeout`, `no_responders`, `forbidden` — the
+//     connection's permissions do not allow the subject —, `disconnected`) or
 //     the reply was not the service's (`bad_reply`), marked `transport: true`. Its codes are
 //     kept apart from the service's so a caller never mistakes "nobody answered" for "the model
 //     is down": both may be worth a retry, but only the first says the service itself is missing.
@@ -80,7 +81,7 @@ export type ReplyOf<E extends EndpointName> = z.output<Api[E]["response"]> & {
 };
 
 /** Why a request got no usable reply from the service. */
-export type TransportErrorCode = "timeout" | "no_responders" | "disconnected" | "bad_reply";
+export type TransportErrorCode = "timeout" | "no_responders" | "forbidden" | "disconnected" | "bad_reply";
 
 /** No reply from the service (or one that is not the service's): nothing is known about the request's effect. */
 export interface TransportFailure {
@@ -176,6 +177,9 @@ function transportFailure(err: unknown, subject: string, timeoutMs: number): Tra
   const code = (err as { code?: unknown })?.code;
   if (code === "503") {
     return { success: false, transport: true, error_code: "no_responders", error: `no rosey-llm instance listens on ${subject}` };
+  }
+  if (code === "PERMISSIONS_VIOLATION") {
+    return { success: false, transport: true, error_code: "forbidden", error: `this connection may not publish to ${subject}` };
   }
   if (code === "TIMEOUT") {
     return { success: false, transport: true, error_code: "timeout", error: `no reply on ${subject} within ${timeoutMs} ms` };
