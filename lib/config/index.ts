@@ -256,6 +256,14 @@ function envValue(text: string, type: "string" | "number" | "list"): unknown {
   return text;
 }
 
+/** ` at line L, column C` of a JSON.parse error, from the offset its message gives; "" without one. */
+function jsonErrorPlace(text: string, err: Error): string {
+  const m = /position (\d+)/.exec(err.message);
+  if (!m) return "";
+  const before = text.slice(0, Number(m[1])).split("\n");
+  return ` at line ${before.length}, column ${before[before.length - 1].length + 1}`;
+}
+
 /**
  * Builds the configuration from the environment and, when ROSEY_CONFIG names one, a JSON
  * file. Environment variables win over the file. Throws ConfigError naming the setting.
@@ -264,10 +272,18 @@ export function loadConfig(env: Env = process.env, readFile: (p: string) => stri
   let raw: Record<string, unknown> = {};
   const origin = new Map<string, string>();
   if (env.ROSEY_CONFIG) {
+    let text: string;
     try {
-      raw = JSON.parse(readFile(env.ROSEY_CONFIG));
+      text = readFile(env.ROSEY_CONFIG);
     } catch (err) {
-      throw new ConfigError(`ROSEY_CONFIG: cannot read ${env.ROSEY_CONFIG}: ${(err as Error).message}`);
+      const code = (err as { code?: unknown }).code;
+      throw new ConfigError(`ROSEY_CONFIG: cannot read ${env.ROSEY_CONFIG}${typeof code === "string" ? ` (${code})` : ""}`);
+    }
+    try {
+      raw = JSON.parse(text);
+    } catch (err) {
+      // The parser's message quotes the text around the error, which may be a key: give the place only.
+      throw new ConfigError(`ROSEY_CONFIG: ${env.ROSEY_CONFIG} is not valid JSON${jsonErrorPlace(text, err as Error)}`);
     }
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
       throw new ConfigError(`ROSEY_CONFIG: ${env.ROSEY_CONFIG} must hold a JSON object`);

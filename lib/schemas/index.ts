@@ -278,7 +278,7 @@ export const ProviderStatus = z.object({
   name: z.string(),
   model: z.string(),
   healthy: z.boolean().describe("False while cooling down after repeated failures."),
-  last_error: z.string().optional().describe("The last failure, secrets removed."),
+  last_error: z.string().optional().describe("The last failure: provider, kind and HTTP status (the upstream text is only logged)."),
   cooldown_until: z.string().optional().describe("While unhealthy: ISO-8601 time it is tried again."),
   consecutive_failures: z.number().int().min(0).optional(),
 });
