@@ -12,6 +12,16 @@ import { createUsage } from "../lib/usage";
 import { natsKv } from "./kv";
 import { BUCKETS, retryLeaderless, type Buckets } from "./provision";
 
+/**
+ * The configuration chat, complete and summarize are limited by. Exempt names are claims any
+ * caller can make; with `exempt_admin_only` none of them is exempt there (those endpoints are
+ * plugin subjects), and exemptions count only for writes on the admin subjects.
+ */
+export function chatLimitsConfig(config: Config): Config {
+  if (!config.limits.exempt_admin_only) return config;
+  return { ...config, limits: { ...config.limits, exempt_users: [], exempt_channels: [] } };
+}
+
 export interface ContextOptions {
   js: JetStreamClient;
   jsm: JetStreamManager;
@@ -40,7 +50,7 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
     },
   });
   const providers = createProviders(config, { log, clock, fetch: opts.fetch });
-  const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits, jsm), config, clock, events, log });
+  const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits, jsm), config: chatLimitsConfig(config), clock, events, log });
   const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage, jsm), config, clock, log, instance: instance.id });
   const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas, jsm), config, log });
   const memory = createMemory({

@@ -88,6 +88,16 @@ export const Config = z.strictObject({
       threshold: z.number().gt(0).max(1).default(0.8),
       exempt_users: z.array(z.string()).default([]),
       exempt_channels: z.array(z.string()).default([]),
+      /**
+       * Exempt names are whatever a caller puts in `user` and `channel`: with this set they
+       * count only on the admin subjects (whose callers the operator chose by permission),
+       * and chat, complete and summarize limit every name.
+       */
+      exempt_admin_only: z.boolean().default(false),
+      /** Memory adds, forgets, context resets and persona changes per user and minute (0: no limit). */
+      user_writes_per_minute: nonNegInt.default(10),
+      /** The same writes per channel and minute (0: no limit). */
+      channel_writes_per_minute: nonNegInt.default(30),
       channels: z.record(z.string(), LimitOverride).default({}),
     })
     .default({
@@ -100,6 +110,9 @@ export const Config = z.strictObject({
       threshold: 0.8,
       exempt_users: [],
       exempt_channels: [],
+      exempt_admin_only: false,
+      user_writes_per_minute: 10,
+      channel_writes_per_minute: 30,
       channels: {},
     }),
   timezone: z.string().refine(validTimeZone, "not an IANA time zone").default("UTC"),
@@ -168,7 +181,7 @@ type Env = Record<string, string | undefined>;
 type Path = ReadonlyArray<string>;
 
 /** Environment variable → where it lands in Config and how its text becomes a value. */
-export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = [
+export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list" | "boolean"]> = [
   ["NATS_URL", ["nats", "servers"], "list"],
   ["NATS_CREDS", ["nats", "creds"], "string"],
   ["NATS_USER", ["nats", "user"], "string"],
@@ -195,6 +208,9 @@ export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = 
   ["ROSEY_THRESHOLD", ["limits", "threshold"], "number"],
   ["ROSEY_EXEMPT_USERS", ["limits", "exempt_users"], "list"],
   ["ROSEY_EXEMPT_CHANNELS", ["limits", "exempt_channels"], "list"],
+  ["ROSEY_EXEMPT_ADMIN_ONLY", ["limits", "exempt_admin_only"], "boolean"],
+  ["ROSEY_LIMIT_USER_WRITES_PER_MINUTE", ["limits", "user_writes_per_minute"], "number"],
+  ["ROSEY_LIMIT_CHANNEL_WRITES_PER_MINUTE", ["limits", "channel_writes_per_minute"], "number"],
   ["ROSEY_TIMEZONE", ["timezone"], "string"],
   ["ROSEY_REPLICAS", ["replicas"], "number"],
   ["ROSEY_EVENTS_MAX_AGE_DAYS", ["events", "max_age_days"], "number"],
@@ -247,7 +263,12 @@ function setPath(obj: Record<string, unknown>, path: Path, value: unknown): void
   cur[path[path.length - 1]] = value;
 }
 
-function envValue(text: string, type: "string" | "number" | "list"): unknown {
+function envValue(text: string, type: "string" | "number" | "list" | "boolean"): unknown {
+  if (type === "boolean") {
+    const t = text.trim().toLowerCase();
+    // Anything else stays text, which the schema refuses naming the setting.
+    return t === "true" || t === "1" ? true : t === "false" || t === "0" ? false : text;
+  }
   if (type === "number") {
     const n = Number(text.trim());
     return text.trim() === "" || Number.isNaN(n) ? text : n;
