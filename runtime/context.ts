@@ -4,7 +4,7 @@ import type { JetStreamClient, JetStreamManager } from "nats";
 import type { Config } from "../lib/config";
 import type { Clock, Ctx, InstanceInfo, Logger } from "../lib/context";
 import { createEvents } from "../lib/events";
-import { createLimiter } from "../lib/limiter";
+import { createLimiter, createWriteLimiter } from "../lib/limiter";
 import { createMemory } from "../lib/memory";
 import { createPersonas } from "../lib/personas";
 import { createProviders } from "../lib/providers";
@@ -51,6 +51,7 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
   });
   const providers = createProviders(config, { log, clock, fetch: opts.fetch });
   const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits, jsm), config: chatLimitsConfig(config), clock, events, log });
+  const writes = createWriteLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits, jsm), config: config.limits, clock });
   const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage, jsm), config, clock, log, instance: instance.id });
   const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas, jsm), config, log });
   const memory = createMemory({
@@ -64,7 +65,7 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
   });
   // The memory index is loaded from the bucket before the first request is taken.
   await Promise.all([memory.ready(), personas.ready()]);
-  const ctx: Ctx = { config, clock, log, instance, events, providers, limiter, usage, memory, personas };
+  const ctx: Ctx = { config, clock, log, instance, events, providers, limiter, writes, usage, memory, personas };
   return {
     ctx,
     async close() {

@@ -91,7 +91,7 @@ describe("rosey.llm.memory.add / recall / forget", () => {
   });
 });
 
-describe("rosey.llm.context.reset", () => {
+describe("rosey.llm.admin.context.reset", () => {
   it("drops history but keeps memories", async () => {
     const c = ctx();
     await c.memory.record("#r", "quinn", "hello", "hi quinn");

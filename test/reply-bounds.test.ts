@@ -46,7 +46,8 @@ describe("memory_recall on a server with a 256 KB max_payload", () => {
   let nc: NatsConnection;
   beforeAll(async () => {
     srv = await startTestServer({ config: "max_payload: 262144" });
-    inst = await startInstance(srv.url);
+    // Fifty adds in a minute: more than the default write limits allow one channel.
+    inst = await startInstance(srv.url, { limits: { channel_writes_per_minute: 0 } as never });
     nc = await client(srv.url);
   });
   afterAll(async () => {

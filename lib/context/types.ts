@@ -182,6 +182,11 @@ export interface ConversationMemory {
 
 // ---------------------------------------------------------------- the context
 
+/** Counts one write against its user's and channel's write limits, or throws rate_limited. */
+export interface WriteLimiter {
+  admit(w: { user?: string; channel?: string; admin: boolean }): Promise<void>;
+}
+
 export interface InstanceInfo {
   service: string;
   version: string;
@@ -197,6 +202,8 @@ export interface Ctx {
   events: Events;
   providers: Providers;
   limiter: Limiter;
+  /** Per-user and per-channel limits of memory, context and persona writes. */
+  writes: WriteLimiter;
   usage: Usage;
   memory: ConversationMemory;
   personas: Personas;

@@ -14,6 +14,7 @@ export const KEY_PARTS = {
   "<instance>": "encodeName(instance id)",
   "<id>": "an id made by the service: time-ordered for history, a hash of scope and content for memories",
   "<tag>": "a random token",
+  "<minute>": "minutes since 1970-01-01T00:00Z (Unix time / 60 s)",
 } as const;
 
 export interface KeyLayout {
@@ -31,6 +32,8 @@ export const BUCKET_LAYOUTS = {
       user: { key: "u.<user>", holds: "All of one user's windows: requests this minute, hour and day, and tokens of the day." },
       channel: { key: "c.<channel>", holds: "One channel's request count of the current hour." },
       global: { key: "g.<day>", holds: "The global daily token budget: tokens granted to instances in leases." },
+      userWrites: { key: "w.u.<user>.<minute>", holds: "{n}: one user's memory, context and persona writes in that minute. Expires after 120 s." },
+      channelWrites: { key: "w.c.<channel>.<minute>", holds: "{n}: one channel's writes in that minute. Expires after 120 s." },
     },
   },
   usage: {
@@ -45,9 +48,9 @@ export const BUCKET_LAYOUTS = {
     },
   },
   personas: {
-    holds: "Personas defined through persona_set and each channel's selected persona.",
+    holds: "Personas defined through persona_define and each channel's selected persona.",
     keys: {
-      definition: { key: "def.<persona>", holds: "A defined persona: {name, description, system_prompt, temperature?}." },
+      definition: { key: "def.<persona>", holds: "A defined persona: {name, description, system_prompt, temperature?, owner?}." },
       selection: { key: "sel.<channel>", holds: "The persona a channel selected." },
       sync: { key: "sync.<tag>", holds: "A short-lived barrier an instance writes to know its mirror is current; expires after 60 s." },
     },
