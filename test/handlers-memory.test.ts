@@ -19,6 +19,7 @@ import * as personaList from "../handlers/persona_list";
 import * as personaDefine from "../handlers/persona_define";
 import { createTestContext } from "./helpers/context";
 import { rejectionOf } from "./helpers/assert";
+import { storedData } from "./helpers/stored-context";
 
 function ctx() {
   const clock = { now: () => Date.parse("2025-05-01T00:00:00Z") };
@@ -98,7 +99,8 @@ describe("rosey.llm.admin.context.reset", () => {
     await add.handle(add.request.parse({ channel: "#r", content: "Quinn likes chess" }), c);
     expect(await reset.handle(reset.request.parse({ channel: "#r" }), c)).toEqual({ success: true });
     const messages = await c.memory.context("#r", "quinn", "chess?", await c.personas.forChannel("#r"));
-    expect(messages.map((m) => m.content).slice(1)).toEqual(["Remembered facts:\n- Quinn likes chess", "quinn: chess?"]);
+    expect(storedData(messages)).toEqual({ index: 1, summaries: [], facts: [{ about: null, text: "Quinn likes chess" }] });
+    expect(messages.slice(2).map((m) => m.content)).toEqual(["quinn: chess?"]);
   });
 });
 

@@ -29,6 +29,7 @@ import { extractiveSummary } from "../providers/extractive";
 import { estimateTokens } from "../providers/tokens";
 import { MemoryIndex, type Doc, type Ranked } from "./bm25";
 import { canonical, terms } from "./text";
+import { storedContextMessage } from "./framing";
 import type { MemoryOptions, MemoryService, StoredClaim, StoredExchange, StoredSummary, StoredTurn } from "./types";
 
 /** Summaries kept per channel; older ones are deleted (context only shows the last few). */
@@ -59,11 +60,8 @@ interface Versioned<T> {
   revision: number;
 }
 
-/** A summary as stored, with its context message and cost once context() needed them. */
-interface StoredSummaryEntry extends Versioned<StoredSummary> {
-  msg?: Message;
-  cost?: number;
-}
+/** A summary as stored. */
+type StoredSummaryEntry = Versioned<StoredSummary>;
 
 /** One message of the history, as stored. */
 interface HistoryMessage {
@@ -536,20 +534,13 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       const prompt = systemMessage(persona.system_prompt);
       const head: Message[] = [prompt];
       let headCost = cost(prompt);
-      if (st && mc.summaries_in_context > 0) {
-        for (const [, s] of sortedSummaries(st).slice(-mc.summaries_in_context)) {
-          s.msg ??= Object.freeze({ role: "system", content: `Previous conversation summary: ${s.value.summary}` } as Message);
-          s.cost ??= cost(s.msg);
-          head.push(s.msg);
-          headCost += s.cost;
-        }
-      }
-      const facts = findMemories(encoded, message, user, mc.memories_in_context);
-      if (facts.length > 0) {
-        const lines = facts.map((m) => `- ${m.user_id === null ? "" : `(about ${m.user_id}) `}${m.content}`);
-        const m: Message = { role: "system", content: `Remembered facts:\n${lines.join("\n")}` };
-        head.push(m);
-        headCost += cost(m);
+      // Summaries and facts are stored text that users wrote: quoted data, never instructions.
+      const summaries = st && mc.summaries_in_context > 0 ? sortedSummaries(st).slice(-mc.summaries_in_context).map(([, s]) => s.value.summary) : [];
+      const facts = findMemories(encoded, message, user, mc.memories_in_context).map((m) => ({ about: m.user_id, text: m.content }));
+      const stored = storedContextMessage(summaries, facts);
+      if (stored) {
+        head.push(stored);
+        headCost += cost(stored);
       }
       const next: Message = { role: "user", content: `${user}: ${message}` };
 
