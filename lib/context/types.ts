@@ -169,7 +169,7 @@ export interface AddMemory {
 }
 
 export interface ConversationMemory {
-  /** Messages for the provider: persona prompt, summaries, recalled facts, history, the new message. */
+  /** Messages for the provider: persona prompt (the only system message), summaries and recalled facts quoted as data, history, the new message. */
   context(channel: string, user: string, message: string, persona: Persona): Promise<Message[]>;
   /** Appends the user turn and the reply to the channel's history (and summarizes when due). */
   record(channel: string, user: string, message: string, reply: string): Promise<void>;
