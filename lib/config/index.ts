@@ -37,6 +37,13 @@ const validTimeZone = (tz: string) => {
   }
 };
 
+/**
+ * Root of the service's own reply subjects (JetStream API answers, KV values, publish acks,
+ * KV watch deliveries). Not `_INBOX`: clients commonly may subscribe to `_INBOX.>`, and this
+ * traffic carries bucket contents, so it gets a root that permissions grant the service alone.
+ */
+export const SERVICE_INBOX_PREFIX = "_INBOX_ROSEY_LLM";
+
 export const Config = z.strictObject({
   nats: z
     .strictObject({
@@ -49,10 +56,18 @@ export const Config = z.strictObject({
       tls_cert: z.string().optional(),
       tls_key: z.string().optional(),
       name: z.string().default("rosey-llm"),
+      /**
+       * Root of the connection's reply subjects. The service's own (the default) carries bucket
+       * contents; a CLI run by an administrator uses the admin set's root instead.
+       */
+      inbox_prefix: z
+        .string()
+        .regex(/^_INBOX[A-Za-z0-9_-]*$/, "an inbox root: _INBOX followed by letters, digits, '-' or '_'")
+        .default(SERVICE_INBOX_PREFIX),
       /** Port of the embedded nats-server (NATS_URL unset); unset: 4222 when free, else any free port. */
       embedded_port: z.number().int().min(1).max(65535).optional(),
     })
-    .default({ name: "rosey-llm" }),
+    .default({ name: "rosey-llm", inbox_prefix: SERVICE_INBOX_PREFIX }),
   subject_prefix: z
     .string()
     .regex(/^[A-Za-z0-9_-]+$/, "one subject token: letters, digits, '-' and '_'")
@@ -190,6 +205,7 @@ export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list" | "b
   ["NATS_TLS_CA", ["nats", "tls_ca"], "string"],
   ["NATS_TLS_CERT", ["nats", "tls_cert"], "string"],
   ["NATS_TLS_KEY", ["nats", "tls_key"], "string"],
+  ["NATS_INBOX_PREFIX", ["nats", "inbox_prefix"], "string"],
   ["ROSEY_NATS_PORT", ["nats", "embedded_port"], "number"],
   ["ROSEY_SUBJECT_PREFIX", ["subject_prefix"], "string"],
   ["ROSEY_MAX_REQUEST_BYTES", ["service", "max_request_bytes"], "number"],
