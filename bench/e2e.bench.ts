@@ -233,6 +233,10 @@ async function countOps(url: string, nc: NatsConnection, monitorPort: number, n:
     if (subject.startsWith("$JS.API.")) return `other JS API ${subject.split(".").slice(2, 4).join(".")}`;
     return "event publish";
   };
+  // Background writes of earlier chats (a channel's usage waits up to 1.5 s for the
+  // channel's next chat) land before counting starts, and those of these chats before it ends.
+  const settle = () => new Promise((r) => setTimeout(r, 2_000));
+  await settle();
   for (const s of ["$KV.>", "$JS.API.>", "rosey.event.>"]) {
     mon.subscribe(s, { callback: (_e, m) => bump(classify(m.subject)) });
   }
@@ -244,8 +248,7 @@ async function countOps(url: string, nc: NatsConnection, monitorPort: number, n:
       : bodies[(i * 13) % bodies.length];
     await nc.request(CHAT_SUBJECT, body, { timeout: 10_000 });
   }
-  // Background work of these chats (events, usage batches, summaries) lands within a moment.
-  await new Promise((r) => setTimeout(r, 1_000));
+  await settle();
   await mon.flush();
   const v1 = await varz(monitorPort);
   await mon.close();
@@ -412,104 +415,50 @@ async function main() {
 
 /** What bounds the figures, and what was measured while removing costs; kept beside the code. */
 const NOTES = `
+### The chat path now
+
+Persona (watch-fed mirror) and context (local) are prepared while the admission runs; the admission reserves the
+context budget and writes the user's and the channel's documents concurrently, each by compare-and-set from the
+revision this instance last saw (a read first only for a key it does not know, or one another instance wrote in the
+last 2 s); the offline reply; then settle (the user's document: the reservation goes, the real tokens and the user's
+usage go in), this instance's spend of the day (the service's totals and the global budget's record) and the history
+write, concurrently; the response event is published without being awaited. That is **2 awaited JetStream round trips
+in sequence** for a user and a channel this instance knows, 3 for a first chat of either (test/hotpath.test.ts counts
+both, deterministically).
+
+JetStream operations per chat, as counted above: 4 LIMITS writes (user and channel at admission; user and instance
+spend at settle), 1 MEMORY write, 1 event = **6**, plus a channel's usage, which waits up to 1.5 s for the channel's
+next admission and is written on its own otherwise (0.25 per chat in the short-histories column, where each channel
+gets 4 chats; ~0 on a busy channel), plus the first read of a channel never seen (0.25). Was 9.25. The target of
+≤ 5 is **not met**; what makes 6: exact rolling windows per user and per channel need both documents written at
+admission (2); the user's quota needs its settle (1); the spend of the instance must be stored before the reply, or
+an instance killed between a reply and a background write would have answered calls the global budget never counts
+— and the dead instance's lease could not be handed back without overspending (lib/limiter/lease.ts) (1); history
+(1); the event (1). Written in the background instead, that spend would make 5 at the price of that guarantee. The
+memory's per-request freshness read, when it lands, adds 1 operation but no round trip (it runs with the admission).
+
 ### What bounds these figures
 
-The targets (overhead p50 ≤ 1 ms, p99 ≤ 3 ms, ≥ 2,000 chats/s per instance) are **not met**: overhead p50 is at best
-just above 1 ms (1.04–1.82 ms over this round's runs on a noisy machine, 1.08 ms in the single run before it), p99 is
-5–7 ms, and one instance serves ~1,100–1,900 chats/s at 64 in flight (see the tables above for this run).
+The targets (overhead p50 ≤ 1.0 ms and p99 ≤ 3 ms at 1 in flight; ≥ 0.15 × echo at 64 in flight; service CPU per
+chat ≤ 0.4 ms; RSS ≤ 120 MB after load) are **not met** on this machine. CPU profile of the service at 1 in flight
+(\`E2E_CPU_PROF\`; shares of busy CPU): socket writes (\`writeBuffer\`) 24–40 %, garbage collection 7–9 %, nats.js
+\`NatsError\` (an \`Error\` with a stack trace built for every finished request) 3.5–6.6 %, the client's
+request/reply machinery for the 6 operations; the service's own code (limiter, usage, memory, events, offline
+provider) is a few % each. So the service's CPU per chat is set by how many JetStream requests a chat makes and
+what nats.js 2.29 spends on each, and at 1 in flight the latency is that CPU plus two round trips: fewer operations
+(above) is what lowered it. RSS after load is the memory mirror of every channel (lib/memory).
 
-- **Round trips in sequence (latency).** A chat's critical path: persona from a watch-fed mirror (no round trip, one
-  event-loop turn) ‖ admission (the channel document is read; then the user document is written by compare-and-set
-  from the revision this instance last saw, and the channel document by compare-and-set on the revision just read,
-  concurrently) → context and offline reply (local) → settle (user document CAS from the admission's revision) ‖ usage
-  (user, channel and instance-shard CAS writes, each from the revision last written) ‖ history (one create per
-  exchange) → reply. Events are published in the background and never awaited. That is **3 awaited JetStream round
-  trips in sequence**: channel read → user ‖ channel CAS → settle ‖ usage ‖ history, each ~0.25 ms plus the client's
-  CPU for it. It is 4 when usage meets a key this instance has not written lately, or one another instance wrote in
-  the last 2 s (a read before its CAS: the 0.25 usage reads per chat on fresh channels in the table above); a user
-  document this instance does not remember is read alongside the channel's, at no extra step.
-- **CPU per chat (throughput).** At 16 and 64 in flight the service process is CPU-bound (one core; the other runs
-  nats-server and the load generator): the service CPU per chat in the table above is the ceiling's reciprocal, e.g.
-  0.55 ms per chat caps one instance near 1,800 chats/s. Profile of the service under load (\`E2E_CPU_PROF\`, this
-  round's code; shares of busy CPU): nats.js \`NatsError\` 12 % — nats.js 2.29 builds an \`Error\` with a stack
-  trace each time a request that already succeeded is cleaned up (\`RequestOne.cancel\`), ~6.5 µs each on this machine,
-  ~9 requests per chat, which \`noAsyncTraces\` does not cover; garbage collection 12 %; socket writes 9 %;
-  the rest is the client's request/reply machinery for ~9 JetStream operations per chat, and the service's own code
-  (limiter, usage, memory, events, offline provider) at 23 % together.
+### Measured this round (1 instance; the machine was heavily shared, load average 9–12 on 2 cores)
 
-With 3 instances the same 2 cores are shared by three service processes, nats-server and the load generator, and
-every instance also receives and mirrors every history write of the others through its memory watch, so 3 instances
-add little throughput on this machine.
-
-### What would remove the rest
-
-- Per-user and per-channel usage folded into the limiter's user and channel documents, which admission and settle
-  write anyway: −2 KV writes per chat (9.25 → ~7.25 operations), less CPU; the same number of round trips.
-- Replying before settle, usage and history are stored: −1 awaited round trip (3 → 2), at the cost of
-  read-your-writes — a caller asking for its usage or the channel's context right after a reply could miss that
-  chat (test/hotpath.test.ts pins the current order).
-- A NATS client that does not build an \`Error\` for every finished request (upstream fix or a patched nats.js):
-  ~12 % of the service's CPU, plus the garbage it leaves.
-- For the 3-instance rows: more cores, or instances on other machines; each instance mirroring every memory write
-  is inherent to the watch-fed mirror.
-
-### Hot-path changes made (1 instance, before → after, medians of 5 interleaved runs)
-
-| change (files) | overhead p50 | chat p50 | JetStream round trips awaited in sequence |
-|---|---|---|---|
-| before | 3.11 ms | 3.44 ms | 7 |
-| persona read runs with the admission; history is written with settle and usage (handlers/chat.ts, lib/llm/index.ts) | 2.65 ms | 3.15 ms | 5 |
-
-Behaviour kept: an unknown persona override is still refused before it costs a request, a failed persona read returns
-the reservation, and the reply still waits until settle, usage and history are stored (test/hotpath.test.ts).
-
-### Measured on trial builds before they landed (same bench, \`E2E_DIST=<build>\`; CPU per chat from /proc at 16 in flight)
-
-| cumulative change | overhead p50 | overhead p99 | JetStream ops per chat | service CPU per chat | chats/s at 16 in flight (1 instance) |
+| build | chat p50, 1 in flight | chat p99 | service CPU per chat | JetStream ops per chat | round trips in sequence |
 |---|---|---|---|---|---|
-| current code | 2.65 ms | 7.7 ms | 16 | 1.6–1.7 ms | 650–690 |
-| + \`noAsyncTraces: true\` in runtime/connect.ts | 2.39 ms | 7.4 ms | 16 | 1.5–1.6 ms | 680–730 |
-| + usage and limiter CAS from the revision of their own last write; persona selection without a read per request | 1.41 ms | 5.7 ms | 9.5 | 1.2–1.35 ms | 850–960 |
-| + ASCII fast path in the token estimator | – | – | 9.5 | 1.0 ms | 1,060–1,120 |
+| main before this change | 3.13 / 3.66 ms | 18.2 / 53.4 ms | 2.09 / 2.51 ms | 9.25 | 3 |
+| this change | 2.55 / 3.07 ms | 13.9 / 30.1 ms | 1.71 / 2.17 ms | 6.5 | 2 |
 
-### Changes since, as they landed (1 instance)
-
-Single runs are one \`npm run bench\` each; ranges are the \`E2E_DIST\` runs of the table above; "–" was not measured
-on its own. The CPU figures of the E2E_DIST table were taken another way than the "service CPU per chat" column
-of the sustained table and of the next table, and are not comparable with them.
-
-| change (files) | overhead p50 | overhead p99 | chats/s at 16 in flight | chats/s at 64 in flight | JetStream ops per chat | source |
-|---|---|---|---|---|---|---|
-| before (the code of the previous committed run) | 1.98 ms | 5.33 ms | 607 | 566 | 16 | single run |
-| \`noAsyncTraces\` (runtime/connect.ts) | 2.65 → 2.39 ms | 7.7 → 7.4 ms | 650–690 → 680–730 | – | 16 | ranges |
-| limiter and usage write from their last known revision (lib/limiter, lib/usage) | with the next row: 1.41 ms | 5.7 ms | 850–960 | – | limiter reads 3 → 0, later 1 (a channel's document is read again on every admission: a shared key); usage reads 3 → ~0.25 | ranges |
-| persona from a watch-fed mirror (lib/personas) | (with the row above) | | | | persona read 1 → 0 (9.5 in all, measured with the row above) | ranges |
-| one history key per exchange (lib/memory) | – | – | – | – | memory writes 2 → 1 | – |
-| ASCII token estimator (lib/providers/tokens.ts) | – | – | 1,060–1,120 | – | no change | ranges |
-| calendar windows cached per minute (lib/limiter/calendar.ts) | – | – | – | – | no change | – |
-| all of the above | 1.08 ms | 5.14 ms | 1,571 | 1,840 | 9.25 | single run |
-
-### This round (CPU of the chat path; same JetStream operations, same replies)
-
-| change (files) | local work per chat, in-process | service CPU per chat at 16 / 64 in flight, e2e |
-|---|---|---|
-| before | ~200 µs | 0.80 / 0.72 ms |
-| context hands out the same frozen prompt, summary and history messages on every chat; the offline provider counts a frozen message's tokens once instead of re-scanning the whole context per reply (lib/memory/memory.ts, lib/providers/offline.ts) | ~140 µs | |
-| envelope and payload of an event validated in one parse that builds the published object, instead of two parses and a merge (lib/events/index.ts) | ~132 µs | |
-| one controller and one timer per provider call, released when it ends, instead of \`AbortSignal.timeout\` + \`AbortSignal.any\` kept alive for the 25 s deadline (lib/providers/registry.ts) | ~102–125 µs | |
-| history ids kept in order instead of sorted on every context; own writes coming back through the watch not parsed again (lib/memory/memory.ts) | ~96–109 µs | 0.72 / 0.70 ms |
-
-In-process: a loop of context(), the offline completion, the response event and record() over an in-memory bucket
-(200 channels, 1,000 users, the benchmark's messages), medians of 5 × 10,000 chats after 20,000 warm-up chats, two
-runs each; it shows what each change removes without the noise of the machine. End to end: \`E2E_DIST\` builds,
-8 interleaved runs each (medians); the machine is noisy, so differences of a few hundredths of a ms are within
-run-to-run variation. Over the 8 pairs the new code used less CPU per chat in most of them (ranges 0.68–1.14 →
-0.56–1.02 ms at 16, 0.61–0.93 → 0.53–0.88 ms at 64) and served more chats (medians 1,180 → 1,390 at 16, 1,452 →
-1,498 at 64 in flight); latency at 1 in flight did not change measurably (overhead p50 medians 1.44 → 1.51 ms, p99
-5.56 → 5.99 ms, within the runs' spread of 1.04–1.82 ms and 4.71–6.85 ms; the machine was noisier in this round than
-in the single run that preceded it). The self time of the service's own code fell from ~28 % to ~23 % of its busy
-CPU in the profile. Behaviour kept: the same token counts (the in-process totals match to the token), the same event
-bodies and refusals, the same deadline and cancellation reasons; the whole suite passes.
+Two interleaved pairs (main, this, main, this), each 3,000 sequential chats after 2,000 warm-up chats against a
+\`node dist/runtime/cli.js start\` of that build (1,000 users, 200 channels, offline provider, limits raised),
+service CPU from /proc; no echo was measured in these runs. At this load the tables above vary by a factor of 2
+between runs; the pairs say the change costs less CPU and latency per chat, not by how much on a quiet machine.
 `;
 
 main()

@@ -157,14 +157,15 @@ async function main() {
       "|---|---|---|---|---|---|---|---|",
       ...rows,
       "",
-      "An admit is a compare-and-set write of the user's document, starting from the revision this instance " +
-        "last saw (a read only when it has none, or another instance wrote the key lately), and, with a channel, " +
-        "a read and a compare-and-set of the channel's document, concurrently. One hot user is one key that every " +
-        "request writes; requests of one instance for the same key are group-committed (one CAS decides and " +
-        "writes the whole batch), so the key sees 3 writers, not 24, and CAS retries count only the conflicts " +
-        "between instances. In real use the per-minute limit refuses such a user after a few requests, with one " +
-        "read and no write. With a channel, the channel's key is the shared one. Latencies include queueing " +
-        "behind 24 requests in flight on a 2-core machine that also runs the server (compare the baseline).",
+      "An admit is a compare-and-set write of the user's document (its rolling log of the last hour gets one more " +
+        "entry; with limits this high the log keeps its newest 300 entries one by one and older ones per minute), " +
+        "starting from the revision this instance last saw (a read only when it has none, or another instance wrote " +
+        "the key lately), and, with a channel, a compare-and-set of the channel's document the same way, concurrently. " +
+        "One hot user is one key that every request writes; requests of one instance for the same key are " +
+        "group-committed (one CAS decides and writes the whole batch), so the key sees 3 writers, not 24, and CAS " +
+        "retries count only the conflicts between instances. In real use the per-minute limit refuses such a user " +
+        "after a few requests, with no write. With a channel, the channel's key is the shared one. Latencies include " +
+        "queueing behind 24 requests in flight on a 2-core machine that also runs the server (compare the baseline).",
     ].join("\n");
     writeSection("limiter", md);
     console.log(md);

@@ -1,8 +1,7 @@
 // handlers/chat.ts — rosey.llm.chat
 import { ChatRequest, ChatResponse } from "../lib/schemas";
-import type { Ctx, Ticket } from "../lib/context";
-import type { Persona } from "../lib/schemas";
-import { callModel, refuse, reservation } from "../lib/llm";
+import type { Ctx } from "../lib/context";
+import { callModel } from "../lib/llm";
 
 export const name = "chat";
 export const request = ChatRequest;
@@ -13,62 +12,36 @@ const CHAT_MAX_TOKENS = 512;
 
 /** A chat turn in a channel: persona, memory and history in, the reply recorded and published. */
 export async function handle(req: ChatRequest, ctx: Ctx): Promise<ChatResponse> {
-  const call = { endpoint: name, user: req.user, channel: req.channel } as const;
-  // Reserve for the message and the reply before any work; history is settled with the real count.
-  const admit = () =>
-    ctx.limiter.admit({
-      user: req.user,
-      channel: req.channel,
-      tokens: reservation(ctx, [{ role: "user", content: req.message }], CHAT_MAX_TOKENS),
-    });
-  let persona: Persona;
-  let ticket: Ticket;
-  if (req.persona !== undefined) {
-    // An unknown override is the caller's mistake and must not cost a request: check it first
-    // (a built-in or operator persona is known locally, so this is no round trip).
-    persona = await ctx.personas.forChannel(req.channel, req.persona);
-    ticket = await admit();
-  } else {
-    // The channel's selection (served from a watch-fed mirror) and the admission are independent: run them together.
-    const [p, t] = await Promise.allSettled([ctx.personas.forChannel(req.channel), admit()]);
-    if (p.status === "rejected") {
-      if (t.status === "fulfilled" && t.value.ok) await ctx.limiter.release(t.value).catch(() => undefined);
-      throw p.reason;
-    }
-    if (t.status === "rejected") throw t.reason;
-    persona = p.value;
-    ticket = t.value;
-  }
-  if (!ticket.ok) return { ...refuse(ctx, call, ticket), tokens_used: 0 };
-
-  let messages;
-  try {
-    messages = await ctx.memory.context(req.channel, req.user, req.message, persona);
-  } catch (err) {
-    await ctx.limiter.release(ticket);
-    throw err;
-  }
-  const r = await callModel(
-    ctx,
-    {
-      ...call,
-      messages,
-      temperature: persona.temperature,
-      max_tokens: CHAT_MAX_TOKENS,
-      persona: persona.name,
-      prompt_length: req.message.length,
-      // History is written while the call is accounted for, not after.
-      alongside: (reply) => ctx.memory.record(req.channel, req.user, req.message, reply.content),
+  // An unknown persona override is the caller's mistake and must not cost a request: check
+  // it first (a built-in or operator persona is known locally, so this is no round trip).
+  const override = req.persona !== undefined ? await ctx.personas.forChannel(req.channel, req.persona) : undefined;
+  const { reply, plan } = await callModel(ctx, {
+    endpoint: name,
+    user: req.user,
+    channel: req.channel,
+    max_tokens: CHAT_MAX_TOKENS,
+    prompt_length: req.message.length,
+    // The context is bounded by the memory's token budget: reserved up front, so the
+    // admission runs while the context is assembled (a larger prompt reserves the rest).
+    promptBudget: ctx.config.memory.context_tokens,
+    async prepare() {
+      // The channel's memory is read while the persona is looked up: two reads, one round trip.
+      const channel = ctx.memory.prepare(req.channel);
+      const persona = override ?? (await ctx.personas.forChannel(req.channel));
+      return {
+        messages: await ctx.memory.context(req.channel, req.user, req.message, persona, channel),
+        temperature: persona.temperature,
+        persona: persona.name,
+        exchange: { channel: req.channel, user: req.user, message: req.message },
+      };
     },
-    ticket,
-  );
-  if (!r.ok) return { ...refuse(ctx, call, r.refusal), tokens_used: 0 };
+  });
   return {
     success: true,
-    content: r.reply.content,
-    tokens_used: r.reply.tokens.total,
-    provider: r.reply.provider,
-    model: r.reply.model,
-    persona: persona.name,
+    content: reply.content,
+    tokens_used: reply.tokens.total,
+    provider: reply.provider,
+    model: reply.model,
+    persona: plan.persona,
   };
 }

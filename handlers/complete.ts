@@ -1,7 +1,7 @@
 // handlers/complete.ts — rosey.llm.complete
 import { CompleteRequest, ChatResponse } from "../lib/schemas";
 import type { Ctx } from "../lib/context";
-import { callModel, refuse } from "../lib/llm";
+import { callModel } from "../lib/llm";
 
 export const name = "complete";
 export const request = CompleteRequest;
@@ -12,23 +12,20 @@ const DEFAULT_MAX_TOKENS = 1024;
 
 /** A raw completion over the caller's messages, with limits, fallback and accounting. */
 export async function handle(req: CompleteRequest, ctx: Ctx): Promise<ChatResponse> {
-  const call = {
+  const { reply } = await callModel(ctx, {
     endpoint: name,
     user: req.user,
     channel: req.channel,
-    messages: req.messages,
-    temperature: req.temperature,
     max_tokens: req.max_tokens ?? DEFAULT_MAX_TOKENS,
     provider: req.provider,
     prompt_length: req.messages.reduce((n, m) => n + m.content.length, 0),
-  } as const;
-  const r = await callModel(ctx, call);
-  if (!r.ok) return { ...refuse(ctx, call, r.refusal), tokens_used: 0 };
+    prepare: () => ({ messages: req.messages, temperature: req.temperature }),
+  });
   return {
     success: true,
-    content: r.reply.content,
-    tokens_used: r.reply.tokens.total,
-    provider: r.reply.provider,
-    model: r.reply.model,
+    content: reply.content,
+    tokens_used: reply.tokens.total,
+    provider: reply.provider,
+    model: reply.model,
   };
 }

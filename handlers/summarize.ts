@@ -1,7 +1,7 @@
 // handlers/summarize.ts — rosey.llm.summarize
 import { SummarizeRequest, SummaryResponse } from "../lib/schemas";
 import type { Ctx } from "../lib/context";
-import { callModel, refuse } from "../lib/llm";
+import { callModel } from "../lib/llm";
 import { limitWords, summarizePrompt } from "../lib/providers/summarize";
 
 export const name = "summarize";
@@ -11,20 +11,19 @@ export const response = SummaryResponse;
 /** A summary of the text in the requested style, never longer than max_length words. */
 export async function handle(req: SummarizeRequest, ctx: Ctx): Promise<SummaryResponse> {
   const prompt = summarizePrompt(req.text, req.max_length, req.style);
-  const call = { endpoint: name, user: req.user, channel: req.channel } as const;
-  const r = await callModel(ctx, {
-    ...call,
-    messages: prompt.messages,
-    temperature: prompt.temperature,
+  const { reply } = await callModel(ctx, {
+    endpoint: name,
+    user: req.user,
+    channel: req.channel,
     max_tokens: prompt.max_tokens,
     prompt_length: req.text.length,
+    prepare: () => ({ messages: prompt.messages, temperature: prompt.temperature }),
   });
-  if (!r.ok) return refuse(ctx, call, r.refusal);
   return {
     success: true,
-    summary: limitWords(r.reply.content, req.max_length),
-    tokens_used: r.reply.tokens.total,
-    provider: r.reply.provider,
-    model: r.reply.model,
+    summary: limitWords(reply.content, req.max_length),
+    tokens_used: reply.tokens.total,
+    provider: reply.provider,
+    model: reply.model,
   };
 }

@@ -8,8 +8,9 @@ export const response = UsageResponse;
 
 /**
  * Today's requests and tokens of a user (when given), else of a channel, else of the whole
- * service with its split by provider; and what is left of the user's limits (-1: exempt,
- * no limit). Without a user, the remaining limits are those a user starts the day with.
+ * service, with the split by provider and the active provider; and what is left of the
+ * user's limits (-1: exempt, no limit). Without a user, the remaining limits are those a
+ * user starts the day with.
  */
 export async function handle(req: UsageRequest, ctx: Ctx): Promise<UsageResponse> {
   const [totals, remaining] = await Promise.all([
@@ -21,6 +22,7 @@ export async function handle(req: UsageRequest, ctx: Ctx): Promise<UsageResponse
     requests_today: totals.requests_today,
     tokens_today: totals.tokens_today,
     rate_limits_remaining: remaining,
+    provider: ctx.providers.current().name,
   };
   if (req.user !== undefined) reply.user = req.user;
   if (req.channel !== undefined) reply.channel = req.channel;

@@ -1,10 +1,14 @@
 // `rosey-llm usage`: the usage bucket as a table — one row per day, user / channel / the
 // whole service, and provider — read straight from KV, since the `usage` endpoint answers
-// for today only. Keys are matched with the layouts of lib/keys/layout.ts.
+// for today only. A user's or a channel's current day is still in the limits bucket (the
+// usage bucket gets it when their next day starts, lib/limiter/history.ts), so it is read
+// there. Keys are matched with the layouts of lib/keys/layout.ts.
 import type { NatsConnection } from "nats";
 import type { Config } from "../lib/config";
 import { BUCKET_LAYOUTS, keyFilter, parseKey } from "../lib/keys/layout";
+import { historyDoc, type HistoryDoc } from "../lib/limiter/history";
 import { calendar } from "../lib/limiter/calendar";
+import type { ChannelDoc, UserDoc } from "../lib/limiter";
 import { natsKv } from "./kv";
 import { BUCKETS } from "./provision";
 import { formatTable } from "./table";
@@ -18,14 +22,8 @@ export interface UsageQuery {
   now?: number;
 }
 
-/** What one usage key stores (lib/usage). */
-interface UsageDoc {
-  requests: number;
-  tokens: number;
-  by_provider?: Record<string, { requests: number; tokens: number }>;
-}
-
 const LAYOUT = BUCKET_LAYOUTS.usage.keys;
+const LIVE = BUCKET_LAYOUTS.limits.keys;
 const SCOPES = [
   ["service", LAYOUT.instance.key],
   ["channel", LAYOUT.channel.key],
@@ -54,22 +52,42 @@ export async function usageRows(nc: NatsConnection, config: Config, q: UsageQuer
   const now = q.now ?? Date.now();
   const since = cal.date(now - (q.days - 1) * 86_400_000);
 
-  const keys = (await Promise.all(filters.map((f) => kv.keys(f)))).flat();
   const totals = new Map<string, Row>();
+  const add = (day: string, scope: string, name: string, doc: HistoryDoc) => {
+    if (day < since) return;
+    for (const [provider, v] of Object.entries(doc.by_provider ?? {})) {
+      const id = [day, scope, name, provider].join("\n");
+      const row = totals.get(id) ?? [day, scope, name, provider, 0, 0];
+      row[4] += v.requests;
+      row[5] += v.tokens;
+      totals.set(id, row);
+    }
+  };
+  const dec = new TextDecoder();
+  const keys = (await Promise.all(filters.map((f) => kv.keys(f)))).flat();
   await Promise.all(
     keys.map(async (k) => {
       const match = SCOPES.map(([scope, layout]) => ({ scope, parts: parseKey(layout, k) })).find((m) => m.parts);
-      if (!match?.parts || match.parts.day < since) return;
-      const entry = await kv.get(k);
-      if (!entry) return;
-      const doc = JSON.parse(new TextDecoder().decode(entry.value)) as UsageDoc;
-      const name = match.scope === "service" ? "*" : (match.parts.user ?? match.parts.channel);
-      for (const [provider, v] of Object.entries(doc.by_provider ?? {})) {
-        const id = [match.parts.day, match.scope, name, provider].join("\n");
-        const row = totals.get(id) ?? [match.parts.day, match.scope, name, provider, 0, 0];
-        row[4] += v.requests;
-        row[5] += v.tokens;
-        totals.set(id, row);
+      const entry = match?.parts && match.parts.day >= since ? await kv.get(k) : null;
+      if (!match?.parts || !entry) return;
+      add(match.parts.day, match.scope, match.scope === "service" ? "*" : (match.parts.user ?? match.parts.channel), JSON.parse(dec.decode(entry.value)));
+    }),
+  );
+  // The current days of users and channels, from the limiter's documents.
+  const limits = natsKv(await js.views.kv(BUCKETS.limits, { bindOnly: true }), BUCKETS.limits, await nc.jetstreamManager());
+  type Live = readonly ["user" | "channel", string];
+  const live: Live[] = [
+    ...(q.user !== undefined ? [["user", keyFilter(LIVE.user.key, { user: q.user })] as const] : []),
+    ...(q.channel !== undefined ? [["channel", keyFilter(LIVE.channel.key, { channel: q.channel })] as const] : []),
+  ];
+  const liveFilters: Live[] = named.length ? live : [["user", keyFilter(LIVE.user.key)], ["channel", keyFilter(LIVE.channel.key)]];
+  await Promise.all(
+    liveFilters.map(async ([scope, filter]) => {
+      for (const k of await limits.keys(filter)) {
+        const parts = parseKey(LIVE[scope].key, k);
+        const entry = parts ? await limits.get(k) : null;
+        const d = entry && (JSON.parse(dec.decode(entry.value)) as UserDoc | ChannelDoc).d;
+        if (d) add(d.w, scope, parts![scope], historyDoc(d));
       }
     }),
   );

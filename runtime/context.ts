@@ -1,15 +1,20 @@
 // Builds the Ctx handlers receive from a NATS connection: the host services (events,
 // providers, limiter, usage, memory, personas) over JetStream KV and the events stream.
-import type { JetStreamClient, JetStreamManager } from "nats";
+// Synchronous, and reads nothing at start: memory and personas read the channels they are
+// asked about when asked (lib/kv/group-cache.ts), so an instance is ready as soon as it is
+// built, however much the buckets hold (runtime/service.ts relies on this).
+import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
 import type { Config } from "../lib/config";
 import type { Clock, Ctx, InstanceInfo, Logger } from "../lib/context";
 import { createEvents } from "../lib/events";
 import { createLimiter, createWriteLimiter } from "../lib/limiter";
+import { summarizeHistory } from "../lib/llm";
 import { createMemory } from "../lib/memory";
 import { createPersonas } from "../lib/personas";
 import { createProviders } from "../lib/providers";
 import { createUsage } from "../lib/usage";
 import { natsKv } from "./kv";
+import { streamReads } from "./kv-reads";
 import { BUCKETS, retryLeaderless, type Buckets } from "./provision";
 
 /**
@@ -23,6 +28,7 @@ export function chatLimitsConfig(config: Config): Config {
 }
 
 export interface ContextOptions {
+  nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
   buckets: Buckets;
@@ -34,8 +40,8 @@ export interface ContextOptions {
 }
 
 /** The shared context of one runtime instance, and a close function that finishes its background work. */
-export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; close(): Promise<void> }> {
-  const { js, jsm, buckets, config, log, instance } = opts;
+export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promise<void> } {
+  const { nc, js, jsm, buckets, config, log, instance } = opts;
   const clock = opts.clock ?? { now: () => Date.now() };
   const events = createEvents({
     prefix: config.subject_prefix,
@@ -50,31 +56,42 @@ export async function createContext(opts: ContextOptions): Promise<{ ctx: Ctx; c
     },
   });
   const providers = createProviders(config, { log, clock, fetch: opts.fetch });
-  const limiter = createLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits, jsm), config: chatLimitsConfig(config), clock, events, log });
-  const writes = createWriteLimiter({ kv: natsKv(buckets.limits, BUCKETS.limits, jsm), config: config.limits, clock });
-  const usage = createUsage({ kv: natsKv(buckets.usage, BUCKETS.usage, jsm), config, clock, log, instance: instance.id });
-  const personas = createPersonas({ kv: natsKv(buckets.personas, BUCKETS.personas, jsm), config, log });
+  // Set below; the memory's summarizer needs the whole context, and runs only once it exists.
+  let ctx!: Ctx;
+  // Limits, quotas, the global budget and today's usage share the limits bucket: a call's
+  // accounting and its usage are the same writes. Finished days go to the usage bucket.
+  const limits = natsKv(buckets.limits, BUCKETS.limits, jsm);
+  const history = natsKv(buckets.usage, BUCKETS.usage, jsm);
+  const limiter = createLimiter({ kv: limits, config: chatLimitsConfig(config), clock, events, log, instance: instance.id, history });
+  const writes = createWriteLimiter({ kv: limits, config: config.limits, clock });
+  const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
+  // Memory and personas read groups of keys (a channel's, the definitions) straight from the bucket streams.
+  const grouped = (name: keyof typeof BUCKETS) => ({
+    ...natsKv(buckets[name], BUCKETS[name], jsm),
+    ...streamReads(nc, jsm, BUCKETS[name], config.replicas > 1),
+  });
+  const personas = createPersonas({ kv: grouped("personas"), config, log, clock });
   const memory = createMemory({
-    kv: natsKv(buckets.memory, BUCKETS.memory, jsm),
+    kv: grouped("memory"),
     config,
     clock,
     events,
     providers,
     log,
     instance: instance.id,
+    // History summaries are model calls like any other: admitted, counted, published.
+    summarizer: (req) => summarizeHistory(ctx, req),
   });
-  // The memory index is loaded from the bucket before the first request is taken.
-  await Promise.all([memory.ready(), personas.ready()]);
-  const ctx: Ctx = { config, clock, log, instance, events, providers, limiter, writes, usage, memory, personas };
+  ctx = { config, clock, log, instance, events, providers, limiter, writes, usage, memory, personas };
   return {
     ctx,
     async close() {
-      // Summaries and touches in progress finish before the watch stops and events flush.
+      // Summaries and touches in progress finish before the caches go and events flush.
       await memory.settled();
       memory.close();
       personas.close();
-      // Unused global budget goes back; batched usage counters are written.
-      await Promise.all([limiter.close(), usage.flush()]);
+      // Pending channel usage is written; the lease's spend moves to the day's total.
+      await limiter.close();
       await events.flush();
     },
   };

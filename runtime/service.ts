@@ -91,8 +91,60 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
   await provisionStream(jsm, config);
   const buckets = await provisionBuckets(js, config);
 
+  // The micro service answers $SRV.PING from the moment it is added. So everything it serves
+  // is built before: the endpoints here, the context right after the service is added (it
+  // needs the instance id, and reads nothing at start), with no await between adding the
+  // service and adding its last endpoint. A client that finds the service through PING finds
+  // every endpoint there, answering from the first request, however much the buckets hold.
+  let ctx!: Ctx;
+  let slog: Logger = log;
+  const inflight = new Set<Promise<void>>();
+  const track = (p: Promise<void>) => {
+    inflight.add(p);
+    void p.finally(() => inflight.delete(p));
+  };
   const stats = new Map<string, EndpointStats>();
   const bySubject = new Map<string, EndpointStats>();
+  const endpoints = mods.map((mod) => {
+    // What a handler knows of its request besides the body: its deadline, how large a reply
+    // may be, and whether it came on an admin subject (only admins may send there).
+    const admin = isAdminEndpoint(mod.name as EndpointName);
+    const ep = createEndpoint(mod, (signal) => ({ ...ctx, signal, maxPayload: nc.info?.max_payload, admin }), {
+      maxRequestBytes: config.service.max_request_bytes,
+      timeoutMs: config.service.handler_timeout_ms,
+      track,
+      onError(name, reply, err, input) {
+        // An operator must act on these: a bug, or a bucket full (the error names the setting to raise).
+        const level = reply.error_code === "internal" || reply.error_code === "storage_full" ? "error" : "debug";
+        slog[level]("request failed", {
+          endpoint: name,
+          error_code: reply.error_code,
+          error: reply.error_code === "internal" ? String((err as Error)?.stack ?? err) : reply.error,
+        });
+        if (reply.error_code === "validation" && LLM_ENDPOINTS.has(name)) {
+          const w = who(input);
+          ctx.events.emit("error", {
+            ...w,
+            error: reply.error.slice(0, 500),
+            // The provider the request would have reached.
+            provider: ctx.providers.current().name,
+            error_type: "validation",
+            endpoint: name,
+          });
+        }
+      },
+    });
+    const subject = endpointSubject(config.subject_prefix, mod.name as EndpointName);
+    stats.set(mod.name, ep.stats);
+    bySubject.set(subject, ep.stats);
+    const metadata = {
+      description: ENDPOINTS[mod.name].description,
+      request_schema: schemaText(mod.request, "input"),
+      response_schema: schemaText(mod.response, "output"),
+    };
+    return { mod, ep, subject, metadata };
+  });
+
   const service = await nc.services.add({
     name: config.service.name,
     version: VERSION,
@@ -114,64 +166,16 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
       return s ? { errors_by_code: s.errors_by_code } : undefined;
     },
   });
+  // From here to the last addEndpoint: no await (see above).
   const id = service.info().id;
   const instance = { service: config.service.name, version: VERSION, id, started_at: (opts.clock ?? Date).now() };
-  const slog = log.child({ service: config.service.name, instance: id });
-  const { ctx, close } = await createContext({
-    js,
-    jsm,
-    buckets,
-    config,
-    log: slog,
-    instance,
-    clock: opts.clock,
-    fetch: opts.fetch,
-  });
-
-  const inflight = new Set<Promise<void>>();
-  const track = (p: Promise<void>) => {
-    inflight.add(p);
-    void p.finally(() => inflight.delete(p));
-  };
-
-  for (const mod of mods) {
-    // What a handler knows of its request besides the body: its deadline, how large a reply
-    // may be, and whether it came on an admin subject (only admins may send there).
-    const admin = isAdminEndpoint(mod.name as EndpointName);
-    const ep = createEndpoint(mod, (signal) => ({ ...ctx, signal, maxPayload: nc.info?.max_payload, admin }), {
-      maxRequestBytes: config.service.max_request_bytes,
-      timeoutMs: config.service.handler_timeout_ms,
-      track,
-      onError(name, reply, err, input) {
-        // An operator must act on these: a bug, or a bucket full (the error names the setting to raise).
-        const level = reply.error_code === "internal" || reply.error_code === "storage_full" ? "error" : "debug";
-        slog[level]("request failed", {
-          endpoint: name,
-          error_code: reply.error_code,
-          error: reply.error_code === "internal" ? String((err as Error)?.stack ?? err) : reply.error,
-        });
-        if (reply.error_code === "validation" && LLM_ENDPOINTS.has(name)) {
-          const w = who(input);
-          ctx.events.emit("error", {
-            ...w,
-            error: reply.error.slice(0, 500),
-            provider: null,
-            error_type: "validation",
-            endpoint: name,
-          });
-        }
-      },
-    });
-    const subject = endpointSubject(config.subject_prefix, mod.name as EndpointName);
-    stats.set(mod.name, ep.stats);
-    bySubject.set(subject, ep.stats);
+  slog = log.child({ service: config.service.name, instance: id });
+  const context = createContext({ nc, js, jsm, buckets, config, log: slog, instance, clock: opts.clock, fetch: opts.fetch });
+  ctx = context.ctx;
+  for (const { mod, ep, subject, metadata } of endpoints) {
     service.addEndpoint(mod.name, {
       subject,
-      metadata: {
-        description: ENDPOINTS[mod.name].description,
-        request_schema: schemaText(mod.request, "input"),
-        response_schema: schemaText(mod.response, "output"),
-      },
+      metadata,
       handler: (err, msg) => {
         if (err) return;
         ep.handle({
@@ -187,7 +191,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
       },
     });
   }
-  // The server has every endpoint subscription before startService resolves: no "no responders" window.
+  // The server has every endpoint subscription before startService resolves.
   await nc.flush();
   slog.info("service started", { endpoints: mods.map((m) => m.name), version: VERSION, servers: servers.map(redactUrl) });
 
@@ -204,7 +208,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
         slog.info("draining", { inflight: inflight.size });
         await service.stop();
         while (inflight.size > 0) await Promise.allSettled([...inflight]);
-        await close();
+        await context.close();
         if (ownConnection) await nc.drain();
         slog.info("stopped");
       })();

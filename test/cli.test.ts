@@ -183,7 +183,12 @@ describe("client commands", () => {
     const text = lines.join("");
     expect(text).toMatch(/^DAY\s+SCOPE\s+NAME\s+PROVIDER\s+REQUESTS\s+TOKENS$/m);
     expect(text).toMatch(/^\d{4}-\d\d-\d\d\s+user\s+dora the explorer\s+offline\s+1\s+[1-9]\d*$/m);
+    // A channel's usage is written within 1.5 s of the call: ask until it is there.
     expect(await run("usage")).toBe(0);
+    for (let i = 0; i < 40 && !/\schannel\s+#usage\s/.test(lines.join("")); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await run("usage")).toBe(0);
+    }
     const all = lines.join("");
     expect(all).toMatch(/\suser\s+dora the explorer\s+offline\s+1\s/);
     expect(all).toMatch(/\schannel\s+#usage\s+offline\s+1\s/);

@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetStreamManager, NatsConnection } from "nats";
 import { connect } from "nats";
 import { encodeName, key } from "../lib/keys";
+import type { UserDoc } from "../lib/limiter";
 import { createLogger } from "../lib/log";
 import { EVENTS_STREAM, BUCKETS } from "../runtime/provision";
 import { replayEvents } from "../runtime/replay";
@@ -168,7 +169,7 @@ describe("rosey-llm on a 3-node cluster", () => {
     // Limiter exactness for the hot user (see the header for what is claimed).
     const limits = await (await nc.jetstream()).views.kv(BUCKETS.limits);
     const doc = JSON.parse(new TextDecoder().decode((await limits.get(key("u", encodeName(hot))))!.value));
-    const counted = doc.m.n as number;
+    const counted = (doc as UserDoc).l!.length;
     const failedMidway = hotSum.error - (hotSum.byCode.rate_limited ?? 0) + hotSum.clientError;
     console.log("hot user", { sent: hotIdx.length, limit: N, succeeded: hotSum.ok, refused: hotSum.byCode.rate_limited ?? 0, failedMidway, counted });
     expect(hotIdx.length).toBeGreaterThan(N);

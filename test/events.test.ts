@@ -11,7 +11,7 @@ const response = {
   response_length: 7,
   tokens_used: 12,
   provider: "offline",
-  latency_ms: 1.5,
+  latency_ms: 2,
   model: "m",
 };
 

@@ -15,15 +15,21 @@ const USER = "example-user";
 let srv: TestServer;
 let inst: TestInstance;
 let nc: NatsConnection;
-// The instance's clock stands still two seconds before a minute ends, so the per-minute limit
-// gives an exact retry_after of 2 s; the test moves it on when the plugin starts waiting.
+// The instance's clock stands still. Two requests of the user 58 s before the plugin runs
+// fill the rolling minute (limit 3) but for one, so the plugin's second question gets an
+// exact retry_after of 2 s; the test moves the clock on when the plugin starts waiting.
 let now = 0;
 
 beforeAll(async () => {
   srv = await startTestServer();
-  now = Math.ceil(Date.now() / 60_000) * 60_000 + 58_000;
-  inst = await startInstance(srv.url, { limits: { user_per_minute: 2 } as never }, { clock: { now: () => now } });
+  now = Date.parse("2031-01-01T12:00:00Z");
+  inst = await startInstance(srv.url, { limits: { user_per_minute: 3 } as never }, { clock: { now: () => now } });
   nc = await client(srv.url);
+  const earlier = createClient(nc);
+  for (const message of ["warming up", "still warming up"]) {
+    expect((await earlier.chat({ channel: "#warmup", user: USER, message })).success).toBe(true);
+  }
+  now += 58_000;
 });
 
 afterAll(async () => {
@@ -77,7 +83,7 @@ describe("examples/chat-plugin.ts", () => {
     const run = await runExample("chat-plugin.ts", ["first question", "second question", "third question"], { CHANNEL, CHAT_USER: USER }, (l) => {
       if (/^rate limited: retrying in/.test(l) && !waited) {
         waited = true;
-        now += 60_000; // the minute the plugin is waiting for has passed
+        now += 2_000; // the wait the plugin was told has passed
       }
     });
     expect(run.code, run.stderr + run.stdout.join("\n")).toBe(0);

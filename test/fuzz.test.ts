@@ -10,7 +10,6 @@ import { STATUS } from "../lib/errors";
 import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
 import type { RuntimeLimiter } from "../lib/limiter";
 import { natsKv } from "../runtime/kv";
-import type { RuntimeUsage } from "../lib/usage/usage";
 import { BUCKETS } from "../runtime/provision";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
@@ -141,9 +140,8 @@ describe("fuzzing every endpoint", () => {
 
 /** Keys and revisions of every bucket: any write, even of the same value, changes a revision. */
 async function snapshot(): Promise<Record<string, string[]>> {
-  await (svc.ctx.usage as Partial<RuntimeUsage>).flush?.();
-  // An idle instance hands its unused global budget back on a timer (lib/limiter/lease.ts),
-  // a write no request causes; hand it back now so that timer cannot fire between snapshots.
+  // An idle instance hands its unused global budget back and writes channel usage on timers
+  // (lib/limiter), writes no request causes; do both now so they cannot land between snapshots.
   await (svc.ctx.limiter as Partial<RuntimeLimiter>).close?.();
   await svc.ctx.events.flush();
   const js = nc.jetstream();

@@ -6,6 +6,7 @@ import * as complete from "../handlers/complete";
 import * as status from "../handlers/status";
 import * as summarize from "../handlers/summarize";
 import { RoseyError } from "../lib/errors";
+import { SYSTEM_USER, summarizeHistory } from "../lib/llm";
 import type { ChatRequest } from "../lib/schemas";
 import { createMemoryContext, recordingProviders, type MemoryCtx } from "./helpers/memory-context";
 
@@ -61,14 +62,23 @@ describe("rosey.llm.chat", () => {
     const providers = recordingProviders();
     ctx = await createMemoryContext({ providers, clock: frozen(), config: { limits: { user_per_minute: 7 } as never } });
     for (let i = 0; i < 7; i++) expect((await chat.handle(chatReq(`msg ${i}`), ctx)).success).toBe(true);
-    const r = await chat.handle(chatReq("one too many"), ctx);
-    expect(r).toMatchObject({ success: false, error_code: "rate_limited", tokens_used: 0 });
-    expect(r.error).toMatch(/^Rate limit exceeded \(per-minute\)\. Retry after \d+ seconds\.$/);
-    expect(r.retry_after).toBeGreaterThanOrEqual(1);
-    expect(r.retry_after).toBeLessThanOrEqual(60);
+    await expect(chat.handle(chatReq("one too many"), ctx)).rejects.toMatchObject({
+      code: "rate_limited",
+      retry_after: 60,
+      message: "Rate limit exceeded (per-minute). Retry after 60 seconds.",
+    });
     expect(providers.calls).toHaveLength(7);
     const err = ctx.recorded.find((e) => e.name === "error");
-    expect(err?.payload).toMatchObject({ error_type: "rate_limit", user: "alice", channel: "#general" });
+    // The provider the request would have reached is named.
+    expect(err?.payload).toMatchObject({ error_type: "rate_limit", user: "alice", channel: "#general", provider: "recorder" });
+  });
+
+  it("chats with a quota smaller than the context budget: it reserves what is left, then the real prompt", async () => {
+    const providers = recordingProviders();
+    ctx = await createMemoryContext({ providers, clock: frozen(), config: { limits: { user_tokens_per_day: 1_000 } as never } });
+    const r = await chat.handle(chatReq("short question"), ctx);
+    expect(r.success).toBe(true);
+    expect((await ctx.limiter.remaining("alice")).tokens_today).toBe(1_000 - r.tokens_used!);
   });
 
   it("refuses an unknown persona with not_found and consumes no limit", async () => {
@@ -79,7 +89,7 @@ describe("rosey.llm.chat", () => {
 
   it("returns the token reservation when the provider fails, and publishes a provider_error event", async () => {
     const providers = recordingProviders();
-    ctx = await createMemoryContext({ providers, config: { limits: { user_tokens_per_day: 2_000 } as never } });
+    ctx = await createMemoryContext({ providers, config: { limits: { user_tokens_per_day: 20_000 } as never } });
     providers.fail = () => new RoseyError("provider_unavailable", "every provider is down", { provider: "openai" });
     const before = await ctx.limiter.remaining("alice");
     await expect(chat.handle(chatReq("hello?"), ctx)).rejects.toMatchObject({ code: "provider_unavailable" });
@@ -103,9 +113,45 @@ describe("rosey.llm.chat", () => {
       model: "rec-1",
       persona: "default",
     });
-    await (ctx.usage as unknown as { flush(): Promise<void> }).flush();
+    expect(Number.isInteger(ev.payload.latency_ms)).toBe(true);
     const u = await ctx.usage.get({ user: "alice" });
     expect(u).toMatchObject({ requests_today: 1, tokens_today: r.tokens_used });
+  });
+
+  it("counts history summaries like any call: in usage under the channel and the system user, in the global budget, with events", async () => {
+    const providers = recordingProviders();
+    ctx = await createMemoryContext({
+      providers,
+      clock: frozen(),
+      config: { memory: { summarize_after: 4, history_messages: 2 } as never, limits: { exempt_users: ["ops"] } as never },
+    });
+    let chatTokens = 0;
+    for (let i = 0; i < 3; i++) chatTokens += (await chat.handle(chatReq(`turn ${i} about the weather`), ctx)).tokens_used!;
+    // Waits for the summary, then returns the pool: the day's budget is what was spent.
+    await ctx.close();
+    const summary = ctx.recorded.find((e) => e.name === "response" && e.payload.endpoint === "memory.summary");
+    expect(summary?.payload).toMatchObject({ user: SYSTEM_USER, channel: "#general", provider: "recorder" });
+    const spent = summary!.payload.tokens_used as number;
+    expect(spent).toBeGreaterThan(0);
+    expect(providers.calls[3].options).toMatchObject({ temperature: 0.3, max_tokens: 400 });
+    expect(await ctx.usage.get({ user: SYSTEM_USER })).toMatchObject({ requests_today: 1, tokens_today: spent });
+    expect(await ctx.usage.get({ channel: "#general" })).toMatchObject({ requests_today: 4, tokens_today: chatTokens + spent });
+    expect(await ctx.usage.get({})).toMatchObject({ requests_today: 4, tokens_today: chatTokens + spent });
+    expect((await ctx.limiter.remaining("ops")).tokens_today).toBe(1_000_000 - chatTokens - spent);
+  });
+
+  it("a history summary is admitted against the global budget like any call", async () => {
+    const providers = recordingProviders();
+    ctx = await createMemoryContext({ providers, config: { limits: { global_tokens_per_day: 100 } as never } });
+    const messages = [{ role: "user" as const, content: "alice: hi" }];
+    await expect(summarizeHistory(ctx, { channel: "#general", messages })).rejects.toMatchObject({ code: "quota_exceeded" });
+    expect(providers.calls).toHaveLength(0);
+    expect(ctx.recorded.find((e) => e.name === "error")?.payload).toMatchObject({
+      user: SYSTEM_USER,
+      channel: "#general",
+      error_type: "quota",
+      endpoint: "memory.summary",
+    });
   });
 });
 
@@ -138,9 +184,10 @@ describe("rosey.llm.complete", () => {
 
   it("refuses when the global token budget is spent", async () => {
     ctx = await createMemoryContext({ config: { limits: { global_tokens_per_day: 10 } as never } });
-    const r = await complete.handle(complete.request.parse({ messages: [{ role: "user", content: "a long question" }], max_tokens: 100 }), ctx);
-    expect(r).toMatchObject({ success: false, error_code: "quota_exceeded" });
-    expect(ctx.recorded.find((e) => e.name === "error")?.payload.error_type).toBe("quota");
+    await expect(
+      complete.handle(complete.request.parse({ messages: [{ role: "user", content: "a long question" }], max_tokens: 100 }), ctx),
+    ).rejects.toMatchObject({ code: "quota_exceeded" });
+    expect(ctx.recorded.find((e) => e.name === "error")?.payload).toMatchObject({ error_type: "quota", provider: "offline" });
   });
 });
 
@@ -170,7 +217,6 @@ describe("rosey.llm.status", () => {
     ctx = await createMemoryContext({ clock: { now: () => now } });
     ctx.instance.started_at = now - 90_000;
     await complete.handle(complete.request.parse({ messages: [{ role: "user", content: "hello" }] }), ctx);
-    await (ctx.usage as unknown as { flush(): Promise<void> }).flush();
     const r = await status.handle(status.request.parse({}), ctx);
     expect(r).toMatchObject({ success: true, healthy: true, provider: "offline", rate_limited: false, uptime_seconds: 90, requests_today: 1 });
     expect(r.tokens_today).toBeGreaterThan(0);

@@ -1,21 +1,28 @@
 // The nats KV adapter against a real server: compare-and-set conflicts, key listing from the
-// stream's subject list (complete, filtered, tolerant of deleted keys) and the watch.
+// stream's subject list (complete, filtered, tolerant of deleted keys), the watch, and the
+// group reads of runtime/kv-reads.ts (snapshot of the keys under a filter, changes since).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsConnection } from "nats";
+import type { JetStreamManager, KV, NatsConnection } from "nats";
 import { isKvConflict, type Kv } from "../lib/kv";
 import { natsKv } from "../runtime/kv";
+import { streamReads } from "../runtime/kv-reads";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { client } from "./helpers/service";
 
 let srv: TestServer;
 let nc: NatsConnection;
 let kv: Kv;
+let bucket: KV;
+let jsm: JetStreamManager;
 const enc = new TextEncoder();
+const dec = new TextDecoder();
 
 beforeAll(async () => {
   srv = await startTestServer();
   nc = await client(srv.url);
-  kv = natsKv(await nc.jetstream().views.kv("ADAPTER_TEST", { history: 1 }), "ADAPTER_TEST", await nc.jetstreamManager());
+  bucket = await nc.jetstream().views.kv("ADAPTER_TEST", { history: 1 });
+  jsm = await nc.jetstreamManager();
+  kv = natsKv(bucket, "ADAPTER_TEST", jsm);
 });
 afterAll(async () => {
   await nc?.close();
@@ -54,5 +61,65 @@ describe("nats KV adapter", () => {
       ["w.b", true],
       ["w.a", false],
     ]);
+  });
+});
+
+// As on a replicated bucket (each read also asks the stream leader) and on a bucket of one replica.
+describe.each([true, false])("group reads from the bucket stream (replicated: %s)", (replicated) => {
+  const reads = {
+    snapshot: (filter: string) => streamReads(nc, jsm, "ADAPTER_TEST", replicated).snapshot(filter),
+    changes: (filter: string, after: number) => streamReads(nc, jsm, "ADAPTER_TEST", replicated).changes(filter, after),
+  };
+  const values = (entries: Array<{ key: string; value: Uint8Array }>) => Object.fromEntries(entries.map((e) => [e.key, dec.decode(e.value)]));
+
+  it("loads only the live keys under a filter, then exactly what changed since", async () => {
+    await kv.put("t.ch1.a", enc.encode("a1"));
+    await kv.put("m.ch1.b", enc.encode("b1"));
+    await kv.put("t.ch2.a", enc.encode("other channel"));
+    await kv.put("t.ch1.gone", enc.encode("x"));
+    await kv.delete("t.ch1.gone");
+    await kv.put("m.ch1.purged", enc.encode("y"));
+    await bucket.purge("m.ch1.purged");
+    const snap = await reads.snapshot("*.ch1.*");
+    expect(values(snap.entries)).toEqual({ "t.ch1.a": "a1", "m.ch1.b": "b1" });
+    expect(await reads.changes("*.ch1.*", snap.revision)).toEqual({ changes: [], revision: snap.revision });
+
+    await kv.put("m.ch1.b", enc.encode("b2"));
+    await kv.delete("t.ch1.a");
+    await kv.put("t.ch2.b", enc.encode("still another channel"));
+    const r = await reads.changes("*.ch1.*", snap.revision);
+    expect(r!.changes.map((c) => [c.key, c.entry && dec.decode(c.entry.value)])).toEqual([
+      ["m.ch1.b", "b2"],
+      ["t.ch1.a", null],
+    ]);
+    expect(r!.revision).toBe(r!.changes[1].revision);
+    expect(values((await reads.snapshot("*.ch1.*")).entries)).toEqual({ "m.ch1.b": "b2" });
+    expect(await reads.snapshot("*.nobody.*")).toEqual({ entries: [], revision: 0 });
+  });
+
+  it("reads a single key from the leader, and its change", async () => {
+    const first = await kv.put("sel.one", enc.encode("p1"));
+    expect(values((await reads.snapshot("sel.one")).entries)).toEqual({ "sel.one": "p1" });
+    expect((await reads.changes("sel.one", first))!.changes).toEqual([]);
+    await kv.put("sel.one", enc.encode("p2"));
+    const r = await reads.changes("sel.one", first);
+    expect(r!.changes.map((c) => c.entry && dec.decode(c.entry.value))).toEqual(["p2"]);
+    await kv.delete("sel.one");
+    expect((await reads.changes("sel.one", r!.revision))!.changes.map((c) => c.entry)).toEqual([null]);
+    expect((await reads.snapshot("sel.one")).entries).toEqual([]);
+  });
+
+  it("loads a group of more than 1,024 keys (more than one batched get may hold) in full", async () => {
+    await Promise.all(Array.from({ length: 1_100 }, (_, i) => kv.put(`t.big.k${i}`, enc.encode(String(i)))));
+    await kv.delete("t.big.k5");
+    const snap = await reads.snapshot("*.big.*");
+    expect(snap.entries).toHaveLength(1_099);
+    expect(values(snap.entries)["t.big.k1099"]).toBe("1099");
+  });
+
+  it("asks for a reload when more changed than one batch lists", async () => {
+    const at = await kv.put("t.busy.start", enc.encode("0"));
+    await Promise.all(Array.from({ length: 300 }, (_, i) => kv.put(`t.busy.k${i}`, enc.encode(String(i)))));
+    expect(await reads.changes("*.busy.*", at)).toBeNull();
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MemoryKv, WatchProgress, casUpdate, getJson, isKvConflict, matchesFilter } from "../lib/kv";
+import { MemoryKv, casUpdate, getJson, isKvConflict, matchesFilter } from "../lib/kv";
 
 const enc = new TextEncoder();
 
@@ -43,6 +43,24 @@ describe("in-memory KV", () => {
       ["m.c1.x", false],
     ]);
   });
+
+  it("reads the live keys under a filter, then what changed after a revision, deletions included", async () => {
+    const kv = new MemoryKv();
+    await kv.put("t.c1.a", enc.encode("1"));
+    await kv.put("t.c2.a", enc.encode("2"));
+    const snap = await kv.snapshot("*.c1.*");
+    expect(snap.entries.map((e) => e.key)).toEqual(["t.c1.a"]);
+    await kv.put("m.c1.b", enc.encode("3"));
+    await kv.delete("t.c1.a");
+    await kv.put("t.c2.b", enc.encode("4"));
+    const { changes, revision } = await kv.changes("*.c1.*", snap.revision);
+    expect(changes.map((c) => [c.key, c.entry !== null])).toEqual([
+      ["m.c1.b", true],
+      ["t.c1.a", false],
+    ]);
+    expect((await kv.changes("*.c1.*", revision)).changes).toEqual([]);
+    expect((await kv.snapshot("*.c1.*")).entries.map((e) => e.key)).toEqual(["m.c1.b"]);
+  });
 });
 
 describe("casUpdate", () => {
@@ -78,22 +96,3 @@ describe("casUpdate", () => {
   });
 });
 
-describe("WatchProgress", () => {
-  it("wakes a waiter once its revision is delivered, at once when already seen", async () => {
-    const p = new WatchProgress();
-    const waiting = p.waitFor(3, 10_000);
-    p.advance(2);
-    p.advance(3);
-    expect(await waiting).toBe(true);
-    expect(await p.waitFor(1, 10)).toBe(true);
-    expect(p.seen).toBe(3);
-  });
-
-  it("gives up after the timeout, and releaseAll wakes the rest", async () => {
-    const p = new WatchProgress();
-    expect(await p.waitFor(5, 10)).toBe(false);
-    const waiting = p.waitFor(9, 10_000);
-    p.releaseAll();
-    expect(await waiting).toBe(true);
-  });
-});

@@ -41,12 +41,12 @@ afterAll(async () => {
 let bucketSeq = 0;
 
 /** Three instances over a fresh bucket: each its own connection, KV handle, events and limiter. */
-async function instances(limits: Partial<ConfigInput["limits"]>) {
+async function instances(limits: Partial<ConfigInput["limits"]>, at = "2024-05-01T10:00:05Z") {
   const bucket = `LIMITS_${++bucketSeq}`;
   // Create the bucket once, then open it from every connection.
   await conns[0].jetstream().views.kv(bucket, { history: 1, ttl: LIMITS_TTL_MS });
   const config = defaultConfig({ limits: limits as ConfigInput["limits"] });
-  const clock = { now: () => Date.parse("2024-05-01T10:00:05Z") };
+  const clock = { t: Date.parse(at), now() { return this.t; } };
   const emitted: Array<{ id: string; payload: Record<string, unknown> }> = [];
   const out: Array<{ limiter: RuntimeLimiter; events: Events }> = [];
   for (const [i, nc] of conns.entries()) {
@@ -66,11 +66,15 @@ async function instances(limits: Partial<ConfigInput["limits"]>) {
         emitted.push({ id, payload: payload as Record<string, unknown> });
         return id;
       },
+      publish(name, payload, opts) {
+        emitted.push({ id: opts?.id ?? "", payload: payload as Record<string, unknown> });
+        return real.publish!(name, payload, opts);
+      },
       flush: () => real.flush(),
     };
     out.push({ limiter: createLimiter({ kv, config, clock, events, log: silentLogger }), events });
   }
-  return { inst: out, emitted, bucket };
+  return { inst: out, emitted, bucket, clock };
 }
 
 const admittedOf = (ts: Ticket[]) => ts.filter((t) => t.ok).length;
@@ -82,6 +86,19 @@ async function thresholdMessages(): Promise<number> {
 }
 
 describe("limiter across three instances on nats-server", () => {
+  it("rolls the minute exactly: 10 admitted at :59 leave none for :00, on any instance", async () => {
+    const { inst, clock } = await instances({ user_per_minute: 10, user_per_hour: 100 }, "2024-05-01T10:00:59.000Z");
+    const first = await Promise.all(Array.from({ length: 30 }, (_, i) => inst[i % 3].limiter.admit({ user: "edge", tokens: 1 })));
+    expect(admittedOf(first)).toBe(10);
+    clock.t = Date.parse("2024-05-01T10:01:00.300Z");
+    const next = await Promise.all(Array.from({ length: 30 }, (_, i) => inst[i % 3].limiter.admit({ user: "edge", tokens: 1 })));
+    expect(admittedOf(next)).toBe(0);
+    for (const t of next) expect(t).toMatchObject({ window: "per-minute", retry_after: 59 });
+    clock.t = Date.parse("2024-05-01T10:01:59.000Z");
+    const later = await Promise.all(Array.from({ length: 30 }, (_, i) => inst[i % 3].limiter.admit({ user: "edge", tokens: 1 })));
+    expect(admittedOf(later)).toBe(10);
+  });
+
   it("admits exactly 7 of 40 concurrent requests from one user; another user is unaffected", async () => {
     const { inst } = await instances({ user_per_minute: 7 });
     const hot = Array.from({ length: 40 }, (_, i) => inst[i % 3].limiter.admit({ user: "hot", channel: "#main", tokens: 50 }));
@@ -89,7 +106,7 @@ describe("limiter across three instances on nats-server", () => {
     const [h, o] = await Promise.all([Promise.all(hot), Promise.all(other)]);
     expect(admittedOf(h)).toBe(7);
     expect(admittedOf(o)).toBe(6);
-    for (const t of h.filter((t) => !t.ok)) expect(t).toMatchObject({ code: "rate_limited", window: "per-minute", retry_after: 55 });
+    for (const t of h.filter((t) => !t.ok)) expect(t).toMatchObject({ code: "rate_limited", window: "per-minute", retry_after: 60 });
     // Refused requests consumed nothing: the hour and the channel saw 7 + 6.
     expect(await inst[1].limiter.remaining("hot")).toMatchObject({ per_minute: 0, per_hour: 93, tokens_today: 50_000 - 350 });
   });
@@ -113,9 +130,9 @@ describe("limiter across three instances on nats-server", () => {
     // floor(10,000 / 700) = 14 reservations fit, and exactly those are admitted.
     expect(admittedOf(ts)).toBe(14);
     expect(ts.find((t) => !t.ok)).toMatchObject({ code: "quota_exceeded", window: "tokens-per-day" });
-    const ok = ts.filter((t): t is Ticket & { ok: true } => t.ok);
-    // Settle each through another instance than the one that admitted it: state is shared.
-    await Promise.all(ok.map((t, i) => (i % 2 ? inst[0].limiter.settle(t, 200) : inst[1].limiter.release(t))));
+    // Settle or release each on the instance that admitted it; a third reads the result.
+    const done = ts.map((t, i) => (t.ok ? { t, by: inst[i % 3].limiter } : undefined)).filter((x) => x !== undefined);
+    await Promise.all(done.map(({ t, by }, i) => (i % 2 ? by.settle(t, { tokens: 200, provider: "offline" }) : by.release(t))));
     expect((await inst[2].limiter.remaining("tok")).tokens_today).toBe(10_000 - 7 * 200);
   });
 
@@ -140,7 +157,7 @@ describe("limiter across three instances on nats-server", () => {
     const hourly = emitted.filter((e) => e.payload.threshold_type === "hourly");
     expect(hourly).toHaveLength(1);
     expect(hourly[0].payload).toMatchObject({ user: "racer", current: 8, limit: 10, scope: "user" });
-    expect(hourly[0].id).toBe(thresholdEventId("user", "racer", "hourly", "2024-05-01T10:00:00.000Z"));
+    expect(hourly[0].id).toBe(thresholdEventId("user", "racer", "hourly", "2024-05-01T10:00:05.000Z"));
     expect(await thresholdMessages()).toBe(before + 1);
     // Another instance publishing the same crossing again (a retry) is dropped by Nats-Msg-Id.
     inst[2].events.emit("usage.threshold", hourly[0].payload as never, { id: hourly[0].id });

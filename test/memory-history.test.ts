@@ -66,7 +66,6 @@ async function legacyExchange(kv: MemoryKv, channel: string, at: number, n: numb
 describe("history, one key per exchange", () => {
   it("writes an exchange as one key holding question and reply", async () => {
     const { mem, kv } = setup({ summarize_after: 1000 });
-    await mem.ready();
     const writes = () => kv.ops.create + kv.ops.put + kv.ops.update;
     const before = writes();
     await mem.record("#one", "alice", "how are you?", "fine, thanks");
@@ -134,7 +133,6 @@ describe("history, one key per exchange", () => {
     const kv = new MemoryKv("MEM");
     for (let i = 0; i < 4; i++) await legacyExchange(kv, "#cut", T0 - 10_000 + i, i, "olga", `q${i}`, `a${i}`);
     const { mem, emitted } = setup({ summarize_after: 6, history_messages: 3 }, kv);
-    await mem.ready();
     // 10 messages, keep min(history 3, 6/2) = 3: a cut after 7 messages would part q3 from a3.
     await mem.record("#cut", "nina", "trigger", "ok");
     await mem.settled();

@@ -1,11 +1,11 @@
 // Memory and personas of two instances (two connections) sharing the buckets of a real
-// nats-server: what one writes the other sees, racing chats keep every turn, and a
-// stretch of history is summarized once.
+// nats-server: what one writes the other sees on its next read, racing chats keep every
+// turn, and a stretch of history is summarized once.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defaultConfig } from "../lib/config";
 import type { Completion, Events, Providers } from "../lib/context";
 import { encodeName } from "../lib/keys";
@@ -14,6 +14,7 @@ import { silentLogger } from "../lib/log";
 import { createMemory, type MemoryService } from "../lib/memory";
 import { BUILTIN_PERSONAS, createPersonas, type PersonasService } from "../lib/personas";
 import { natsKv } from "../runtime/kv";
+import { streamReads } from "../runtime/kv-reads";
 import { BUCKETS, provisionBuckets } from "../runtime/provision";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { storedData } from "./helpers/stored-context";
@@ -30,7 +31,11 @@ async function buckets(): Promise<{ memory: Kv; personas: Kv }> {
   conns.push(nc);
   // The buckets as the runtime provisions them: history keys carry a TTL.
   const b = await provisionBuckets(nc.jetstream(), defaultConfig());
-  return { memory: natsKv(b.memory, BUCKETS.memory), personas: natsKv(b.personas, BUCKETS.personas) };
+  const jsm = await nc.jetstreamManager();
+  return {
+    memory: { ...natsKv(b.memory, BUCKETS.memory), ...streamReads(nc, jsm, BUCKETS.memory, false) },
+    personas: { ...natsKv(b.personas, BUCKETS.personas), ...streamReads(nc, jsm, BUCKETS.personas, false) },
+  };
 }
 
 function counting() {
@@ -70,10 +75,8 @@ async function instance(memory: Record<string, number> = {}) {
   const config = defaultConfig({ memory: memory as never });
   const mem = createMemory({ kv: b.memory, config, clock: { now: () => Date.now() }, ...c, log: silentLogger });
   services.push(mem);
-  await mem.ready();
   const personas = createPersonas({ kv: b.personas, config, log: silentLogger });
   personasList.push(personas);
-  await personas.ready();
   return { mem, personas, kv: b.memory, ...c };
 }
 
@@ -94,36 +97,28 @@ afterAll(async () => {
 describe("two instances on one nats-server", () => {
   it("sees a persona defined and selected on the other instance", async () => {
     const [a, b] = await Promise.all([instance(), instance()]);
+    expect((await b.personas.forChannel("#quiz")).name).toBe("default");
     await a.personas.define({ name: "quizmaster", description: "Runs quizzes", system_prompt: "Ask one question at a time." });
     await a.personas.select("#quiz", "quizmaster");
-    // B serves personas from its watch-fed copy: sync() waits for the watch to catch up.
-    await b.personas.sync();
     expect(await b.personas.forChannel("#quiz")).toMatchObject({ name: "quizmaster", system_prompt: "Ask one question at a time." });
     expect((await b.personas.list()).map((p) => p.name)).toContain("quizmaster");
-    // Without sync a selection arrives through the watch shortly after; A sees its own at once.
     await a.personas.select("#quiz", "concise");
-    expect((await a.personas.forChannel("#quiz")).name).toBe("concise");
-    await vi.waitFor(async () => expect((await b.personas.forChannel("#quiz")).name).toBe("concise"));
-    // Selecting on B a persona A defined a moment ago never fails for want of the watch.
+    expect((await b.personas.forChannel("#quiz")).name).toBe("concise");
     await a.personas.define({ name: "quizmaster2", description: "", system_prompt: "Two questions at a time." });
     expect((await b.personas.select("#quiz2", "quizmaster2")).name).toBe("quizmaster2");
-    expect((await b.personas.forChannel("#quiz2")).name).toBe("quizmaster2");
+    expect((await a.personas.forChannel("#quiz2")).name).toBe("quizmaster2");
   });
 
   it("recalls on one instance a memory added on the other", async () => {
     const [a, b] = await Promise.all([instance(), instance()]);
+    expect(await b.mem.recall({ channel: "#shared", query: "band", limit: 3 })).toEqual([]);
     const m = await a.mem.add({ channel: "#shared", content: "Rosa's favourite band is Queen", category: "fact", importance: 2 });
-    await b.mem.sync();
     const got = await b.mem.recall({ channel: "#shared", query: "which band does rosa like", limit: 3 });
     expect(got.map((x) => x.id)).toEqual([m.id]);
-    // Without sync it arrives through the watch shortly after.
     const n = await a.mem.add({ channel: "#shared", content: "Sam plays the banjo", category: "fact", importance: 1 });
-    await vi.waitFor(async () => {
-      expect((await b.mem.recall({ channel: "#shared", query: "banjo", limit: 1 }))[0]?.id).toBe(n.id);
-    });
+    expect((await b.mem.recall({ channel: "#shared", query: "banjo", limit: 1 }))[0]?.id).toBe(n.id);
     // Forgetting on B removes it from A.
     expect(await b.mem.forget({ channel: "#shared", id: m.id })).toBe(1);
-    await a.mem.sync();
     expect(await a.mem.recall({ channel: "#shared", query: "queen band", limit: 3 })).toEqual([]);
   });
 
@@ -137,7 +132,6 @@ describe("two instances on one nats-server", () => {
     );
     expect((await a.kv.keys(`t.${encodeName("#busy")}.*`)).length).toBe(60); // one key per exchange
     for (const x of [a, b]) {
-      await x.mem.sync();
       const ctx = await x.mem.context("#busy", "z", "?", persona);
       expect(ctx.length).toBe(1 + 120 + 1);
       for (let i = 0; i < 60; i++) expect(ctx.some((m) => m.content === `user${i}: msg ${i}`)).toBe(true);
@@ -148,7 +142,7 @@ describe("two instances on one nats-server", () => {
     const cfg = { summarize_after: 10, history_messages: 4 };
     const [a, b] = await Promise.all([instance(cfg), instance(cfg)]);
     for (let i = 0; i < 5; i++) await a.mem.record("#picnic", "tess", `plan ${i}`, `ok ${i}`);
-    await b.mem.sync();
+    await Promise.all([a.mem.context("#picnic", "x", "?", persona), b.mem.context("#picnic", "x", "?", persona)]);
     await Promise.all([a.mem.record("#picnic", "tess", "more", "sure"), b.mem.record("#picnic", "uma", "and", "yes")]);
     await Promise.all([a.mem.settled(), b.mem.settled()]);
 

@@ -1,6 +1,6 @@
 // Conversation memory over the in-memory bucket: history bounds, token budget, racing
 // records, summarization, context order and reset.
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { defaultConfig } from "../lib/config";
 import type { Completion, CompletionOptions, Events, Providers } from "../lib/context";
 import { MemoryKv } from "../lib/kv";
@@ -168,8 +168,8 @@ describe("summarization", () => {
     const b = recordingProviders();
     const bEvents = recordingEvents();
     const bMem = createMemory({ kv, config, clock, events: bEvents.events, providers: b.providers, log: silentLogger });
-    await chat(a, "#t", 4); // A claims the stretch and never finishes
-    expect(await kv.keys("c.>")).toHaveLength(1);
+    await chat(a, "#t", 4); // A claims the stretch (in the background) and never finishes
+    await vi.waitFor(async () => expect(await kv.keys("c.>")).toHaveLength(1));
     t += 1000;
     await bMem.record("#t", "bob", "anyone?", "here");
     await bMem.settled();
@@ -192,6 +192,30 @@ describe("summarization", () => {
     expect(summary).toContain("question 0");
     expect(emitted.filter((e) => e.name === "summarized")).toHaveLength(1);
     expect(await kv.keys("t.>")).toHaveLength(1);
+  });
+
+  it("writes summaries through the summarizer hook when given, and a plain one when it throws", async () => {
+    const config = defaultConfig({ memory: { summarize_after: 6, history_messages: 2 } as never });
+    const clock = { now: () => Date.parse("2025-01-01T00:00:00Z") };
+    const { providers, calls } = recordingProviders();
+    const asked: Array<{ channel: string; messages: Message[] }> = [];
+    let fail = false;
+    const summarizer = async (req: { channel: string; messages: Message[] }) => {
+      asked.push(req);
+      if (fail) throw new Error("over quota");
+      return "Summary from the hook.";
+    };
+    const mem = createMemory({ kv: new MemoryKv("MEM"), config, clock, events: recordingEvents().events, providers, log: silentLogger, summarizer });
+    await chat(mem, "#hook", 4);
+    await mem.settled();
+    expect(calls).toHaveLength(0); // the providers are not called directly
+    expect(asked.map((a) => [a.channel, a.messages[0].content])).toEqual([["#hook", SUMMARY_PROMPT]]);
+    expect(asked[0].messages[1].content).toContain("alice: question 0");
+    expect(storedData(await mem.context("#hook", "alice", "hi", persona))?.summaries).toEqual(["Summary from the hook."]);
+    fail = true;
+    await chat(mem, "#hook2", 4);
+    await mem.settled();
+    expect(storedData(await mem.context("#hook2", "alice", "hi", persona))?.summaries[0]).toMatch(/^Earlier conversation of 6 messages/);
   });
 
   it("shows only the last summaries_in_context summaries, oldest first", async () => {

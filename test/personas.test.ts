@@ -2,20 +2,11 @@
 import { describe, expect, it } from "vitest";
 import { defaultConfig } from "../lib/config";
 import { isRoseyError } from "../lib/errors";
+import { encodeName } from "../lib/keys";
 import { MemoryKv, type Kv } from "../lib/kv";
-import { silentLogger } from "../lib/log";
+import { createLogger, silentLogger } from "../lib/log";
 import { BUILTIN_PERSONAS, createPersonas } from "../lib/personas";
 import { rejectionOf } from "./helpers/assert";
-
-/** Instance a on the bucket, instance b on a view of it whose watch can be held back. */
-async function twoInstances() {
-  const kv = new MemoryKv("PERSONAS");
-  const slow = laggingKv(kv);
-  const a = create(kv);
-  const b = create(slow.bucket);
-  await Promise.all([a.ready(), b.ready()]);
-  return { kv, slow, a, b };
-}
 
 function setup(personas: Record<string, unknown> = {}, kv = new MemoryKv("PERSONAS")) {
   return { kv, personas: createPersonas({ kv, config: defaultConfig({ personas: personas as never }), log: silentLogger }) };
@@ -103,129 +94,54 @@ describe("personas", () => {
   });
 });
 
-/** A bucket whose watch, once lag() is called, holds its deliveries until release(): a watch running behind. */
-function laggingKv(kv: MemoryKv) {
-  const held: Array<() => void> = [];
-  let lagging = false;
-  const bucket: Kv = {
-    bucket: kv.bucket,
-    get: (k) => kv.get(k),
-    put: (k, v) => kv.put(k, v),
-    create: (k, v) => kv.create(k, v),
-    update: (k, v, r) => kv.update(k, v, r),
-    delete: (k) => kv.delete(k),
-    keys: (f) => kv.keys(f),
-    watch: (filter, onChange) => kv.watch(filter, (k, e) => (lagging ? held.push(() => onChange(k, e)) : onChange(k, e))),
-  };
-  return {
-    bucket,
-    lag: () => (lagging = true),
-    release: () => {
-      lagging = false;
-      held.splice(0).forEach((f) => f());
-    },
-  };
-}
+const create = (kv: Kv, log = silentLogger) => createPersonas({ kv, config: defaultConfig(), log });
 
-/** The bucket without a watch: every read goes to KV. */
-function unwatched(kv: MemoryKv): Kv {
-  return {
-    bucket: kv.bucket,
-    get: (k) => kv.get(k),
-    put: (k, v) => kv.put(k, v),
-    create: (k, v) => kv.create(k, v),
-    update: (k, v, r) => kv.update(k, v, r),
-    delete: (k) => kv.delete(k),
-    keys: (f) => kv.keys(f),
-  };
-}
-
-const create = (kv: Kv) => createPersonas({ kv, config: defaultConfig(), log: silentLogger });
-
-describe("personas mirrored by a watch", () => {
-  it("serves a channel's persona and the list without a KV read once ready", async () => {
+describe("personas read from the bucket on use", () => {
+  it("needs no KV read for a built-in persona, by name or as an override", async () => {
     const { kv, personas } = setup();
-    await personas.define({ name: "guide", description: "", system_prompt: "Guide." });
-    await personas.select("#m", "guide");
-    await personas.ready();
-    const gets = kv.ops.get;
-    const keys = kv.ops.keys;
-    expect((await personas.forChannel("#m")).name).toBe("guide");
-    expect((await personas.forChannel("#unset")).name).toBe("default");
-    expect((await personas.list()).map((p) => p.name)).toContain("guide");
-    expect(await personas.get("guide")).toMatchObject({ system_prompt: "Guide." });
-    expect([kv.ops.get - gets, kv.ops.keys - keys]).toEqual([0, 0]);
+    const before = kv.ops.snapshot + kv.ops.changes + kv.ops.get;
+    expect((await personas.get("concise"))?.name).toBe("concise");
+    expect((await personas.forChannel("#x", "technical")).name).toBe("technical");
+    expect(kv.ops.snapshot + kv.ops.changes + kv.ops.get).toBe(before);
   });
 
-  it("loads what the bucket held before start and leaves no barrier key behind", async () => {
+  it("sees a selection or definition made on another instance on its very next read", async () => {
     const kv = new MemoryKv("PERSONAS");
-    const a = setup({}, kv).personas;
-    await a.define({ name: "teacher", description: "", system_prompt: "Teach." });
-    await a.select("#old", "teacher");
-    const b = setup({}, kv).personas;
-    await b.ready();
-    const gets = kv.ops.get;
-    expect((await b.forChannel("#old")).name).toBe("teacher");
-    expect(kv.ops.get).toBe(gets);
-    await new Promise((r) => setImmediate(r));
-    expect(await kv.keys("sync.>")).toEqual([]);
-  });
-
-  it("sees its own writes at once and another instance's once the watch delivers them", async () => {
-    const { slow, a, b } = await twoInstances();
-    slow.lag();
+    const a = create(kv);
+    const b = create(kv);
+    expect((await b.forChannel("#ship")).name).toBe("default");
     await b.select("#ship", "concise");
     expect((await b.forChannel("#ship")).name).toBe("concise");
     await a.define({ name: "pirate", description: "", system_prompt: "Arr." });
     await a.select("#ship", "pirate");
-    expect((await a.forChannel("#ship")).name).toBe("pirate");
-    // b's watch has not delivered a's selection yet: b still answers with its own.
-    expect((await b.forChannel("#ship")).name).toBe("concise");
-    slow.release();
     expect(await b.forChannel("#ship")).toMatchObject({ name: "pirate", system_prompt: "Arr." });
-    // b's own older write, delivered late by its watch, does not undo a's newer one.
-    expect((await b.forChannel("#ship")).name).toBe("pirate");
+    await a.define({ name: "pirate", description: "", system_prompt: "Arr, matey." });
+    expect((await b.forChannel("#ship")).system_prompt).toBe("Arr, matey.");
+    expect((await b.list()).map((p) => p.name)).toContain("pirate");
+    expect(await b.select("#inn", "pirate")).toMatchObject({ name: "pirate" });
   });
 
-  it("finds a persona defined elsewhere that the watch has not delivered yet, before refusing it", async () => {
-    const { slow, a, b } = await twoInstances();
-    slow.lag();
-    await a.define({ name: "bard", description: "", system_prompt: "Verse.", temperature: 1.1 });
-    expect(await b.select("#inn", "bard")).toMatchObject({ name: "bard", temperature: 1.1 });
-    expect(await b.forChannel("#inn")).toMatchObject({ name: "bard", system_prompt: "Verse." });
-    expect((await b.list()).map((p) => p.name)).toContain("bard");
-    expect(await b.get("nobody")).toBeNull();
+  it("stores nothing but definitions and selections", async () => {
+    const { kv, personas } = setup();
+    await personas.define({ name: "teacher", description: "", system_prompt: "Teach." });
+    await personas.select("#old", "teacher");
+    await personas.forChannel("#other");
+    expect((await kv.keys()).sort()).toEqual(["def.teacher", `sel.${encodeName("#old")}`]);
   });
 
-  it("sync() waits until the watch has delivered what other instances wrote before it", async () => {
-    const { slow, a, b } = await twoInstances();
-    slow.lag();
-    await a.select("#s", "creative");
-    let synced = false;
-    const s = b.sync().then(() => (synced = true));
-    await new Promise((r) => setTimeout(r, 5));
-    expect(synced).toBe(false);
-    slow.release();
-    await s;
-    expect((await b.forChannel("#s")).name).toBe("creative");
-  });
-
-  it("reads KV on every call when the bucket has no watch, and after close", async () => {
+  it("skips a malformed stored definition or selection with a log line naming the key", async () => {
     const kv = new MemoryKv("PERSONAS");
-    const a = create(unwatched(kv));
-    const b = create(kv);
-    await Promise.all([a.ready(), b.ready()]);
-    await b.define({ name: "zen", description: "", system_prompt: "Calm." });
-    await b.select("#z", "zen");
-    const gets = kv.ops.get;
-    expect((await a.forChannel("#z")).name).toBe("zen");
-    expect(kv.ops.get - gets).toBe(2); // the selection, then the definition
-    expect((await a.list()).map((p) => p.name)).toContain("zen");
-
-    b.close();
-    await a.select("#z", "technical");
-    const before = kv.ops.get;
-    expect((await b.forChannel("#z")).name).toBe("technical");
-    expect(kv.ops.get).toBeGreaterThan(before);
+    const lines: string[] = [];
+    const personas = create(kv, createLogger("warn", {}, (l) => lines.push(l)));
+    await personas.define({ name: "good", description: "", system_prompt: "Fine." });
+    const secret = "do-not-print-me";
+    await kv.put("def.broken", new TextEncoder().encode(`{"name": "broken", ${secret}`));
+    await kv.put(`sel.${encodeName("#bad")}`, new TextEncoder().encode(JSON.stringify({ chosen: secret })));
+    expect((await personas.list()).map((p) => p.name)).toContain("good");
+    expect(await personas.get("broken")).toBeNull();
+    expect((await personas.forChannel("#bad")).name).toBe("default");
+    const skipped = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "persona: unreadable entry skipped");
+    expect(skipped.map((l) => l.key).sort()).toEqual(["def.broken", `sel.${encodeName("#bad")}`]);
+    expect(lines.join("\n")).not.toContain(secret);
   });
 });

@@ -167,6 +167,10 @@ export const Config = z.strictObject({
       memories_in_context: nonNegInt.default(5),
       max_memories_per_channel: posInt.default(100),
       decay_days: posInt.default(90),
+      /** Channels whose memory this instance keeps in RAM between uses (least recently used go first). */
+      cache_channels: posInt.default(1_000),
+      /** Megabytes those channels may take, estimated from what they hold. */
+      cache_mb: posInt.default(64),
     })
     .default({
       history_messages: 20,
@@ -176,6 +180,8 @@ export const Config = z.strictObject({
       memories_in_context: 5,
       max_memories_per_channel: 100,
       decay_days: 90,
+      cache_channels: 1_000,
+      cache_mb: 64,
     }),
   personas: z.record(PersonaName, Persona.omit({ name: true, builtin: true })).default({}),
   log: z.strictObject({ level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info") }).default({ level: "info" }),
@@ -238,6 +244,8 @@ export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list" | "b
   ["ROSEY_MEMORY_MAX_BYTES", ["storage", "memory_max_bytes"], "number"],
   ["ROSEY_HISTORY_TTL_DAYS", ["storage", "history_ttl_days"], "number"],
   ["ROSEY_MARKER_TTL_SECONDS", ["storage", "marker_ttl_seconds"], "number"],
+  ["ROSEY_MEMORY_CACHE_CHANNELS", ["memory", "cache_channels"], "number"],
+  ["ROSEY_MEMORY_CACHE_MB", ["memory", "cache_mb"], "number"],
   ["ROSEY_DATA_DIR", ["data_dir"], "string"],
   ["LOG_LEVEL", ["log", "level"], "string"],
 ];

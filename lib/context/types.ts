@@ -36,6 +36,12 @@ export interface Events {
    * `id` fixes the Nats-Msg-Id, so racing publishers of the same fact dedupe to one event.
    */
   emit<N extends EventName>(name: N, payload: EventPayload<N>, opts?: { id?: string }): string;
+  /**
+   * As emit (validation throws at once), but resolves with the id once the stream has stored
+   * the event, and rejects when publishing gave up (after logging it). Optional: an Events
+   * without it (a test recorder) counts an emitted event as stored.
+   */
+  publish?<N extends EventName>(name: N, payload: EventPayload<N>, opts?: { id?: string }): Promise<string>;
   flush(): Promise<void>;
 }
 
@@ -91,8 +97,19 @@ export interface Providers {
 export interface AdmitRequest {
   user?: string;
   channel?: string;
-  /** Tokens to reserve against the quotas (max_tokens or an estimate). */
+  /** Tokens to reserve against the quotas: the prompt (or its budget) plus max_tokens. */
   tokens: number;
+  /**
+   * When `tokens` do not fit what is left of the user's quota, a reservation of what is left
+   * will do as long as it is at least this much: the caller reserves the rest once it knows
+   * its real size (extend). Default: `tokens`.
+   */
+  atLeast?: number;
+  /**
+   * The service's own call (history summaries): only the global budget applies; usage is
+   * recorded under `user` (the system user) and `channel` as for any call.
+   */
+  system?: boolean;
 }
 
 /** What the limiter decided; `ok: false` carries the refusal for the caller. */
@@ -114,11 +131,22 @@ export type Ticket =
       message: string;
     };
 
+/** What a finished call spent. */
+export interface CallSpend {
+  tokens: number;
+  provider: string;
+}
+
 export interface Limiter {
   /** Counts the request against every window and reserves tokens, or refuses without counting. */
   admit(req: AdmitRequest): Promise<Ticket>;
-  /** Replaces the reservation with the real token count. */
-  settle(ticket: Ticket & { ok: true }, tokens: number): Promise<void>;
+  /**
+   * Reserves `tokens` more for an admitted call (its prompt came out larger than reserved):
+   * the ticket with the larger reservation, or a refusal that leaves the ticket as it was.
+   */
+  extend(ticket: Ticket & { ok: true }, tokens: number): Promise<Ticket>;
+  /** Replaces the reservation with the real token count and records the call in usage. */
+  settle(ticket: Ticket & { ok: true }, spend: CallSpend): Promise<void>;
   /** Returns the reservation after a failed call. */
   release(ticket: Ticket & { ok: true }): Promise<void>;
   /** What is left for a user (or the defaults when no user); a channel narrows per_hour to it too. */
@@ -127,21 +155,14 @@ export interface Limiter {
   limited(user?: string): Promise<boolean>;
 }
 
-export interface UsageRecord {
-  user?: string;
-  channel?: string;
-  provider: string;
-  tokens: number;
-}
-
 export interface UsageTotals {
   requests_today: number;
   tokens_today: number;
   by_provider?: Record<string, { requests: number; tokens: number }>;
 }
 
+/** Today's usage, as settled calls recorded it (Limiter.settle). */
 export interface Usage {
-  record(rec: UsageRecord): Promise<void>;
   /** Today's totals for a user, a channel, or (neither) the whole service. */
   get(q: { user?: string; channel?: string }): Promise<UsageTotals>;
 }
@@ -168,9 +189,29 @@ export interface AddMemory {
   importance: number;
 }
 
+/** A channel's memory being read ahead of context(): see ConversationMemory.prepare. */
+export interface PreparedChannel {
+  readonly channel: string;
+  /** Settles when the read is done; never rejects (context() reads again after a failure). */
+  readonly done: Promise<unknown>;
+}
+
 export interface ConversationMemory {
-  /** Messages for the provider: persona prompt (the only system message), summaries and recalled facts quoted as data, history, the new message. */
-  context(channel: string, user: string, message: string, persona: Persona): Promise<Message[]>;
+  /**
+   * Starts reading the channel's memory from the bucket (one round trip: what changed since
+   * this instance last read it, or the whole channel when it is not cached) and returns at
+   * once. A handler that needs context() later starts this first, alongside its other
+   * independent round trips (the limiter's admission, the channel's persona), and passes the
+   * result to context(), which then makes no round trip of its own. Without it, context()
+   * reads the channel itself, after whatever the handler awaited before.
+   */
+  prepare(channel: string): PreparedChannel;
+  /**
+   * Messages for the provider: persona prompt (the only system message), summaries and
+   * recalled facts quoted as data, history, the new message. Sees every write of any instance acknowledged before the call, or before
+   * `prepared` was started.
+   */
+  context(channel: string, user: string, message: string, persona: Persona, prepared?: PreparedChannel): Promise<Message[]>;
   /** Appends the user turn and the reply to the channel's history (and summarizes when due). */
   record(channel: string, user: string, message: string, reply: string): Promise<void>;
   add(m: AddMemory): Promise<Memory>;

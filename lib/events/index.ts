@@ -53,39 +53,47 @@ export function envelope<N extends EventName>(
 const enc = new TextEncoder();
 
 export function createEvents(opts: EventsOptions): Events {
-  const pending = new Set<Promise<void>>();
+  const pending = new Set<Promise<unknown>>();
   const attempts = opts.attempts ?? 5;
 
-  const publish = async (subject: string, data: Uint8Array, id: string) => {
+  const send = async (subject: string, data: Uint8Array, id: string) => {
     for (let i = 1; ; i++) {
       try {
         return await opts.sink(subject, data, id);
       } catch (err) {
         if (i >= attempts) {
           opts.log.error("event publish failed", { subject, id, error: (err as Error).message });
-          return;
+          throw err;
         }
         await new Promise((r) => setTimeout(r, 50 * 2 ** i));
       }
     }
   };
 
+  const publish: NonNullable<Events["publish"]> = (name, payload, o) => {
+    const id = o?.id ?? randomUUID();
+    const env = envelope(name, payload, {
+      id,
+      timestamp: new Date(opts.clock.now()).toISOString(),
+      service: opts.service,
+      instance: opts.instance,
+    });
+    const p = send(eventSubject(opts.prefix, name), enc.encode(JSON.stringify(env)), id).then(() => id);
+    pending.add(p);
+    void p.catch(() => undefined).finally(() => pending.delete(p));
+    return p;
+  };
+
   return {
+    publish,
     emit(name, payload, o) {
       const id = o?.id ?? randomUUID();
-      const env = envelope(name, payload, {
-        id,
-        timestamp: new Date(opts.clock.now()).toISOString(),
-        service: opts.service,
-        instance: opts.instance,
-      });
-      const p = publish(eventSubject(opts.prefix, name), enc.encode(JSON.stringify(env)), id);
-      pending.add(p);
-      void p.finally(() => pending.delete(p));
+      // A publish that gives up is logged by send.
+      publish(name, payload, { id }).catch(() => undefined);
       return id;
     },
     async flush() {
-      while (pending.size > 0) await Promise.all([...pending]);
+      while (pending.size > 0) await Promise.allSettled([...pending]);
     },
   };
 }

@@ -11,9 +11,8 @@ export const KEY_PARTS = {
   "<channel>": "encodeName(channel name), likewise",
   "<day>": "a local date YYYY-MM-DD in ROSEY_TIMEZONE",
   "<persona>": "a persona name as given ([a-z0-9_-], at most 64 characters)",
-  "<instance>": "encodeName(instance id)",
+  "<instance>": "encodeName(instance id); encodeName(instance id + \"~<n>\") once its lease was taken back n times",
   "<id>": "an id made by the service: time-ordered for history, a hash of scope and content for memories",
-  "<tag>": "a random token",
   "<minute>": "minutes since 1970-01-01T00:00Z (Unix time / 60 s)",
 } as const;
 
@@ -27,17 +26,27 @@ export interface KeyLayout {
 /** Bucket (by its role, as in runtime/provision.ts BUCKETS) → what it is for and its keys. */
 export const BUCKET_LAYOUTS = {
   limits: {
-    holds: "Rate-limit windows and token quotas, exact across instances (compare-and-set on each key).",
+    holds:
+      "Rate limits, token quotas, the global budget and today's usage, exact across instances (compare-and-set on each key).",
     keys: {
-      user: { key: "u.<user>", holds: "All of one user's windows: requests this minute, hour and day, and tokens of the day." },
-      channel: { key: "c.<channel>", holds: "One channel's request count of the current hour." },
-      global: { key: "g.<day>", holds: "The global daily token budget: tokens granted to instances in leases." },
+      user: {
+        key: "u.<user>",
+        holds:
+          "One user's admission times of the last hour, today's requests, settled tokens and usage by provider, reservations in flight, threshold markers.",
+      },
+      channel: { key: "c.<channel>", holds: "One channel's admission times of the last hour and today's usage by provider." },
+      global: { key: "g.<day>", holds: "The day's global token budget: tokens spent under closed leases and each instance's open lease." },
+      instance: {
+        key: "i.<day>.<instance>",
+        holds: "What one instance settled that day, by provider: the service's totals are the sum of these; closed when its lease is taken back.",
+      },
       userWrites: { key: "w.u.<user>.<minute>", holds: "{n}: one user's memory, context and persona writes in that minute. Expires after 120 s." },
       channelWrites: { key: "w.c.<channel>.<minute>", holds: "{n}: one channel's writes in that minute. Expires after 120 s." },
     },
   },
   usage: {
-    holds: "Requests and tokens per calendar day, by user, channel and provider; kept as daily history.",
+    holds:
+      "Daily usage history by user, channel and instance; a user's or channel's day is copied here when their next day starts, an instance's while it serves.",
     keys: {
       user: { key: "d.<day>.u.<user>", holds: "One user's day: {requests, tokens, by_provider: {<provider>: {requests, tokens}}}." },
       channel: { key: "d.<day>.c.<channel>", holds: "One channel's day, same document." },
@@ -52,7 +61,6 @@ export const BUCKET_LAYOUTS = {
     keys: {
       definition: { key: "def.<persona>", holds: "A defined persona: {name, description, system_prompt, temperature?, owner?}." },
       selection: { key: "sel.<channel>", holds: "The persona a channel selected." },
-      sync: { key: "sync.<tag>", holds: "A short-lived barrier an instance writes to know its mirror is current; expires after 60 s." },
     },
   },
   memory: {
@@ -60,9 +68,11 @@ export const BUCKET_LAYOUTS = {
     keys: {
       exchange: { key: "t.<channel>.<id>", holds: "One exchange: the user's message and the reply; ids sort by time. Expires after ROSEY_HISTORY_TTL_DAYS." },
       summary: { key: "s.<channel>.<id>", holds: "A summary of a stretch of history starting at that id (the stretch itself is deleted). Expires after ROSEY_HISTORY_TTL_DAYS." },
-      claim: { key: "c.<channel>.<id>", holds: "A create-once claim: the one instance that summarizes that stretch. Expires after ROSEY_HISTORY_TTL_DAYS." },
+      claim: {
+        key: "c.<channel>.<id>",
+        holds: "A create-once claim: the one instance that summarizes that stretch; deleted with the stretch, taken over by another instance after 60 s when its instance died. Expires after ROSEY_HISTORY_TTL_DAYS.",
+      },
       memory: { key: "m.<channel>.<id>", holds: "A long-term memory; the id hashes scope and content, so equal facts meet on one key. Goes with the bucket's max age, decay_days after its last use." },
-      sync: { key: "sync.<instance>", holds: "A barrier key an instance writes to know its mirror is current." },
     },
   },
 } as const satisfies Record<string, { holds: string; keys: Record<string, KeyLayout> }>;

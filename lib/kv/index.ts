@@ -1,5 +1,18 @@
 export * from "./types";
 export { MemoryKv, matchesFilter } from "./memory";
-export { casUpdate, getJson, type CasOptions, type CasResult } from "./cas";
-export { WatchProgress } from "./progress";
+export {
+  casUpdate,
+  createBatcher,
+  getJson,
+  readDoc,
+  type Batcher,
+  type BatcherOptions,
+  type CasOptions,
+  type CasOutcome,
+  type CasResult,
+  type Doc,
+  type Known,
+  type Step,
+} from "./cas";
 export { checkedKv } from "./checked";
+export { GroupCache, staleAfter, type GroupCacheOptions } from "./group-cache";

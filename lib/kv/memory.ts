@@ -3,7 +3,7 @@
 // (checked at each operation), and watchers hear of it as of a delete, as the server's
 // markers tell a real watch.
 import type { Clock } from "../context/types";
-import { KvConflictError, type Kv, type KvEntry, type KvWriteOptions } from "./types";
+import { KvConflictError, type Kv, type KvChange, type KvEntry, type KvWriteOptions } from "./types";
 
 /** True when a subject-style filter (`*` one token, `>` the rest) matches a key. */
 export function matchesFilter(filter: string, key: string): boolean {
@@ -23,8 +23,10 @@ export class MemoryKv implements Kv {
   /** Keys written with a TTL, and when they expire (clock ms). */
   private readonly deadlines = new Map<string, number>();
   private seq = 0;
+  /** Revision of each deleted key's deletion, as a bucket's delete marker has one. */
+  private readonly deleted = new Map<string, number>();
   /** Counts operations, so tests can assert how many round trips a path costs. */
-  readonly ops = { get: 0, put: 0, create: 0, update: 0, delete: 0, keys: 0 };
+  readonly ops = { get: 0, put: 0, create: 0, update: 0, delete: 0, keys: 0, snapshot: 0, changes: 0 };
 
   constructor(
     readonly bucket = "TEST",
@@ -79,9 +81,30 @@ export class MemoryKv implements Kv {
     return () => this.watchers.delete(w);
   }
 
+  async snapshot(filter: string): Promise<{ entries: KvEntry[]; revision: number }> {
+    this.ops.snapshot++;
+    this.expire();
+    const entries = [...this.data.values()].filter((e) => matchesFilter(filter, e.key)).map((e) => ({ ...e, value: e.value.slice() }));
+    return { entries, revision: this.seq };
+  }
+
+  async changes(filter: string, after: number): Promise<{ changes: KvChange[]; revision: number }> {
+    this.ops.changes++;
+    this.expire();
+    const out: KvChange[] = [];
+    for (const e of this.data.values()) {
+      if (e.revision > after && matchesFilter(filter, e.key)) out.push({ key: e.key, entry: { ...e, value: e.value.slice() }, revision: e.revision });
+    }
+    for (const [key, revision] of this.deleted) {
+      if (revision > after && matchesFilter(filter, key)) out.push({ key, entry: null, revision });
+    }
+    return { changes: out.sort((a, b) => a.revision - b.revision), revision: this.seq };
+  }
+
   private write(key: string, value: Uint8Array, opts?: KvWriteOptions): number {
     const ttl = opts?.ttlSeconds;
     if (ttl !== undefined && !(Number.isInteger(ttl) && ttl >= 1)) throw new Error(`invalid TTL for ${key}: ${ttl} (whole seconds ≥ 1)`);
+    this.deleted.delete(key);
     const entry = { key, value: value.slice(), revision: ++this.seq };
     this.data.set(key, entry);
     if (ttl === undefined) this.deadlines.delete(key);
@@ -92,7 +115,9 @@ export class MemoryKv implements Kv {
 
   private remove(key: string): void {
     this.deadlines.delete(key);
-    if (this.data.delete(key)) this.notify(key, null);
+    if (!this.data.delete(key)) return;
+    this.deleted.set(key, ++this.seq);
+    this.notify(key, null);
   }
 
   /** Removes the keys whose TTL has run out. */

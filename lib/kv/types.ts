@@ -5,6 +5,13 @@ export interface KvEntry {
   revision: number;
 }
 
+/** A change under a filter: a key's new value, or its deletion (entry null), at a revision. */
+export interface KvChange {
+  key: string;
+  entry: KvEntry | null;
+  revision: number;
+}
+
 /**
  * Options of a write. `ttlSeconds` (a whole number ≥ 1: the server's granularity) makes the
  * key expire by itself that long after this write, unless written again before; a later
@@ -39,6 +46,18 @@ export interface Kv {
    * (value null = deleted). Returns a stop function. Optional: used by in-memory indexes.
    */
   watch?(filter: string, onChange: (key: string, entry: KvEntry | null) => void): Promise<() => void>;
+  /**
+   * Every live key under `filter` (deleted ones left out), as the bucket's leader holds them,
+   * and a revision up to which nothing under the filter is missing. Optional: used by
+   * caches that load a group of keys on demand (lib/kv/group-cache.ts).
+   */
+  snapshot?(filter: string): Promise<{ entries: KvEntry[]; revision: number }>;
+  /**
+   * What changed under `filter` after revision `after`, as the bucket's leader holds it: the
+   * changes in revision order and the revision they bring a reader to. Null when they are too
+   * many to list (read a snapshot instead). One round trip; nothing when nothing changed.
+   */
+  changes?(filter: string, after: number): Promise<{ changes: KvChange[]; revision: number } | null>;
 }
 
 /** Thrown when a create finds the key present, or an update finds another revision. */

@@ -1,102 +1,156 @@
-// The path every model call takes, shared by chat, complete and summarize:
-// admit (rate limits + token reservation) → provider call → settle, usage, events.
-// A refusal costs no provider call; a failed call returns its reservation.
+// The one path every model call takes — chat, complete, summarize and the service's own
+// history summaries — and the one owner of its ticket: admit (rate limits and a token
+// reservation) → the provider call → settle (real tokens, usage) or release → events.
+// A refusal costs no provider call and is thrown as the contract's error (429 with
+// retry_after), after its error event; a failed call returns its reservation.
 import type { Completion, Ctx, Ticket } from "../context/types";
 import { RoseyError, isRoseyError } from "../errors";
+import { estimateMessagesTokens } from "../providers/tokens";
 import type { Message } from "../schemas";
 
-export interface CallRequest {
-  endpoint: "chat" | "complete" | "summarize";
-  user?: string;
-  channel?: string;
+/** The user under which the service's own calls (history summaries) are counted in usage. */
+export const SYSTEM_USER = "rosey-llm:system";
+
+/** What a call sends, built by the caller's prepare step. */
+export interface CallPlan {
   messages: Message[];
   temperature?: number;
-  max_tokens: number;
-  provider?: string;
+  /** Named in the response event. */
   persona?: string;
+  /** A conversation turn: stored in the channel's history with the call's accounting. */
+  exchange?: { channel: string; user: string; message: string };
+}
+
+export interface CallRequest {
+  /** Named in events: the endpoint, or what the service called the model for. */
+  endpoint: string;
+  user?: string;
+  channel?: string;
+  max_tokens: number;
+  /** Forces one provider by name (complete). */
+  provider?: string;
   /** Length in characters of what the caller asked (the seed's prompt_length). */
   prompt_length: number;
+  /** Builds the plan (persona, context). */
+  prepare(): CallPlan | Promise<CallPlan>;
   /**
-   * Work that needs the reply and is independent of the accounting (chat records the
-   * exchange): it runs concurrently with settle and usage, so it adds no round trip.
+   * The most tokens the prepared prompt may take: reserved before the plan is built, so
+   * the admission and prepare run together (chat: the context budget). A plan that comes
+   * out larger reserves the rest before the call. Without it, the plan is built first and
+   * exactly its prompt is reserved.
    */
-  alongside?: (reply: Completion) => Promise<unknown>;
+  promptBudget?: number;
+  /** The service's own call: only the global budget applies (see Limiter.admit). */
+  system?: boolean;
 }
 
-export type CallResult =
-  | { ok: true; reply: Completion; latency_ms: number }
-  | { ok: false; refusal: Extract<Ticket, { ok: false }> };
+/** What a successful call returns to its handler. */
+export interface CallResult {
+  reply: Completion;
+  plan: CallPlan;
+}
 
 /** Tokens to reserve for a call: the prompt estimate plus the most the reply may use. */
-export function reservation(ctx: Ctx, messages: Message[], maxTokens: number): number {
-  let prompt = 3;
-  for (const m of messages) prompt += 4 + ctx.providers.estimateTokens(m.content);
-  return prompt + maxTokens;
+export function reservation(messages: Message[], maxTokens: number): number {
+  return estimateMessagesTokens(messages) + maxTokens;
 }
 
-/** Publishes the error event and returns the refusal reply fields. */
-export function refuse(ctx: Ctx, req: Pick<CallRequest, "endpoint" | "user" | "channel">, t: Extract<Ticket, { ok: false }>) {
+/** The provider a request would reach: the forced one, else the current head of the chain. */
+const providerOf = (ctx: Pick<Ctx, "providers">, req: Pick<CallRequest, "provider">) => req.provider ?? ctx.providers.current().name;
+
+/** Publishes the refusal's error event and returns it as the contract's error. */
+function refusal(ctx: Ctx, req: CallRequest, t: Extract<Ticket, { ok: false }>): RoseyError {
   ctx.events.emit("error", {
     channel: req.channel ?? null,
     user: req.user ?? null,
     error: t.message,
-    provider: null,
+    provider: providerOf(ctx, req),
     error_type: t.code === "quota_exceeded" ? "quota" : "rate_limit",
     endpoint: req.endpoint,
   });
-  return { success: false as const, error: t.message, error_code: t.code, retry_after: t.retry_after };
+  return new RoseyError(t.code, t.message, { retry_after: t.retry_after });
 }
 
-/** Admits, calls the provider chain, and accounts for the result. Throws RoseyError on provider failure. */
-export async function callModel(ctx: Ctx, req: CallRequest, admitted?: Ticket): Promise<CallResult> {
+/** Admission and prepare: concurrently with a prompt budget, else the plan first. */
+async function admitAndPrepare(ctx: Ctx, req: CallRequest): Promise<{ plan: CallPlan; ticket: Ticket }> {
+  const admit = (tokens: number, atLeast?: number) =>
+    ctx.limiter.admit({ user: req.user, channel: req.channel, tokens, atLeast, system: req.system });
+  if (req.promptBudget === undefined) {
+    const plan = await req.prepare();
+    return { plan, ticket: await admit(reservation(plan.messages, req.max_tokens)) };
+  }
+  // A user near the end of their quota may hold less than the budget: enough for the reply
+  // will do, and the prompt is reserved once it is known.
+  const [p, t] = await Promise.allSettled([
+    Promise.resolve().then(() => req.prepare()),
+    admit(req.promptBudget + req.max_tokens, req.max_tokens + 3),
+  ]);
+  if (p.status === "rejected") {
+    if (t.status === "fulfilled" && t.value.ok) await ctx.limiter.release(t.value).catch(() => undefined);
+    throw p.reason;
+  }
+  if (t.status === "rejected") throw t.reason;
+  return { plan: p.value, ticket: t.value };
+}
+
+/** Admits, calls the provider chain, and accounts for the result. Throws RoseyError on refusal or provider failure. */
+export async function callModel(ctx: Ctx, req: CallRequest): Promise<CallResult> {
   const started = performance.now();
   // A bad provider name is the caller's mistake: refuse it before it costs any limit.
   if (req.provider && !ctx.providers.status().some((p) => p.name === req.provider)) {
-    if (admitted?.ok) await ctx.limiter.release(admitted);
     throw new RoseyError("validation", `provider: "${req.provider}" is not one of ${ctx.providers.status().map((p) => p.name).join(", ")}`);
   }
-  const ticket =
-    admitted ??
-    (await ctx.limiter.admit({
-      user: req.user,
-      channel: req.channel,
-      tokens: reservation(ctx, req.messages, req.max_tokens),
-    }));
-  if (!ticket.ok) return { ok: false, refusal: ticket };
+  const admitted = await admitAndPrepare(ctx, req);
+  const plan = admitted.plan;
+  let ticket = admitted.ticket;
+  if (!ticket.ok) throw refusal(ctx, req, ticket);
+  const release = (t: Ticket & { ok: true }) => ctx.limiter.release(t).catch((e) => ctx.log.warn("release failed", { error: String(e) }));
+
+  // Reserve what is really sent: a plan larger than its budget takes the rest now.
+  const need = reservation(plan.messages, req.max_tokens);
+  if (need > ticket.reserved) {
+    const held = ticket;
+    const more = await ctx.limiter.extend(held, need - held.reserved).catch(async (err) => {
+      await release(held);
+      throw err;
+    });
+    if (!more.ok) {
+      await release(ticket);
+      throw refusal(ctx, req, more);
+    }
+    ticket = more;
+  }
 
   let reply: Completion;
   try {
-    reply = await ctx.providers.complete(req.messages, {
-      temperature: req.temperature,
+    reply = await ctx.providers.complete(plan.messages, {
+      temperature: plan.temperature,
       max_tokens: req.max_tokens,
       provider: req.provider,
       signal: ctx.signal,
     });
   } catch (err) {
-    await ctx.limiter.release(ticket).catch((e) => ctx.log.warn("release failed", { error: String(e) }));
+    await release(ticket);
     const e = isRoseyError(err) ? err : new RoseyError("provider_error", "the model call failed", { cause: err });
     ctx.events.emit("error", {
       channel: req.channel ?? null,
       user: req.user ?? null,
       error: e.message.slice(0, 500),
-      provider: e.provider ?? null,
+      provider: e.provider ?? providerOf(ctx, req),
       error_type: e.code === "validation" ? "validation" : "provider_error",
       endpoint: req.endpoint,
     });
     throw e;
   }
 
-  // Independent round trips, so concurrently; every one finishes before the reply so a
-  // caller reading usage, limits or history right after sees this call in them.
-  const done = await Promise.allSettled([
-    ctx.limiter.settle(ticket, reply.tokens.total),
-    ctx.usage.record({ user: req.user, channel: req.channel, provider: reply.provider, tokens: reply.tokens.total }),
-    req.alongside?.(reply),
+  // Independent round trips, so concurrently; both finish before the reply so a caller
+  // reading usage, limits or history right after sees this call in them.
+  const x = plan.exchange;
+  const [settled, stored] = await Promise.allSettled([
+    ctx.limiter.settle(ticket, { tokens: reply.tokens.total, provider: reply.provider }),
+    x ? ctx.memory.record(x.channel, x.user, x.message, reply.content) : undefined,
   ]);
-  const [settled, recorded, side] = done;
   if (settled.status === "rejected") throw settled.reason;
-  if (recorded.status === "rejected") throw recorded.reason;
-  const latency_ms = Math.round((performance.now() - started) * 1000) / 1000;
   ctx.events.emit("response", {
     channel: req.channel ?? null,
     user: req.user ?? null,
@@ -104,12 +158,34 @@ export async function callModel(ctx: Ctx, req: CallRequest, admitted?: Ticket): 
     response_length: reply.content.length,
     tokens_used: reply.tokens.total,
     provider: reply.provider,
-    latency_ms,
+    latency_ms: Math.round(performance.now() - started),
     model: reply.model,
-    ...(req.persona ? { persona: req.persona } : {}),
+    ...(plan.persona ? { persona: plan.persona } : {}),
     endpoint: req.endpoint,
   });
-  // The model answered and was accounted for: the event stands even if the side work failed.
-  if (side.status === "rejected") throw side.reason;
-  return { ok: true, reply, latency_ms };
+  // The model answered and was accounted for: the event stands even if the history write failed.
+  if (stored.status === "rejected") throw stored.reason;
+  return { reply, plan };
+}
+
+/** Reply budget and temperature of a history summary. */
+const SUMMARY_MAX_TOKENS = 400;
+const SUMMARY_TEMPERATURE = 0.3;
+
+/**
+ * A summary of a channel's history (the memory's summarizer): a model call like any other,
+ * admitted against the global budget, counted in usage under the channel and SYSTEM_USER,
+ * with its events.
+ */
+export async function summarizeHistory(ctx: Ctx, req: { channel: string; messages: Message[]; signal?: AbortSignal }): Promise<string> {
+  const { reply } = await callModel(req.signal ? { ...ctx, signal: req.signal } : ctx, {
+    endpoint: "memory.summary",
+    user: SYSTEM_USER,
+    channel: req.channel,
+    system: true,
+    max_tokens: SUMMARY_MAX_TOKENS,
+    prompt_length: req.messages.reduce((n, m) => n + m.content.length, 0),
+    prepare: () => ({ messages: req.messages, temperature: SUMMARY_TEMPERATURE }),
+  });
+  return reply.content;
 }

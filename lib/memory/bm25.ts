@@ -63,7 +63,11 @@ function insertTop(top: Ranked[], r: Ranked, limit: number): void {
 
 export class MemoryIndex {
   private readonly docs = new Map<string, Doc>();
-  private readonly postings = new Map<string, Set<string>>();
+  /**
+   * Ids of the memories holding each term. Arrays rather than Sets: most postings of a
+   * channel hold one or two ids, and an array of one takes a fraction of a Set's memory.
+   */
+  private readonly postings = new Map<string, string[]>();
   private totalLen = 0;
 
   /** `related` gives the terms a query term may also match; exactTerms turns that off. */
@@ -98,9 +102,9 @@ export class MemoryIndex {
     const ts = terms(memory.content);
     for (const t of ts) tf.set(t, (tf.get(t) ?? 0) + 1);
     for (const t of tf.keys()) {
-      let p = this.postings.get(t);
-      if (!p) this.postings.set(t, (p = new Set()));
-      p.add(memory.id);
+      const p = this.postings.get(t);
+      if (p) p.push(memory.id);
+      else this.postings.set(t, [memory.id]);
     }
     this.docs.set(memory.id, { memory, revision, tf, len: ts.length, accessed, created });
     this.totalLen += ts.length;
@@ -119,8 +123,9 @@ export class MemoryIndex {
     if (!doc) return undefined;
     for (const t of doc.tf.keys()) {
       const p = this.postings.get(t);
-      p?.delete(id);
-      if (p && p.size === 0) this.postings.delete(t);
+      if (!p) continue;
+      if (p.length === 1) this.postings.delete(t);
+      else p.splice(p.indexOf(id), 1);
     }
     this.docs.delete(id);
     this.totalLen -= doc.len;
@@ -160,7 +165,7 @@ export class MemoryIndex {
     if (!post) return;
     const n = this.docs.size;
     const avgdl = this.totalLen / n || 1;
-    const idf = Math.log(1 + (n - post.size + 0.5) / (post.size + 0.5));
+    const idf = Math.log(1 + (n - post.length + 0.5) / (post.length + 0.5));
     for (const id of post) {
       const d = this.docs.get(id)!;
       const f = d.tf.get(term)!;
@@ -184,8 +189,8 @@ export class MemoryIndex {
     const mine = dedupeKey(content);
     const rare = [...new Set(terms(content))]
       .map((t) => this.postings.get(t))
-      .filter((p): p is Set<string> => !!p)
-      .sort((a, b) => a.size - b.size)
+      .filter((p): p is string[] => !!p)
+      .sort((a, b) => a.length - b.length)
       .slice(0, 2);
     for (const post of rare) {
       for (const id of post) {

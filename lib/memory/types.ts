@@ -2,9 +2,13 @@
 import type { Config } from "../config";
 import type { Clock, ConversationMemory, Events, Logger, Providers } from "../context/types";
 import type { Kv } from "../kv";
+import type { Message } from "../schemas";
+
+/** Writes a summary of a stretch of history (the summarization prompt and the transcript). */
+export type Summarizer = (req: { channel: string; messages: Message[]; signal?: AbortSignal }) => Promise<string>;
 
 export interface MemoryOptions {
-  /** The ROSEY_LLM_MEMORY bucket; must support `watch`. */
+  /** The ROSEY_LLM_MEMORY bucket; must support `snapshot` and `changes`. */
   kv: Kv;
   config: Config;
   clock: Clock;
@@ -13,20 +17,20 @@ export interface MemoryOptions {
   log: Logger;
   /** Names this instance in summarization claims (defaults to a random tag). */
   instance?: string;
+  /**
+   * Writes history summaries instead of `providers.complete` (e.g. through the limiter's
+   * accounting). When it throws, a plain summary is stored, as when the provider fails.
+   */
+  summarizer?: Summarizer;
 }
 
 /** ConversationMemory plus the lifecycle calls the runtime and tests use. */
 export interface MemoryService extends ConversationMemory {
-  /** Resolves once the local index holds everything the bucket held at start. */
-  ready(): Promise<void>;
-  /**
-   * Waits until the local index has seen every write any instance had acknowledged
-   * before the call (one KV put plus the watch delay). Reads do not call it themselves.
-   */
-  sync(): Promise<void>;
   /** Waits for background work: summarizations, last_accessed touches, decay sweeps. */
   settled(): Promise<void>;
-  /** Stops the watch. Background work already started still finishes (see settled). */
+  /** Channels held in RAM and the bytes they take (estimated). */
+  cached(): { channels: number; bytes: number };
+  /** Forgets every cached channel. Background work already started still finishes (see settled). */
   close(): void;
 }
 

@@ -5,47 +5,58 @@
 // redefined or deleted (an operator changes them in the configuration, which may also
 // replace a built-in's prompt under its own name).
 //
-// Keys: def.<name> (a defined persona), sel.<encoded channel> (a channel's selection),
-// sync.<tag> (a short-lived barrier, see start()).
+// Keys: def.<name> (a defined persona), sel.<encoded channel> (a channel's selection).
 //
-// Consistency: definitions and selections are mirrored into this instance by a watch on the
-// bucket, so the chat path reads a channel's persona without a round trip. Writes go to KV
-// first and are applied to the mirror with the revision KV returned: an instance always
-// reads its own writes at once. A select or define made on another instance is seen once
-// the watch delivers it, in bucket order, typically well under a millisecond later on one
-// server (a read made in the same instant as the other instance's write may still miss it;
-// a caller that must see such a write calls sync() first). A persona name the mirror does
-// not know is looked up in KV before it is refused, so "define on one instance, select on
-// another" never fails for want of the watch.
-// Without a watch (a Kv that has none) every read goes to KV, as it did before the mirror.
-import { randomBytes } from "node:crypto";
+// Consistency: reads go through a cache of groups of keys (lib/kv/group-cache.ts): the
+// definitions as one group (`def.*`), each channel's selection as a group of its own. Every
+// read first brings what it uses up to date with the bucket (one round trip; a channel's
+// selection and the definitions are asked concurrently), so a select or define acknowledged
+// on any instance is seen by the next read on every instance. Fixed personas need no read.
 import type { Persona } from "../schemas";
 import { PersonaName } from "../schemas";
 import { invalid, notFound } from "../errors";
 import { encodeName, key } from "../keys";
-import { WatchProgress, getJson, type KvEntry } from "../kv";
+import { GroupCache, staleAfter, type KvEntry } from "../kv";
 import { BUILTIN_PERSONAS } from "./builtins";
 import type { PersonasOptions, PersonasService, StoredPersona, StoredSelection } from "./types";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const bytes = (v: unknown) => enc.encode(JSON.stringify(v));
 
 /** Name of the persona a channel uses until it selects another. */
 export const DEFAULT_PERSONA = "default";
-/** Longest wait for a barrier to come back through the watch. */
-const SYNC_TIMEOUT_MS = 5_000;
+/** Bytes the cached definitions and selections may take. */
+const CACHE_BYTES = 8 * 1024 * 1024;
 
+/** The group of every definition; a selection's group is its key. */
+const DEFS = "def.*";
 const defKey = (name: string) => key("def", name);
 const selKey = (channel: string) => key("sel", encodeName(channel));
 
-interface Versioned<T> {
-  value: T;
-  revision: number;
+/** Stored values of a group by the last part of their key (persona name, encoded channel). */
+type Values = Map<string, StoredPersona | StoredSelection>;
+
+const isPersona = (v: StoredPersona) =>
+  typeof v === "object" && v !== null && typeof v.name === "string" && typeof v.system_prompt === "string" &&
+  (v.temperature === undefined || typeof v.temperature === "number");
+const isSelection = (v: StoredSelection) => typeof v === "object" && v !== null && typeof v.persona === "string";
+
+/** Applies one stored value (null: deleted); throws on a value that is not what its key says. */
+function apply(values: Values, k: string, entry: KvEntry | null): void {
+  const dot = k.indexOf(".");
+  const id = k.slice(dot + 1);
+  values.delete(id);
+  if (!entry) return;
+  const v = JSON.parse(dec.decode(entry.value));
+  if (!(k.startsWith("def.") ? isPersona(v) : isSelection(v))) throw new Error("not a stored persona or selection");
+  values.set(id, v);
 }
 
-/** One macrotask: lets watch deliveries already read from the socket reach the mirror first. */
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+const valuesBytes = (values: Values) => {
+  let n = 0;
+  for (const [id, v] of values) n += 200 + 2 * id.length + 2 * JSON.stringify(v).length;
+  return n;
+};
 
 /** Builds the persona registry over the ROSEY_LLM_PERSONAS bucket. */
 export function createPersonas(opts: PersonasOptions): PersonasService {
@@ -63,118 +74,41 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
   for (const [name, p] of operator) fixed.set(name, { name, ...p, builtin: true });
 
   const fromStored = (s: StoredPersona): Persona => {
-    const p: Persona = { name: s.name, description: s.description, system_prompt: s.system_prompt, builtin: false };
+    const p: Persona = { name: s.name, description: s.description ?? "", system_prompt: s.system_prompt, builtin: false };
     if (s.temperature !== undefined) p.temperature = s.temperature;
     if (s.owner !== undefined) p.owner = s.owner;
     return p;
   };
 
-  // ------------------------------------------------------------ the mirror
+  const cache = new GroupCache<Values>({
+    kv,
+    name: "persona",
+    filter: (group) => group,
+    empty: () => new Map(),
+    apply,
+    bytes: valuesBytes,
+    // A selection per channel in use, and the definitions.
+    maxGroups: config.memory.cache_channels + 1,
+    maxBytes: CACHE_BYTES,
+    staleAfterMs: staleAfter(config.storage.marker_ttl_seconds),
+    clock: opts.clock ?? { now: () => Date.now() },
+    log,
+  });
 
-  /** Defined personas by name and selections by encoded channel, as the watch delivered them. */
-  const defs = new Map<string, Versioned<StoredPersona>>();
-  const sels = new Map<string, Versioned<StoredSelection>>();
-  /** True while the mirror is complete and fed by the watch; false means "read KV". */
-  let live = false;
-  let closed = false;
-  let stopWatch: (() => void) | undefined;
-  const progress = new WatchProgress();
+  const definitions = () => cache.use(DEFS) as Promise<Map<string, StoredPersona>>;
 
-  /** Applies one bucket entry (null = deleted); an older revision than the one held is ignored. */
-  function apply(k: string, entry: KvEntry | null): void {
-    const dot = k.indexOf(".");
-    const kind = k.slice(0, dot);
-    const id = k.slice(dot + 1);
-    const map: Map<string, Versioned<unknown>> | undefined = kind === "def" ? defs : kind === "sel" ? sels : undefined;
-    if (!map || !id) return;
-    if (entry === null) {
-      map.delete(id);
-      return;
-    }
-    const cur = map.get(id);
-    if (cur && cur.revision >= entry.revision) return;
-    try {
-      map.set(id, { value: JSON.parse(dec.decode(entry.value)), revision: entry.revision });
-    } catch {
-      log.warn("persona: unreadable entry skipped", { key: k });
-    }
-  }
-
-  function onWatch(k: string, entry: KvEntry | null): void {
-    apply(k, entry);
-    if (entry) progress.advance(entry.revision);
-  }
-
-  /**
-   * Writes a short-lived barrier key and waits until it comes back through the watch: the
-   * watch delivers in bucket order, so by then the mirror holds every write acknowledged
-   * before it, on any instance. False when the watch did not catch up in time.
-   */
-  async function barrier(): Promise<boolean> {
-    const k = key("sync", randomBytes(6).toString("base64url"));
-    // Expires by itself should this process die before deleting it.
-    const revision = await kv.put(k, bytes({ at: Date.now() }), { ttlSeconds: 60 });
-    const caughtUp = await progress.waitFor(revision, SYNC_TIMEOUT_MS);
-    // The barrier has done its job; nobody reads it.
-    kv.delete(k).catch((err) => log.warn("persona: barrier cleanup failed", { error: (err as Error).message }));
-    return caughtUp;
-  }
-
-  /** Starts the watch and waits until it has replayed the bucket. */
-  async function start(): Promise<void> {
-    if (!kv.watch) return;
-    try {
-      const stop = await kv.watch(">", onWatch);
-      if (closed) return stop();
-      stopWatch = stop;
-      // Everything stored before the watch started comes back through it before the barrier.
-      if (!(await barrier())) {
-        log.warn("persona: watch did not catch up in time, reading personas from KV", { seen: progress.seen });
-        return;
-      }
-      live = !closed;
-    } catch (err) {
-      log.error("persona: watch failed to start, reading personas from KV", { error: (err as Error).message });
-    }
-  }
-
-  const started = start();
-
-  /** Waits for the initial load; true when reads may be served from the mirror. */
-  async function mirrored(): Promise<boolean> {
-    await started;
-    if (!live) return false;
-    // A change delivered in the same socket read as this request is still on its way
-    // through the watch's async iterator; one turn of the event loop lets it land first.
-    // (A select on one connection read at once through another missed it ~80 % of the time
-    // without this turn, ~1 % with it; on the chat path it overlaps the admission round trip.)
-    await nextTurn();
-    return live;
-  }
-
-  // ------------------------------------------------------------ reads
-
-  /** A defined persona from KV, applied to the mirror so the next read needs no round trip. */
-  async function readDef(name: string): Promise<StoredPersona | null> {
-    const k = defKey(name);
-    const e = await kv.get(k);
-    if (!e || e.value.length === 0) return null;
-    apply(k, e);
-    return JSON.parse(dec.decode(e.value)) as StoredPersona;
-  }
-
-  /** A persona by name; `fromMirror` says whether the caller already found the mirror usable. */
-  async function lookup(name: string, fromMirror: boolean): Promise<Persona | null> {
+  /** A persona by name from the fixed ones or the given definitions. */
+  function lookup(name: string, defs: Map<string, StoredPersona>): Persona | null {
     const f = fixed.get(name);
     if (f) return { ...f };
-    if (!PersonaName.safeParse(name).success) return null;
-    // The mirror may not have a persona defined elsewhere a moment ago: look it up before refusing it.
-    const s = (fromMirror && defs.get(name)?.value) || (await readDef(name));
+    const s = PersonaName.safeParse(name).success ? defs.get(name) : undefined;
     return s ? fromStored(s) : null;
   }
 
   async function get(name: string): Promise<Persona | null> {
-    return lookup(name, !fixed.has(name) && (await mirrored()));
+    const f = fixed.get(name);
+    if (f) return { ...f };
+    return PersonaName.safeParse(name).success ? lookup(name, await definitions()) : null;
   }
 
   async function mustGet(name: string): Promise<Persona> {
@@ -183,29 +117,18 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
     return p;
   }
 
-  // ------------------------------------------------------------ the interface
+  /** Writes a value and applies it to its group at once. */
+  async function write(group: string, k: string, value: StoredPersona | StoredSelection): Promise<void> {
+    const data = enc.encode(JSON.stringify(value));
+    cache.wrote(group, { key: k, value: data, revision: await kv.put(k, data) });
+  }
 
   return {
-    ready: () => started,
-
-    async sync() {
-      if (!(await mirrored())) return; // reads go to KV: nothing to wait for
-      if (!(await barrier())) log.warn("persona: watch did not catch up in time", { seen: progress.seen });
-    },
-
-    close() {
-      closed = true;
-      live = false;
-      stopWatch?.();
-      stopWatch = undefined;
-      progress.releaseAll();
-    },
+    close: () => cache.clear(),
 
     async list() {
-      const fromMirror = await mirrored();
-      const stored = fromMirror ? [...defs.keys()] : (await kv.keys("def.*")).map((k) => k.slice("def.".length));
-      const names = stored.filter((n) => !fixed.has(n));
-      const defined = (await Promise.all(names.map((n) => lookup(n, fromMirror)))).filter((p): p is Persona => p !== null);
+      const defs = await definitions();
+      const defined = [...defs.keys()].filter((n) => !fixed.has(n)).map((n) => lookup(n, defs)).filter((p): p is Persona => p !== null);
       const builtins = BUILTIN_PERSONAS.map((b) => ({ ...fixed.get(b.name)! }));
       const others = [...[...fixed.values()].filter((p) => !BUILTIN_PERSONAS.some((b) => b.name === p.name)), ...defined];
       others.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -216,12 +139,12 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
 
     async forChannel(channel, override) {
       if (override !== undefined) return mustGet(override);
-      const fromMirror = await mirrored();
-      const selected = fromMirror
-        ? sels.get(encodeName(channel))?.value.persona
-        : (await getJson<StoredSelection>(kv, selKey(channel)))?.value.persona;
+      // The selection and the definitions it may name, in one round trip.
+      const k = selKey(channel);
+      const [sel, defs] = await Promise.all([cache.use(k), definitions()]);
+      const selected = (sel.get(k.slice("sel.".length)) as StoredSelection | undefined)?.persona;
       if (selected === undefined) return mustGet(DEFAULT_PERSONA);
-      const p = await lookup(selected, fromMirror);
+      const p = lookup(selected, defs);
       if (p) return p;
       // The persona a channel had selected was deleted, or removed from the configuration.
       log.warn("persona: channel selects an unknown persona, using the default", { channel, persona: selected });
@@ -231,10 +154,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
     async select(channel, name) {
       const p = await mustGet(name);
       const k = selKey(channel);
-      const value = bytes({ persona: p.name } satisfies StoredSelection);
-      const revision = await kv.put(k, value);
-      // Our own write is visible to our next read without waiting for the watch.
-      apply(k, { key: k, value, revision });
+      await write(k, k, { persona: p.name });
       return p;
     },
 
@@ -247,10 +167,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
       const stored: StoredPersona = { name: p.name, description: p.description ?? "", system_prompt: p.system_prompt };
       if (p.temperature !== undefined) stored.temperature = p.temperature;
       if (p.owner !== undefined) stored.owner = p.owner;
-      const k = defKey(p.name);
-      const value = bytes(stored);
-      const revision = await kv.put(k, value);
-      apply(k, { key: k, value, revision });
+      await write(DEFS, defKey(p.name), stored);
       return fromStored(stored);
     },
 
@@ -259,7 +176,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
       const p = await mustGet(name);
       const k = defKey(name);
       await kv.delete(k);
-      apply(k, null);
+      cache.deleted(DEFS, k);
       return p;
     },
   };

@@ -1,31 +1,20 @@
 // Personas: what they need from the host and what they offer besides Personas.
 import type { Config } from "../config";
-import type { Logger, Personas } from "../context/types";
+import type { Clock, Logger, Personas } from "../context/types";
 import type { Kv } from "../kv";
 
 export interface PersonasOptions {
-  /** The ROSEY_LLM_PERSONAS bucket. With `watch`, reads are served from a local copy. */
+  /** The ROSEY_LLM_PERSONAS bucket; must support `snapshot` and `changes`. */
   kv: Kv;
-  /** `config.personas` holds the operator's personas. */
+  /** `config.personas` holds the operator's personas; `config.memory.cache_channels` bounds the cached selections. */
   config: Config;
   log: Logger;
+  clock?: Clock;
 }
 
-/** Personas plus the lifecycle calls the runtime and tests use. */
+/** Personas plus the lifecycle call the runtime and tests use. */
 export interface PersonasService extends Personas {
-  /**
-   * Resolves once the local copy holds everything the bucket held at start (at once when
-   * the bucket has no watch). Reads wait for it themselves; awaiting it at start only
-   * keeps that wait off the first requests.
-   */
-  ready(): Promise<void>;
-  /**
-   * Waits until the local copy has seen every write any instance had acknowledged before
-   * the call (one KV put and delete plus the watch delay). Reads do not call it themselves:
-   * a select or define on another instance is seen once the watch delivers it.
-   */
-  sync(): Promise<void>;
-  /** Stops the watch; later reads go to the bucket again. */
+  /** Forgets every cached definition and selection. */
   close(): void;
 }
 

@@ -8,30 +8,9 @@ import type { Completion, CompletionOptions, Provider } from "../context/types";
 import type { Message } from "../schemas";
 import { extractiveSummary } from "./extractive";
 import { readSummarizePrompt } from "./summarize";
-import { estimateTokens } from "./tokens";
+import { estimateMessagesTokens, estimateTokens } from "./tokens";
 
 export const OFFLINE_PREFIX = "[offline]";
-
-/**
- * Token estimates of frozen messages. memory.context() hands out the same frozen message
- * objects for a channel's prompt, summaries and history on every chat, so the whole
- * context was being re-scanned per reply; a frozen message cannot change, so its count is
- * kept (weakly: it goes with the message). Other messages are estimated every time.
- */
-const frozenEstimates = new WeakMap<Message, number>();
-const contentTokens = (m: Message): number => {
-  if (!Object.isFrozen(m)) return estimateTokens(m.content);
-  let n = frozenEstimates.get(m);
-  if (n === undefined) frozenEstimates.set(m, (n = estimateTokens(m.content)));
-  return n;
-};
-
-/** The prompt estimate of ./tokens (estimateMessagesTokens), with frozen messages counted once. */
-function promptTokens(messages: Message[]): number {
-  let n = 3;
-  for (const m of messages) n += 4 + contentTokens(m);
-  return n;
-}
 
 /** Keeps whole words of `text` while their estimated tokens fit `budget`. */
 export function truncateToTokens(text: string, budget: number): { text: string; truncated: boolean } {
@@ -73,7 +52,7 @@ export function createOfflineProvider(model = "offline-echo-1", name = "offline"
       const { content, truncated } = wanted
         ? { content: extractiveSummary(wanted.text, { maxWords: wanted.max_length, style: wanted.style }), truncated: false }
         : echo(messages, options);
-      const prompt = promptTokens(messages);
+      const prompt = estimateMessagesTokens(messages);
       const completion = estimateTokens(content);
       return {
         content,

@@ -62,9 +62,26 @@ export function estimateTokens(text: string): number {
   return n >= 0 ? n : estimateTokensUnicode(text);
 }
 
+/**
+ * Token estimates of frozen messages. memory.context() hands out the same frozen message
+ * objects for a channel's prompt, summaries and history on every chat, and each chat's
+ * reservation and offline reply estimate its whole prompt; a frozen message cannot change,
+ * so its count is kept (weakly: it goes with the message). Other messages are estimated
+ * every time.
+ */
+const frozenEstimates = new WeakMap<object, number>();
+
+/** Estimated tokens of one message's content. */
+function messageTokens(m: { content: string }): number {
+  if (!Object.isFrozen(m)) return estimateTokens(m.content);
+  let n = frozenEstimates.get(m);
+  if (n === undefined) frozenEstimates.set(m, (n = estimateTokens(m.content)));
+  return n;
+}
+
 /** Estimated prompt tokens of a chat: content plus ~4 tokens of framing per message, plus 3 for the reply primer. */
 export function estimateMessagesTokens(messages: ReadonlyArray<{ content: string }>): number {
   let n = 3;
-  for (const m of messages) n += 4 + estimateTokens(m.content);
+  for (const m of messages) n += 4 + messageTokens(m);
   return n;
 }

@@ -320,6 +320,7 @@ export const UsageResponse = z.object({
   requests_today: z.number().int().min(0).default(0).describe("Today's requests of the user, else the channel, else the service."),
   tokens_today: z.number().int().min(0).default(0).describe("Today's tokens, likewise."),
   rate_limits_remaining: RateLimitsRemaining.optional(),
+  provider: z.string().optional().describe("The provider a call would go to now."),
   by_provider: z
     .record(z.string(), z.object({ requests: z.number().int(), tokens: z.number().int() }))
     .optional()
@@ -337,7 +338,7 @@ export const ResponseEvent = z.object({
   response_length: z.number().int().min(0).describe("Characters of the reply."),
   tokens_used: z.number().int().min(0),
   provider: z.string(),
-  latency_ms: z.number().min(0).describe("Milliseconds from admission to the recorded reply, provider fallback included."),
+  latency_ms: z.number().int().min(0).describe("Whole milliseconds of the whole request: admission, context, provider fallback, recording."),
   model: z.string(),
   persona: z.string().optional(),
   endpoint: z.string().optional().describe("Endpoint that made the call."),

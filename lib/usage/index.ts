@@ -1,2 +1,2 @@
-// Public surface of the usage counters.
-export { createUsage, type RuntimeUsage, type UsageDoc, type UsageOptions } from "./usage";
+// Public surface of usage: today's totals, read from the limiter's documents.
+export { createUsage, type UsageOptions } from "./usage";

@@ -4,6 +4,7 @@ import { defaultConfig, type ConfigInput } from "../../lib/config";
 import type { Clock, Completion, CompletionOptions, Ctx, Providers } from "../../lib/context";
 import { MemoryKv } from "../../lib/kv";
 import { createLimiter } from "../../lib/limiter";
+import { summarizeHistory } from "../../lib/llm";
 import { silentLogger } from "../../lib/log";
 import { createMemory } from "../../lib/memory";
 import { createPersonas } from "../../lib/personas";
@@ -59,25 +60,26 @@ export async function createMemoryContext(
   const events = base.events;
   const buckets = {
     limits: new MemoryKv("ROSEY_LLM_LIMITS"),
-    usage: new MemoryKv("ROSEY_LLM_USAGE"),
     personas: new MemoryKv("ROSEY_LLM_PERSONAS"),
     memory: new MemoryKv("ROSEY_LLM_MEMORY"),
   };
   const log = silentLogger;
   const providers = opts.providers ?? createProviders(config, { log, clock });
-  const limiter = createLimiter({ kv: buckets.limits, config, clock, events, log });
-  const usage = createUsage({ kv: buckets.usage, config, clock, log, instance: "test" });
+  const limiter = createLimiter({ kv: buckets.limits, config, clock, events, log, instance: "test" });
+  const usage = createUsage({ kv: buckets.limits, config, clock, log, pending: limiter.pendingUsage });
   const personas = createPersonas({ kv: buckets.personas, config, log });
-  const memory = createMemory({ kv: buckets.memory, config, clock, events, providers, log, instance: "test" });
-  await memory.ready();
-  const ctx: Ctx = { ...base, config, clock, log, providers, limiter, usage, personas, memory };
+  // As in the runtime: history summaries are model calls through lib/llm.
+  let ctx!: Ctx;
+  const summarizer = (req: { channel: string; messages: Message[] }) => summarizeHistory(ctx, req);
+  const memory = createMemory({ kv: buckets.memory, config, clock, events, providers, log, instance: "test", summarizer });
+  ctx = { ...base, config, clock, log, providers, limiter, usage, personas, memory };
   return Object.assign(ctx, {
     recorded: base.recorded,
     buckets,
     async close() {
       await memory.settled();
       memory.close();
-      await Promise.all([limiter.close(), usage.flush()]);
+      await limiter.close();
     },
   });
 }

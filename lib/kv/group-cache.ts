@@ -1,0 +1,245 @@
+// A bounded cache of groups of keys of one KV bucket, read on first use and brought up to
+// date before every later use: the memory of each channel, the personas and selections.
+//
+// A group is every key under one filter (e.g. `*.<channel>.*`). Its first use loads it: one
+// snapshot of those keys only. Every later use first asks the bucket what changed under the
+// filter since the revision the group was brought to, and applies it: one round trip that
+// carries nothing when no other instance wrote. So a use sees every write acknowledged before
+// it began, on any instance, with no watch or consumer per group and no mirror of the bucket;
+// an evicted group leaves nothing behind.
+//
+// Uses of one group never read concurrently: a use that arrives while a read is in flight
+// waits for it, then joins the one next read, which starts after it arrived. Writes this
+// instance makes are applied at once (wrote, deleted), the newer revision of a key winning.
+// Bounded by count and bytes, least recently used out first; a group that holds nothing is
+// not kept. A group not read for staleAfterMs is loaded afresh rather than brought up to
+// date: a deletion is only seen through its marker, and markers expire (keep it well below
+// their lifetime).
+// A value the group cannot read is logged (key named, value not) and skipped. A failed read
+// drops the group, so the next use loads it again; the use that saw the failure fails.
+import type { Clock, Logger } from "../context/types";
+import type { Kv, KvEntry } from "./types";
+
+/** A group unread for this long is loaded again instead of checked (delete markers expire), by default. */
+export const STALE_AFTER_MS = 5 * 60_000;
+
+/** How long a group may go unread and still be checked, for markers that live `markerTtlSeconds`. */
+export const staleAfter = (markerTtlSeconds: number) => Math.min(STALE_AFTER_MS, (markerTtlSeconds * 1000) / 2);
+/** Bookkeeping of one key besides its name (keys are ASCII: a byte a character): a Map entry and its revision. */
+const KEY_OVERHEAD_BYTES = 64;
+
+export interface GroupCacheOptions<S> {
+  kv: Kv;
+  /** Names the cache in log lines ("memory", "persona"). */
+  name: string;
+  /** The subject-style filter of a group's keys. */
+  filter(group: string): string;
+  /** The state of a group with no keys. */
+  empty(group: string): S;
+  /**
+   * Applies a key's newer value (null: deleted) to the state. Throws on a value it cannot
+   * read, leaving the key without a value in the state.
+   */
+  apply(state: S, key: string, entry: KvEntry | null): void;
+  /** What the state holds, in bytes (an estimate of the heap it takes). */
+  bytes(state: S): number;
+  maxGroups: number;
+  maxBytes: number;
+  /** See the header (default STALE_AFTER_MS). */
+  staleAfterMs?: number;
+  clock: Clock;
+  log: Logger;
+}
+
+interface Group<S> {
+  name: string;
+  state: S;
+  /** Revision of each key the state holds. */
+  live: Map<string, number>;
+  /** Keys this instance deleted, with the revision deleted: an older value arriving late is ignored. */
+  dead: Map<string, number>;
+  /** Every change under the filter up to this revision has been applied. */
+  applied: number;
+  loaded: boolean;
+  readAt: number;
+  /** Bytes of the keys' bookkeeping (see KEY_OVERHEAD_BYTES), kept as keys come and go. */
+  keyBytes: number;
+  /** Bytes counted in the cache's total; `dirty` when the state changed since. */
+  counted: number;
+  dirty: boolean;
+  running?: Promise<void>;
+  queued?: Promise<void>;
+}
+
+const noop = () => {};
+
+export class GroupCache<S> {
+  private readonly groups = new Map<string, Group<S>>();
+  private total = 0;
+  /** Highest revision this instance saw the bucket reach: every read that began after it sees it. */
+  private head = 0;
+
+  constructor(private readonly o: GroupCacheOptions<S>) {
+    if (!o.kv.snapshot || !o.kv.changes) throw new Error(`${o.name}: the KV bucket ${o.kv.bucket} cannot read groups of keys`);
+  }
+
+  /** Groups held and the bytes they take. */
+  stats(): { groups: number; bytes: number } {
+    return { groups: this.groups.size, bytes: this.total };
+  }
+
+  /** The group's state, loaded or brought up to date with the bucket first (see the header). */
+  async use(name: string): Promise<S> {
+    let g = this.groups.get(name);
+    if (g && !g.running && this.o.clock.now() - g.readAt > (this.o.staleAfterMs ?? STALE_AFTER_MS)) {
+      this.drop(g);
+      g = undefined;
+    }
+    if (!g) {
+      g = this.create(name);
+      this.groups.set(name, g);
+    }
+    try {
+      await this.read(g);
+    } catch (err) {
+      if (this.groups.get(name) === g) this.drop(g);
+      this.o.log.warn(`${this.o.name}: reading from the bucket failed; loading again on next use`, { group: name, error: (err as Error).message });
+      throw err;
+    }
+    this.keep(g);
+    return g.state;
+  }
+
+  /** The group's state if held and loaded, without reading the bucket. */
+  peek(name: string): S | undefined {
+    const g = this.groups.get(name);
+    return g?.loaded ? g.state : undefined;
+  }
+
+  /** A value this instance wrote, with the revision the bucket gave it. */
+  wrote(name: string, entry: KvEntry): void {
+    this.head = Math.max(this.head, entry.revision);
+    const g = this.groups.get(name);
+    if (!g) return;
+    this.change(g, entry.key, entry, entry.revision);
+    this.keep(g);
+  }
+
+  /** A key this instance deleted: gone from the group at once. */
+  deleted(name: string, key: string): void {
+    const g = this.groups.get(name);
+    const held = g?.live.get(key);
+    if (!g || held === undefined) return;
+    this.unlive(g, key);
+    g.dead.set(key, held);
+    this.o.apply(g.state, key, null);
+    g.dirty = true;
+    this.keep(g);
+  }
+
+  /** Forgets every group. */
+  clear(): void {
+    this.groups.clear();
+    this.total = 0;
+  }
+
+  private create(name: string): Group<S> {
+    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
+  }
+
+  /** One read at a time per group; a caller arriving during one joins the next. */
+  private read(g: Group<S>): Promise<void> {
+    if (!g.running) {
+      g.running = (g.loaded ? this.check(g) : this.load(g)).finally(() => {
+        g.running = undefined;
+      });
+      return g.running;
+    }
+    g.queued ??= g.running.then(noop, noop).then(() => {
+      g.queued = undefined;
+      return this.read(g);
+    });
+    return g.queued;
+  }
+
+  private async load(g: Group<S>): Promise<void> {
+    const head = this.head;
+    const snap = await this.o.kv.snapshot!(this.o.filter(g.name));
+    for (const e of snap.entries) this.change(g, e.key, e, e.revision);
+    this.settle(g, Math.max(snap.revision, head));
+    g.loaded = true;
+  }
+
+  private async check(g: Group<S>): Promise<void> {
+    const head = this.head;
+    const r = await this.o.kv.changes!(this.o.filter(g.name), g.applied);
+    if (r === null) {
+      // Too much changed to list (or the group's last keys vanished): read it whole again.
+      Object.assign(g, { state: this.o.empty(g.name), live: new Map(), dead: new Map(), applied: 0, loaded: false, keyBytes: 0, dirty: true });
+      return this.load(g);
+    }
+    for (const c of r.changes) this.change(g, c.key, c.entry, c.revision);
+    this.settle(g, Math.max(r.revision, head));
+  }
+
+  /** Records that every change up to `revision` is applied. */
+  private settle(g: Group<S>, revision: number): void {
+    g.applied = Math.max(g.applied, revision);
+    this.head = Math.max(this.head, g.applied);
+    g.readAt = this.o.clock.now();
+    // No later read returns a revision this old: the tombstones have done their job.
+    for (const [k, rev] of g.dead) if (rev <= g.applied) g.dead.delete(k);
+  }
+
+  /** Applies one key's value (null: deleted) at `revision` if it is newer than what the group has. */
+  private change(g: Group<S>, key: string, entry: KvEntry | null, revision: number): void {
+    if (revision <= (g.live.get(key) ?? g.dead.get(key) ?? 0)) return;
+    g.dirty = true;
+    if (entry === null) {
+      if (this.unlive(g, key)) this.o.apply(g.state, key, null);
+      return;
+    }
+    g.dead.delete(key);
+    if (!g.live.has(key)) g.keyBytes += KEY_OVERHEAD_BYTES + key.length;
+    g.live.set(key, revision);
+    try {
+      this.o.apply(g.state, key, entry);
+    } catch {
+      // The value is not quoted: it may be anything, of any size.
+      this.o.log.warn(`${this.o.name}: unreadable entry skipped`, { key });
+    }
+  }
+
+  /** Forgets that the group holds `key`; false when it did not. */
+  private unlive(g: Group<S>, key: string): boolean {
+    if (!g.live.delete(key)) return false;
+    g.keyBytes -= KEY_OVERHEAD_BYTES + key.length;
+    return true;
+  }
+
+  /** Marks the group most recently used, counts its bytes, and evicts what is over the limits. */
+  private keep(g: Group<S>): void {
+    if (this.groups.get(g.name) !== g) return;
+    this.groups.delete(g.name);
+    this.groups.set(g.name, g);
+    if (g.dirty) {
+      const bytes = this.o.bytes(g.state) + g.keyBytes;
+      this.total += bytes - g.counted;
+      g.counted = bytes;
+      g.dirty = false;
+    }
+    if (g.loaded && !g.running && g.live.size === 0) return this.drop(g);
+    for (const old of this.groups.values()) {
+      if (this.groups.size <= this.o.maxGroups && this.total <= this.o.maxBytes) break;
+      this.drop(old);
+    }
+  }
+
+  private drop(g: Group<S>): void {
+    if (this.groups.get(g.name) !== g) return;
+    this.groups.delete(g.name);
+    this.total -= g.counted;
+    g.counted = 0;
+    g.dirty = true;
+  }
+}

@@ -1,0 +1,227 @@
+// One channel's memory as this instance holds it while the channel is in use: history,
+// summaries, summarization claims and the recall index, built from the channel's keys of the
+// ROSEY_LLM_MEMORY bucket, with an estimate of the bytes it takes. lib/kv/group-cache.ts
+// loads and refreshes it; this file says how each stored value changes it.
+//
+// Keys (channel = encodeName(channel); all keys of a channel match `*.<channel>.*`):
+//   t.<channel>.<id>          one exchange of the history: the user's message and the reply
+//                             in one value (one write per chat); ids sort by time, so racing
+//                             writers never overwrite each other and every exchange survives.
+//                             Keys written before exchanges were stored whole hold one turn
+//                             each (ids ending -0 question, -1 answer) and are read alike.
+//   s.<channel>.<first id>    a summary of the history keys first..last, which are then deleted
+//   c.<channel>.<first id>    create-once claim: the one instance that summarizes that stretch
+//   m.<channel>.<memory id>   a long-term memory; the id hashes scope + folded content, so
+//                             two instances adding the same fact meet on one key (CAS merge)
+import { Memory, type Message } from "../schemas";
+import type { KvEntry } from "../kv";
+import { decodeName } from "../keys";
+import { MemoryIndex, type Doc } from "./bm25";
+import type { StoredExchange, StoredSummary, StoredTurn } from "./types";
+
+/** The filter of a channel's keys. */
+export const channelFilter = (encoded: string) => `*.${encoded}.*`;
+
+/** One message of the history, as stored. */
+export interface HistoryMessage {
+  role: "user" | "assistant";
+  /** Who spoke, for user messages. */
+  user?: string;
+  content: string;
+  /**
+   * Its cost in context() (framing + estimated tokens of the rendered message), worked out
+   * the first time a context needs it: history is re-read on every chat of the channel.
+   */
+  cost?: number;
+  /**
+   * The message as context() renders it, built once and frozen: every later context of the
+   * channel hands out this same object, so the provider's prompt estimate can reuse its count
+   * (see providers/offline.ts) instead of scanning the whole history again on every chat.
+   */
+  msg?: Message;
+}
+
+/** A summary as stored. */
+export interface SummaryEntry {
+  value: StoredSummary;
+}
+
+export interface ChannelState {
+  name: string;
+  /** History keys by id, each holding an exchange (two messages) or, from older data, one turn. */
+  turns: Map<string, HistoryMessage[]>;
+  /**
+   * The ids of `turns` in order, or null to sort again when next asked. Every chat reads
+   * the history in order and adds one exchange, whose id is normally the newest: it is
+   * appended, so the channel is not sorted again on every chat.
+   */
+  order: string[] | null;
+  /** Messages in `turns`, the unit of the history bounds. */
+  messages: number;
+  summaries: Map<string, SummaryEntry>;
+  /** Ids of the stretches claimed for summarization. */
+  claims: Set<string>;
+  memories: MemoryIndex;
+  /** Keys of the channel whose stored value could not be read (skipped, but still there). */
+  unreadable: Set<string>;
+  /** Bytes the state takes, kept up to date by applyToChannel (an estimate, see below). */
+  bytes: number;
+  /** When decayed memories were last swept (see facts.ts). */
+  sweptAt: number;
+}
+
+// What the heap holds per item besides its text: object headers, Map entries, the rendered
+// context message made on first use, and for a memory its term-frequency map and postings.
+// Measured with 2,000 channels of 10 memories and 10 exchanges loaded: the estimate came
+// within 10 % of the heap they took (a term shared by several memories costs less).
+const EXCHANGE_BYTES = 340;
+const SUMMARY_BYTES = 260;
+const MEMORY_BYTES = 700;
+const TERM_BYTES = 140;
+const CLAIM_BYTES = 90;
+
+/** V8 keeps a string of Latin-1 characters in one byte a character, any other in two. */
+const textBytes = (...s: Array<string | undefined>) => s.reduce((n, x) => n + (x ? (/[^\u0000-\u00ff]/.test(x) ? 2 : 1) * x.length : 0), 0);
+
+const historyBytes = (messages: HistoryMessage[]) =>
+  // The text is held twice once rendered for a context: as stored and as the message.
+  EXCHANGE_BYTES + messages.reduce((n, m) => n + 2 * textBytes(m.content) + textBytes(m.user), 0);
+const summaryBytes = (s: StoredSummary) => SUMMARY_BYTES + 2 * textBytes(s.summary) + textBytes(s.first, s.last);
+const docBytes = (d: Doc) =>
+  MEMORY_BYTES + textBytes(d.memory.content, d.memory.channel, d.memory.user_id ?? "", d.memory.id) + d.tf.size * TERM_BYTES;
+
+export function emptyChannel(encoded: string): ChannelState {
+  return {
+    name: decodeName(encoded),
+    turns: new Map(),
+    order: [],
+    messages: 0,
+    summaries: new Map(),
+    claims: new Set(),
+    memories: new MemoryIndex(),
+    unreadable: new Set(),
+    bytes: 0,
+    sweptAt: 0,
+  };
+}
+
+const dec = new TextDecoder();
+
+/** The messages of a stored history value: an exchange, or a single turn of older data. */
+function historyMessages(v: StoredExchange | StoredTurn): HistoryMessage[] | null {
+  if ("reply" in v && typeof v.reply === "string" && typeof v.message === "string") {
+    return [
+      { role: "user", user: typeof v.user === "string" ? v.user : undefined, content: v.message },
+      { role: "assistant", content: v.reply },
+    ];
+  }
+  if ("role" in v && (v.role === "user" || v.role === "assistant") && typeof v.content === "string") {
+    return [v.role === "user" ? { role: "user", user: typeof v.user === "string" ? v.user : undefined, content: v.content } : { role: "assistant", content: v.content }];
+  }
+  return null;
+}
+
+function isSummary(v: unknown): v is StoredSummary {
+  const s = v as StoredSummary;
+  return typeof s === "object" && s !== null && typeof s.summary === "string" && typeof s.first === "string" && typeof s.last === "string";
+}
+
+function setTurn(st: ChannelState, id: string, messages: HistoryMessage[] | null): void {
+  const cur = st.turns.get(id);
+  if (cur) {
+    st.messages -= cur.length;
+    st.bytes -= historyBytes(cur);
+  }
+  if (messages) {
+    if (!cur && st.order) {
+      if (st.order.length === 0 || st.order[st.order.length - 1] < id) st.order.push(id);
+      else st.order = null;
+    }
+    st.turns.set(id, messages);
+    st.messages += messages.length;
+    st.bytes += historyBytes(messages);
+  } else if (cur) {
+    // Deletions come in whole stretches (summaries, resets): sort once afterwards.
+    st.order = null;
+    st.turns.delete(id);
+  }
+}
+
+function setSummary(st: ChannelState, id: string, value: StoredSummary | null): void {
+  const cur = st.summaries.get(id);
+  if (cur) st.bytes -= summaryBytes(cur.value);
+  if (value) {
+    st.summaries.set(id, { value });
+    st.bytes += summaryBytes(value);
+  } else st.summaries.delete(id);
+}
+
+function setMemory(st: ChannelState, id: string, value: Memory | null, revision: number): void {
+  const cur = st.memories.get(id);
+  if (cur) st.bytes -= docBytes(cur);
+  if (value) st.memories.upsert(value, revision);
+  else st.memories.remove(id);
+  const now = st.memories.get(id);
+  if (now) st.bytes += docBytes(now);
+}
+
+function setClaim(st: ChannelState, id: string, present: boolean): void {
+  if (present === st.claims.has(id)) return;
+  if (present) st.claims.add(id);
+  else st.claims.delete(id);
+  st.bytes += (present ? 1 : -1) * (CLAIM_BYTES + textBytes(id));
+}
+
+/**
+ * Applies one key's value (null: deleted) to the channel. Throws on a value that is not what
+ * its key says (the cache logs it), after noting the key in `unreadable`; keys of other
+ * shapes are ignored.
+ */
+export function applyToChannel(st: ChannelState, k: string, entry: KvEntry | null): void {
+  st.unreadable.delete(k);
+  try {
+    applyValue(st, k, entry);
+  } catch (err) {
+    applyValue(st, k, null);
+    st.unreadable.add(k);
+    throw err;
+  }
+}
+
+function applyValue(st: ChannelState, k: string, entry: KvEntry | null): void {
+  const [kind, , id, extra] = k.split(".");
+  if (id === undefined || extra !== undefined) return;
+  let value: unknown = null;
+  if (entry) {
+    try {
+      value = JSON.parse(dec.decode(entry.value));
+    } catch {
+      throw new Error("not JSON");
+    }
+  }
+  if (kind === "t") {
+    const messages = value === null ? null : historyMessages(value as StoredExchange);
+    if (value !== null && !messages) throw new Error("not an exchange");
+    setTurn(st, id, messages);
+  } else if (kind === "s") {
+    if (value !== null && !isSummary(value)) throw new Error("not a summary");
+    setSummary(st, id, value as StoredSummary | null);
+  } else if (kind === "c") {
+    setClaim(st, id, value !== null);
+  } else if (kind === "m") {
+    let memory: Memory | null = null;
+    if (value !== null) {
+      const parsed = Memory.safeParse(value);
+      if (!parsed.success || parsed.data.id !== id) throw new Error("not a memory");
+      memory = parsed.data;
+    }
+    setMemory(st, id, memory, entry?.revision ?? 0);
+  }
+}
+
+/** History ids in order (ids sort by time; plain string order, as `<` compares). */
+export const turnIds = (st: ChannelState): string[] => (st.order ??= [...st.turns.keys()].sort());
+
+/** Summaries oldest first. */
+export const sortedSummaries = (st: ChannelState): Array<[string, SummaryEntry]> =>
+  [...st.summaries].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));

@@ -1,0 +1,104 @@
+// The memory bucket and this instance's cache of the channels in use, with the writes that
+// keep both in step, shared by history, summaries and facts.
+//
+// Reads: channel() brings the channel up to date with the bucket first (one round trip; a
+// load when it is not cached), so every read sees what any instance stored before it began.
+// Writes go to KV first and are then applied to the cached channel with the revision KV
+// returned, so this instance reads its own writes at once; history keys (exchanges,
+// summaries, claims) carry storage.history_ttl_days as their TTL. Background work (summaries,
+// last_accessed touches, decay sweeps) is tracked so settled() can wait for it and never
+// ends as an unhandled rejection.
+import { casUpdate, GroupCache, staleAfter, type CasResult, type Kv, type KvWriteOptions } from "../kv";
+import { applyToChannel, channelFilter, emptyChannel, type ChannelState } from "./channel";
+import type { MemoryOptions } from "./types";
+
+const enc = new TextEncoder();
+const bytes = (v: unknown) => enc.encode(JSON.stringify(v));
+const MB = 1024 * 1024;
+
+/** The encoded channel of a key (`<kind>.<channel>.<id>`). */
+const channelOf = (k: string) => k.slice(k.indexOf(".") + 1, k.lastIndexOf("."));
+
+export interface Store {
+  kv: Kv;
+  /** The channel, up to date with the bucket (see the header). */
+  channel(encoded: string): Promise<ChannelState>;
+  /** The channel if cached, without a round trip (for work that follows a read of it). */
+  cachedChannel(encoded: string): ChannelState | undefined;
+  create(k: string, value: unknown): Promise<void>;
+  put(k: string, value: unknown): Promise<void>;
+  /** Compare-and-set write: fails with a KV conflict when the key moved past `revision`. */
+  update(k: string, value: unknown, revision: number): Promise<void>;
+  remove(k: string): Promise<void>;
+  /** casUpdate on a key of the bucket, applying what it wrote. */
+  cas<T>(k: string, fn: (current: T | undefined) => { value: T | undefined; result: void }): Promise<CasResult<T | undefined, void>>;
+  /** Runs work in the background, tracked by settled(), its failure logged. */
+  background(what: string, p: Promise<unknown>): void;
+  settled(): Promise<void>;
+  cached(): { channels: number; bytes: number };
+  close(): void;
+}
+
+export function createStore(opts: MemoryOptions): Store {
+  const { kv, clock, log, config } = opts;
+  const cache = new GroupCache<ChannelState>({
+    kv,
+    name: "memory",
+    filter: channelFilter,
+    empty: emptyChannel,
+    apply: applyToChannel,
+    bytes: (st) => st.bytes,
+    maxGroups: config.memory.cache_channels,
+    maxBytes: config.memory.cache_mb * MB,
+    staleAfterMs: staleAfter(config.storage.marker_ttl_seconds),
+    clock,
+    log,
+  });
+  const pending = new Set<Promise<unknown>>();
+
+  const wrote = (k: string, value: Uint8Array, revision: number) => cache.wrote(channelOf(k), { key: k, value, revision });
+  // Exchanges, summaries and claims expire by themselves; memories go by decay (facts.ts).
+  const historyTtl: KvWriteOptions = { ttlSeconds: config.storage.history_ttl_days * 86_400 };
+  const ttl = (k: string) => (k.startsWith("m.") ? undefined : historyTtl);
+
+  return {
+    kv,
+    channel: (encoded) => cache.use(encoded),
+    cachedChannel: (encoded) => cache.peek(encoded),
+    async create(k, value) {
+      const e = bytes(value);
+      wrote(k, e, await kv.create(k, e, ttl(k)));
+    },
+    async put(k, value) {
+      const e = bytes(value);
+      wrote(k, e, await kv.put(k, e, ttl(k)));
+    },
+    async update(k, value, revision) {
+      const e = bytes(value);
+      wrote(k, e, await kv.update(k, e, revision, ttl(k)));
+    },
+    async remove(k) {
+      // Gone from this instance's reads before the round trip.
+      cache.deleted(channelOf(k), k);
+      await kv.delete(k);
+    },
+    async cas(k, fn) {
+      const r = await casUpdate(kv, k, fn);
+      if (r.value !== undefined && r.revision) wrote(k, bytes(r.value), r.revision);
+      return r;
+    },
+    background(what, p) {
+      const q = p.catch((err) => log.warn(`memory: ${what} failed`, { error: (err as Error).message }));
+      pending.add(q);
+      void q.finally(() => pending.delete(q));
+    },
+    async settled() {
+      while (pending.size > 0) await Promise.all([...pending]);
+    },
+    cached() {
+      const s = cache.stats();
+      return { channels: s.groups, bytes: s.bytes };
+    },
+    close: () => cache.clear(),
+  };
+}

@@ -1,0 +1,119 @@
+// The group cache over the in-memory bucket: shared loads, one read at a time per group,
+// reloads when a group went unread too long or changed too much, writes applied at once,
+// and a late older value never reviving a key this instance deleted.
+import { describe, expect, it } from "vitest";
+import { GroupCache, MemoryKv, type Kv, type KvEntry } from "../lib/kv";
+import { silentLogger } from "../lib/log";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A cache whose groups are `g.<name>.*`, each state a map of key → value text. */
+function cacheOver(kv: Kv, opts: { maxGroups?: number; staleAfterMs?: number; now?: () => number } = {}) {
+  return new GroupCache<Map<string, string>>({
+    kv,
+    name: "test",
+    filter: (g) => `g.${g}.*`,
+    empty: () => new Map(),
+    apply: (st, k, e: KvEntry | null) => (e ? st.set(k, dec.decode(e.value)) : st.delete(k)),
+    bytes: (st) => st.size * 100,
+    maxGroups: opts.maxGroups ?? 10,
+    maxBytes: 1_000_000,
+    staleAfterMs: opts.staleAfterMs,
+    clock: { now: opts.now ?? (() => Date.now()) },
+    log: silentLogger,
+  });
+}
+
+const put = (kv: Kv, k: string, v: string) => kv.put(k, enc.encode(v));
+
+/** The in-memory bucket with some of its calls replaced. */
+const overriding = (kv: MemoryKv, over: Partial<Kv>): Kv => ({
+  bucket: kv.bucket,
+  get: (k) => kv.get(k),
+  put: (k, v, o) => kv.put(k, v, o),
+  create: (k, v, o) => kv.create(k, v, o),
+  update: (k, v, r, o) => kv.update(k, v, r, o),
+  delete: (k) => kv.delete(k),
+  keys: (f) => kv.keys(f),
+  snapshot: (f) => kv.snapshot(f),
+  changes: (f, a) => kv.changes(f, a),
+  ...over,
+});
+
+describe("group cache", () => {
+  it("shares one load among concurrent first uses, and one read among uses arriving during a read", async () => {
+    const kv = new MemoryKv();
+    await put(kv, "g.a.1", "one");
+    const cache = cacheOver(kv);
+    const states = await Promise.all(Array.from({ length: 5 }, () => cache.use("a")));
+    expect(new Set(states).size).toBe(1);
+    expect(kv.ops.snapshot).toBe(1);
+    // The uses that arrived while the load was in flight share the one check after it.
+    expect(kv.ops.changes).toBe(1);
+    await put(kv, "g.a.2", "two");
+    const later = await Promise.all(Array.from({ length: 5 }, () => cache.use("a")));
+    expect(kv.ops.changes).toBe(3);
+    expect(later.every((st) => [...st.values()].join() === "one,two")).toBe(true);
+  });
+
+  it("loads a group afresh once it went unread too long, and when too much changed to list", async () => {
+    let now = 0;
+    const kv = new MemoryKv();
+    await put(kv, "g.a.1", "one");
+    let tooMuch = false;
+    const cache = cacheOver(overriding(kv, { changes: (f, a) => (tooMuch ? Promise.resolve(null) : kv.changes(f, a)) }), { staleAfterMs: 1_000, now: () => now });
+    await cache.use("a");
+    now += 999;
+    await cache.use("a");
+    expect(kv.ops.snapshot).toBe(1);
+    now += 2_000;
+    await cache.use("a");
+    expect(kv.ops.snapshot).toBe(2);
+    tooMuch = true;
+    await put(kv, "g.a.2", "two");
+    expect([...(await cache.use("a")).values()]).toEqual(["one", "two"]);
+    expect(kv.ops.snapshot).toBe(3);
+  });
+
+  it("applies this instance's writes at once, and a late older value does not revive a deleted key", async () => {
+    const kv = new MemoryKv();
+    await put(kv, "g.a.1", "one");
+    // A bucket whose answers to a check are held until released: a check in flight.
+    let hold: (() => void) | undefined;
+    const slow = overriding(kv, {
+      async changes(f, a) {
+        const r = await kv.changes(f, a);
+        await new Promise<void>((resolve) => (hold = resolve));
+        return r;
+      },
+    });
+    const cache = cacheOver(slow);
+    const st = await cache.use("a");
+    const revision = await put(kv, "g.a.2", "two");
+    cache.wrote("a", { key: "g.a.2", value: enc.encode("two"), revision });
+    expect(st.get("g.a.2")).toBe("two");
+    // A check starts, reads "two" from the bucket, and is held; meanwhile this instance deletes it.
+    const checking = cache.use("a");
+    await new Promise((r) => setImmediate(r));
+    cache.deleted("a", "g.a.2");
+    expect(st.has("g.a.2")).toBe(false);
+    hold!();
+    await checking;
+    expect(st.has("g.a.2")).toBe(false);
+  });
+
+  it("keeps no group that holds nothing, and at most maxGroups groups", async () => {
+    const kv = new MemoryKv();
+    const cache = cacheOver(kv, { maxGroups: 3 });
+    await cache.use("empty");
+    expect(cache.stats().groups).toBe(0);
+    for (let i = 0; i < 6; i++) {
+      await put(kv, `g.n${i}.k`, "v");
+      await cache.use(`n${i}`);
+    }
+    expect(cache.stats()).toEqual({ groups: 3, bytes: cache.stats().bytes });
+    expect(cache.peek("n5")?.get("g.n5.k")).toBe("v");
+    expect(cache.peek("n0")).toBeUndefined();
+  });
+});
