@@ -7,16 +7,10 @@ export const request = PersonaSetRequest;
 export const response = PersonaResponse;
 
 /**
- * {channel, persona} selects a persona for a channel (unknown → not_found);
- * {name, system_prompt, …} defines or updates an operator persona (built-ins are fixed).
+ * Selects a persona for a channel (unknown → not_found); counts against the channel's write
+ * limit. Defining one is persona_define's, an admin subject.
  */
 export async function handle(req: PersonaSetRequest, ctx: Ctx): Promise<PersonaResponse> {
-  if ("channel" in req) return { success: true, persona: await ctx.personas.select(req.channel, req.persona) };
-  const persona = await ctx.personas.define({
-    name: req.name,
-    description: req.description ?? "",
-    system_prompt: req.system_prompt,
-    temperature: req.temperature,
-  });
-  return { success: true, persona };
+  await ctx.writes.admit({ channel: req.channel, admin: ctx.admin === true });
+  return { success: true, persona: await ctx.personas.select(req.channel, req.persona) };
 }

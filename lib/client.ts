@@ -12,7 +12,8 @@
 //     as `rate_limited`) and, where it applies, `retry_after` in seconds;
 //   - a local `validation` failure, with the same shape and wording as the service's, when the
 //     request does not match the schema (nothing is sent; `local: true`);
-//   - a TransportFailure when no reply arrived (`timeout`, `no_responders`, `disconnected`) or
+//   - a TransportFailure when no reply arrived (`timeout`, `no_responders`, `forbidden` — the
+//     connection's permissions do not allow the subject —, `disconnected`) or
 //     the reply was not the service's (`bad_reply`), marked `transport: true`. Its codes are
 //     kept apart from the service's so a caller never mistakes "nobody answered" for "the model
 //     is down": both may be worth a retry, but only the first says the service itself is missing.
@@ -31,6 +32,8 @@ import {
   MemoryRecallRequest,
   MemoryResponse,
   OkResponse,
+  PersonaDefineRequest,
+  PersonaDeleteRequest,
   PersonaGetRequest,
   PersonaListRequest,
   PersonaListResponse,
@@ -62,6 +65,8 @@ export const API = {
   persona_list: { request: PersonaListRequest, response: PersonaListResponse },
   status: { request: StatusRequest, response: StatusResponse },
   usage: { request: UsageRequest, response: UsageResponse },
+  persona_define: { request: PersonaDefineRequest, response: PersonaResponse },
+  persona_delete: { request: PersonaDeleteRequest, response: PersonaResponse },
 } as const satisfies Record<EndpointName, { request: z.ZodType; response: z.ZodType }>;
 
 type Api = typeof API;
@@ -76,7 +81,7 @@ export type ReplyOf<E extends EndpointName> = z.output<Api[E]["response"]> & {
 };
 
 /** Why a request got no usable reply from the service. */
-export type TransportErrorCode = "timeout" | "no_responders" | "disconnected" | "bad_reply";
+export type TransportErrorCode = "timeout" | "no_responders" | "forbidden" | "disconnected" | "bad_reply";
 
 /** No reply from the service (or one that is not the service's): nothing is known about the request's effect. */
 export interface TransportFailure {
@@ -138,15 +143,19 @@ export interface RoseyLlmClient {
   memoryAdd(req: RequestOf<"memory_add">, opts?: CallOptions): Promise<Result<"memory_add">>;
   /** The memories most relevant to a query. */
   memoryRecall(req: RequestOf<"memory_recall">, opts?: CallOptions): Promise<Result<"memory_recall">>;
-  /** Forgets one memory by id, or all of a user's. */
+  /** Forgets one memory by id, or all of a user's (admin subject). */
   memoryForget(req: RequestOf<"memory_forget">, opts?: CallOptions): Promise<Result<"memory_forget">>;
-  /** Drops a channel's conversation history and summaries, keeping memories. */
+  /** Drops a channel's conversation history and summaries, keeping memories (admin subject). */
   contextReset(req: RequestOf<"context_reset">, opts?: CallOptions): Promise<Result<"context_reset">>;
   /** The persona a channel uses. */
   personaGet(req: RequestOf<"persona_get">, opts?: CallOptions): Promise<Result<"persona_get">>;
-  /** Selects a channel's persona ({channel, persona}) or defines one ({name, system_prompt, …}). */
+  /** Selects a channel's persona. */
   personaSet(req: RequestOf<"persona_set">, opts?: CallOptions): Promise<Result<"persona_set">>;
-  /** Every persona, built-in and defined. */
+  /** Defines or updates a persona (admin subject). */
+  personaDefine(req: RequestOf<"persona_define">, opts?: CallOptions): Promise<Result<"persona_define">>;
+  /** Deletes a defined persona (admin subject). */
+  personaDelete(req: RequestOf<"persona_delete">, opts?: CallOptions): Promise<Result<"persona_delete">>;
+  /** One page of the personas, built-in and defined (`next_cursor` when more follow). */
   personaList(req?: RequestOf<"persona_list">, opts?: CallOptions): Promise<Result<"persona_list">>;
   /** Health, providers and today's totals of the instance that answers. */
   status(req?: RequestOf<"status">, opts?: CallOptions): Promise<Result<"status">>;
@@ -169,6 +178,9 @@ function transportFailure(err: unknown, subject: string, timeoutMs: number): Tra
   if (code === "503") {
     return { success: false, transport: true, error_code: "no_responders", error: `no rosey-llm instance listens on ${subject}` };
   }
+  if (code === "PERMISSIONS_VIOLATION") {
+    return { success: false, transport: true, error_code: "forbidden", error: `this connection may not publish to ${subject}` };
+  }
   if (code === "TIMEOUT") {
     return { success: false, transport: true, error_code: "timeout", error: `no reply on ${subject} within ${timeoutMs} ms` };
   }
@@ -176,7 +188,12 @@ function transportFailure(err: unknown, subject: string, timeoutMs: number): Tra
   return { success: false, transport: true, error_code: "disconnected", error: `request on ${subject} failed: ${message}` };
 }
 
-/** Creates a client over an open connection; the caller keeps owning (and closing) `nc`. */
+/**
+ * Creates a client over an open connection; the caller keeps owning (and closing) `nc`.
+ * Replies arrive on the connection's inbox: a plugin given its own inbox root by its
+ * permissions connects with `inboxPrefix` (e.g. `connect({ …, inboxPrefix: "_INBOX_trivia" })`)
+ * and every call of this client uses it.
+ */
 export function createClient(nc: NatsConnection, options: ClientOptions = {}): RoseyLlmClient {
   const prefix = options.prefix ?? "rosey";
   const defaultTimeout = options.timeoutMs ?? 30_000;
@@ -226,6 +243,8 @@ export function createClient(nc: NatsConnection, options: ClientOptions = {}): R
     contextReset: (req, opts) => call("context_reset", req, opts),
     personaGet: (req, opts) => call("persona_get", req, opts),
     personaSet: (req, opts) => call("persona_set", req, opts),
+    personaDefine: (req, opts) => call("persona_define", req, opts),
+    personaDelete: (req, opts) => call("persona_delete", req, opts),
     personaList: (req = {}, opts) => call("persona_list", req, opts),
     status: (req = {}, opts) => call("status", req, opts),
     usage: (req = {}, opts) => call("usage", req, opts),

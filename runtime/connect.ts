@@ -7,12 +7,6 @@ import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnectio
 import type { Config } from "../lib/config";
 import { serverRecentEnough, tooOldMessage } from "./nats-server";
 
-/**
- * Root of the service's own reply subjects (JetStream API answers, KV values, publish acks,
- * KV watch deliveries). Not `_INBOX`: clients commonly may subscribe to `_INBOX.>`, and this
- * traffic carries bucket contents, so it gets a root that permissions grant the service alone.
- */
-export const SERVICE_INBOX_PREFIX = "_INBOX_ROSEY_LLM";
 
 /** How long the first connection may take before the start fails. */
 export const CONNECT_TIMEOUT_MS = 5_000;
@@ -37,7 +31,7 @@ export function connectionOptions(config: Config, servers: string[]): Connection
   const opts: ConnectionOptions = {
     servers,
     name: n.name,
-    inboxPrefix: SERVICE_INBOX_PREFIX,
+    inboxPrefix: n.inbox_prefix,
     // A server that drops the handshake (e.g. it wants a client certificate we do not send)
     // gives the client no error, only silence: fail the start after 5 s rather than 20.
     timeout: CONNECT_TIMEOUT_MS,

@@ -7,7 +7,7 @@ import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
 import type { Config } from "../lib/config";
 import type { Clock, Ctx, InstanceInfo, Logger } from "../lib/context";
 import { createEvents } from "../lib/events";
-import { createLimiter } from "../lib/limiter";
+import { createLimiter, createWriteLimiter } from "../lib/limiter";
 import { summarizeHistory } from "../lib/llm";
 import { createMemory } from "../lib/memory";
 import { createPersonas } from "../lib/personas";
@@ -16,6 +16,16 @@ import { createUsage } from "../lib/usage";
 import { natsKv } from "./kv";
 import { streamReads } from "./kv-reads";
 import { BUCKETS, retryLeaderless, type Buckets } from "./provision";
+
+/**
+ * The configuration chat, complete and summarize are limited by. Exempt names are claims any
+ * caller can make; with `exempt_admin_only` none of them is exempt there (those endpoints are
+ * plugin subjects), and exemptions count only for writes on the admin subjects.
+ */
+export function chatLimitsConfig(config: Config): Config {
+  if (!config.limits.exempt_admin_only) return config;
+  return { ...config, limits: { ...config.limits, exempt_users: [], exempt_channels: [] } };
+}
 
 export interface ContextOptions {
   nc: NatsConnection;
@@ -52,7 +62,8 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
   // accounting and its usage are the same writes. Finished days go to the usage bucket.
   const limits = natsKv(buckets.limits, BUCKETS.limits, jsm);
   const history = natsKv(buckets.usage, BUCKETS.usage, jsm);
-  const limiter = createLimiter({ kv: limits, config, clock, events, log, instance: instance.id, history });
+  const limiter = createLimiter({ kv: limits, config: chatLimitsConfig(config), clock, events, log, instance: instance.id, history });
+  const writes = createWriteLimiter({ kv: limits, config: config.limits, clock });
   const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
   // Memory and personas read groups of keys (a channel's, the definitions) straight from the bucket streams.
   const grouped = (name: keyof typeof BUCKETS) => ({
@@ -71,7 +82,7 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
     // History summaries are model calls like any other: admitted, counted, published.
     summarizer: (req) => summarizeHistory(ctx, req),
   });
-  ctx = { config, clock, log, instance, events, providers, limiter, usage, memory, personas };
+  ctx = { config, clock, log, instance, events, providers, limiter, writes, usage, memory, personas };
   return {
     ctx,
     async close() {

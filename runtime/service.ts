@@ -12,7 +12,7 @@ import type { Clock, Ctx, Logger } from "../lib/context";
 import { ERROR_HEADERS } from "../lib/errors";
 import { createLogger } from "../lib/log";
 import { jsonSchema } from "../lib/schemas/json";
-import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
+import { ENDPOINTS, endpointSubject, isAdminEndpoint, type EndpointName } from "../lib/subjects";
 import { connectNats, redactUrl } from "./connect";
 import { createContext } from "./context";
 import { createEndpoint, isHandlerModule, type EndpointStats, type HandlerModule } from "./endpoint";
@@ -106,7 +106,10 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
   const stats = new Map<string, EndpointStats>();
   const bySubject = new Map<string, EndpointStats>();
   const endpoints = mods.map((mod) => {
-    const ep = createEndpoint(mod, (signal) => ({ ...ctx, signal }), {
+    // What a handler knows of its request besides the body: its deadline, how large a reply
+    // may be, and whether it came on an admin subject (only admins may send there).
+    const admin = isAdminEndpoint(mod.name as EndpointName);
+    const ep = createEndpoint(mod, (signal) => ({ ...ctx, signal, maxPayload: nc.info?.max_payload, admin }), {
       maxRequestBytes: config.service.max_request_bytes,
       timeoutMs: config.service.handler_timeout_ms,
       track,

@@ -214,7 +214,7 @@ describe("a runtime process SIGKILLed mid-request", () => {
 
   it("the survivor answers what follows, and no KV state is torn", async () => {
     // Some state to check afterwards: an operator persona selected for a channel.
-    const def = await request(nc, "rosey.llm.persona.set", { name: "pirate", system_prompt: "Talk like a pirate." });
+    const def = await request(nc, "rosey.llm.admin.persona.define", { name: "pirate", system_prompt: "Talk like a pirate." });
     expect(def.body.success).toBe(true);
     expect((await request(nc, "rosey.llm.persona.set", { channel: "#k0", persona: "pirate" })).body.success).toBe(true);
 

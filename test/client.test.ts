@@ -64,7 +64,7 @@ describe("createClient", () => {
   });
 
   it("gets, sets and lists personas", async () => {
-    const defined = await llm.personaSet({ name: "pirate", system_prompt: "Talk like a pirate.", temperature: 1.1 });
+    const defined = await llm.personaDefine({ name: "pirate", system_prompt: "Talk like a pirate.", temperature: 1.1, owner: "ops" });
     expect(defined).toMatchObject({ success: true, persona: { name: "pirate" } });
     const selected = await llm.personaSet({ channel: "#ship", persona: "pirate" });
     expect(selected).toMatchObject({ success: true, persona: { name: "pirate" } });
@@ -74,6 +74,27 @@ describe("createClient", () => {
     const list = await llm.personaList();
     if (!list.success) throw new Error(list.error);
     expect(list.personas.map((p) => p.name)).toEqual(expect.arrayContaining(["default", "concise", "technical", "creative", "pirate"]));
+    expect(list.personas.find((p) => p.name === "pirate")?.owner).toBe("ops");
+    expect(list.next_cursor).toBeUndefined();
+  });
+
+  it("deletes a defined persona: channels that selected it fall back to default; fixed ones stay", async () => {
+    await llm.personaDefine({ name: "parrot", system_prompt: "Repeat everything." });
+    await llm.personaSet({ channel: "#perch", persona: "parrot" });
+    expect(await llm.personaDelete({ name: "parrot" })).toMatchObject({ success: true, persona: { name: "parrot" } });
+    expect(await llm.personaGet({ channel: "#perch" })).toMatchObject({ success: true, persona: { name: "default" } });
+    expect(await llm.personaSet({ channel: "#perch", persona: "parrot" })).toMatchObject({ error_code: "not_found" });
+    expect(await llm.personaDelete({ name: "parrot" })).toMatchObject({ error_code: "not_found" });
+    expect(await llm.personaDelete({ name: "default" })).toMatchObject({ error_code: "validation" });
+    expect(await llm.personaGet({ channel: "#nobody" })).toMatchObject({ persona: { name: "default", builtin: true } });
+  });
+
+  it("plugins can no longer define personas through persona_set", async () => {
+    const r = await llm.call("persona_set", { name: "sneaky", system_prompt: "Obey me." } as never, { validate: false });
+    expect(r).toMatchObject({ success: false, error_code: "validation" });
+    expect(await llm.personaGet({ channel: "#nobody" })).toMatchObject({ persona: { name: "default" } });
+    const list = await llm.personaList();
+    expect(list.success && list.personas.some((p) => p.name === "sneaky")).toBe(false);
   });
 
   it("reports status and usage", async () => {

@@ -1,6 +1,17 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError, defaultConfig, loadConfig, settingName } from "../lib/config";
 
+/** The ConfigError `f` throws (fails the test when it throws nothing or something else). */
+function rejection(f: () => unknown): ConfigError {
+  try {
+    f();
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error("expected a ConfigError");
+}
+
 describe("configuration", () => {
   it("has the contract's defaults with an empty environment", () => {
     const c = loadConfig({});
@@ -81,6 +92,28 @@ describe("configuration", () => {
       /memory.history_messages/,
     );
     expect(() => loadConfig({ ROSEY_CONFIG: "/x.json" }, () => '{"limitz":{}}')).toThrow(/limitz/);
+  });
+
+  it("never quotes a setting's value: a malformed file is placed by line and column, not quoted", () => {
+    const key = "sk-live-4f9a1c2e8b7d6a5f";
+    const file = `{\n  "providers": {"defs": {"openai": {"api_key": ${key}}}}\n}`;
+    const err = rejection(() => loadConfig({ ROSEY_CONFIG: "/etc/rosey.json" }, () => file));
+    expect(err.message).toMatch(/^ROSEY_CONFIG: \/etc\/rosey.json is not valid JSON( at line 2, column \d+)?$/);
+    expect(err.message).not.toContain("sk-live");
+    const unquoted = rejection(() => loadConfig({ ROSEY_CONFIG: "/etc/rosey.json" }, () => `{\n  ${key}: 1}`));
+    expect(unquoted.message).toBe("ROSEY_CONFIG: /etc/rosey.json is not valid JSON at line 2, column 3");
+    const missing = rejection(() =>
+      loadConfig({ ROSEY_CONFIG: "/nope.json" }, () => {
+        throw Object.assign(new Error(`ENOENT: no such file or directory, open '/nope.json' ${key}`), { code: "ENOENT" });
+      }),
+    );
+    expect(missing.message).toBe("ROSEY_CONFIG: cannot read /nope.json (ENOENT)");
+    const badNumber = rejection(() => loadConfig({ ROSEY_LIMIT_USER_PER_MINUTE: key }));
+    expect(badNumber.message).toMatch(/ROSEY_LIMIT_USER_PER_MINUTE/);
+    expect(badNumber.message).not.toContain("sk-live");
+    const badLevel = rejection(() => loadConfig({ LOG_LEVEL: key }));
+    expect(badLevel.message).toMatch(/LOG_LEVEL/);
+    expect(badLevel.message).not.toContain("sk-live");
   });
 
   it("has storage limits by default, each settable from the environment or the file", () => {

@@ -88,7 +88,7 @@ describe("a running service", () => {
   it("writes only keys that follow the documented layout of their bucket", async () => {
     for (let i = 0; i < 4; i++) await request(svc.nc, subj("chat"), { channel: "#layout", user: "ann.b > *", message: `turn ${i}` });
     await request(svc.nc, subj("memory_add"), { channel: "#layout", content: "Ann likes tea", user_id: "ann.b > *" });
-    await request(svc.nc, subj("persona_set"), { name: "pirate", system_prompt: "Talk like a pirate." });
+    await request(svc.nc, subj("persona_define"), { name: "pirate", system_prompt: "Talk like a pirate." });
     await request(svc.nc, subj("persona_set"), { channel: "#layout", persona: "pirate" });
     const jsm = await svc.nc.jetstreamManager();
     const keysOf = async (bucket: string) => {

@@ -32,6 +32,8 @@ const VALID: Record<EndpointName, Record<string, unknown>> = {
   persona_list: {},
   status: {},
   usage: { user: "fuzzer" },
+  persona_define: { name: "fuzzed", system_prompt: "Be brief.", owner: "fuzzer" },
+  persona_delete: { name: "never-defined" },
 };
 
 const nasty = fc.constantFrom(

@@ -16,6 +16,7 @@ import { natsKv } from "../runtime/kv";
 import { streamReads } from "../runtime/kv-reads";
 import { BUCKETS, provisionBuckets } from "../runtime/provision";
 import { startTestServer, type TestServer } from "./helpers/nats";
+import { storedData } from "./helpers/stored-context";
 
 const persona = BUILTIN_PERSONAS[0];
 const enc = new TextEncoder();
@@ -131,8 +132,10 @@ describe("read-your-writes across three instances, each holding the channels in 
       await trio[(i + 1) % 3].mem.context(channel, "u", "warm", persona);
       await trio[(i + 2) % 3].mem.reset(channel);
       const ctx = await trio[(i + 1) % 3].mem.context(channel, "u", "after", persona);
-      // No history and no summary: only system messages (persona, facts) and the new message.
-      if (ctx.filter((m) => m.role !== "system").length !== 1 || ctx.some((m) => m.content.startsWith("Previous conversation"))) misses++;
+      // No history and no summary: the persona, the quoted facts if any, and the new message.
+      const stored = storedData(ctx);
+      const rest = ctx.filter((m, i) => m.role !== "system" && i !== stored?.index);
+      if (rest.length !== 1 || (stored?.summaries.length ?? 0) > 0) misses++;
     }
     expect(misses).toBe(0);
   });
@@ -188,7 +191,7 @@ describe("deletes cost what the channel holds now", () => {
     }
     // Summaries deleted most exchanges; what is left is a few exchanges, summaries and no claim.
     const ctx = await x.mem.context("#long", "u", "?", persona);
-    const live = ctx.filter((m) => m.content.startsWith("Previous conversation summary")).length;
+    const live = storedData(ctx)?.summaries.length ?? 0;
     expect(live).toBeGreaterThan(0);
     const before = x.deletes();
     await x.mem.reset("#long");
@@ -236,7 +239,8 @@ describe("failures", () => {
     for (const z of [x, y]) {
       expect((await z.mem.recall({ channel: "#broken", query: "tea", limit: 3 })).map((m) => m.content)).toEqual(["the good memory about tea"]);
       const ctx = await z.mem.context("#broken", "bob", "any tea?", persona);
-      expect(ctx.slice(1).map((m) => m.content)).toEqual(["Remembered facts:\n- the good memory about tea", "ann: good question", "good answer", "bob: any tea?"]);
+      expect(storedData(ctx)).toEqual({ index: 1, summaries: [], facts: [{ about: null, text: "the good memory about tea" }] });
+      expect(ctx.slice(2).map((m) => m.content)).toEqual(["ann: good question", "good answer", "bob: any tea?"]);
     }
     const skipped = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "memory: unreadable entry skipped");
     expect(new Set(skipped.map((l) => l.key))).toEqual(new Set(bad));

@@ -16,6 +16,7 @@ import { silentLogger } from "../lib/log";
 import { createMemory } from "../lib/memory";
 import { BUILTIN_PERSONAS } from "../lib/personas";
 import { estimateTokens } from "../lib/providers/tokens";
+import { storedData } from "./helpers/stored-context";
 
 const persona = BUILTIN_PERSONAS[0];
 const enc = new TextEncoder();
@@ -113,8 +114,8 @@ describe("history, one key per exchange", () => {
     expect(emitted.find((e) => e.name === "summarized")?.payload.message_count).toBe(8);
     expect(await kv.keys("t.>")).toHaveLength(2);
     const ctx = await mem.context("#sum", "z", "?", persona);
-    expect(ctx.slice(1).map((m) => m.content)).toEqual([
-      "Previous conversation summary: A summary.",
+    expect(storedData(ctx)).toEqual({ index: 1, summaries: ["A summary."], facts: [] });
+    expect(ctx.slice(2).map((m) => m.content)).toEqual([
       "nina: new q1",
       "new a1",
       "nina: new q2",

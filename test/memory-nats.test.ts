@@ -17,6 +17,7 @@ import { natsKv } from "../runtime/kv";
 import { streamReads } from "../runtime/kv-reads";
 import { BUCKETS, provisionBuckets } from "../runtime/provision";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
+import { storedData } from "./helpers/stored-context";
 
 const persona = BUILTIN_PERSONAS[0];
 let server: NatsServer;
@@ -156,7 +157,7 @@ describe("two instances on one nats-server", () => {
     // A fresh instance (a restart) carries on with the summary and the remaining history.
     const c = await instance(cfg);
     const ctx = await c.mem.context("#picnic", "tess", "where do we meet?", persona);
-    expect(ctx[1].content).toBe("Previous conversation summary: The group planned a picnic.");
+    expect(storedData(ctx)).toEqual({ index: 1, summaries: ["The group planned a picnic."], facts: [] });
     expect(ctx.at(-1)!.content).toBe("tess: where do we meet?");
     expect(ctx.length).toBe(2 + Math.min(4, 14 - message_count) + 1);
   });

@@ -9,6 +9,7 @@ import { CLAIM_TTL_MS, createMemory, SUMMARY_PROMPT, type MemoryService } from "
 import { BUILTIN_PERSONAS } from "../lib/personas";
 import { estimateMessagesTokens } from "../lib/providers/tokens";
 import type { Message } from "../lib/schemas";
+import { storedData } from "./helpers/stored-context";
 
 const persona = BUILTIN_PERSONAS[0];
 
@@ -152,7 +153,7 @@ describe("summarization", () => {
     expect(await kv.keys("t.>")).toHaveLength(2); // the 4 newest messages: 2 exchanges
     for (const mem of [a.mem, b.mem]) {
       const ctx = await mem.context("#s", "alice", "next", persona);
-      expect(ctx[1]).toEqual({ role: "system", content: "Previous conversation summary: They talked about the weather." });
+      expect(storedData(ctx)).toEqual({ index: 1, summaries: ["They talked about the weather."], facts: [] });
       expect(ctx.slice(2, -1)).toHaveLength(4);
     }
   });
@@ -186,8 +187,9 @@ describe("summarization", () => {
     await chat(mem, "#f", 4);
     await mem.settled();
     const ctx = await mem.context("#f", "alice", "hi", persona);
-    expect(ctx[1].content).toMatch(/^Previous conversation summary: Earlier conversation of 6 messages between alice/);
-    expect(ctx[1].content).toContain("question 0");
+    const [summary] = storedData(ctx)!.summaries;
+    expect(summary).toMatch(/^Earlier conversation of 6 messages between alice/);
+    expect(summary).toContain("question 0");
     expect(emitted.filter((e) => e.name === "summarized")).toHaveLength(1);
     expect(await kv.keys("t.>")).toHaveLength(1);
   });
@@ -209,11 +211,11 @@ describe("summarization", () => {
     expect(calls).toHaveLength(0); // the providers are not called directly
     expect(asked.map((a) => [a.channel, a.messages[0].content])).toEqual([["#hook", SUMMARY_PROMPT]]);
     expect(asked[0].messages[1].content).toContain("alice: question 0");
-    expect((await mem.context("#hook", "alice", "hi", persona))[1].content).toBe("Previous conversation summary: Summary from the hook.");
+    expect(storedData(await mem.context("#hook", "alice", "hi", persona))?.summaries).toEqual(["Summary from the hook."]);
     fail = true;
     await chat(mem, "#hook2", 4);
     await mem.settled();
-    expect((await mem.context("#hook2", "alice", "hi", persona))[1].content).toMatch(/^Previous conversation summary: Earlier conversation of 6 messages/);
+    expect(storedData(await mem.context("#hook2", "alice", "hi", persona))?.summaries[0]).toMatch(/^Earlier conversation of 6 messages/);
   });
 
   it("shows only the last summaries_in_context summaries, oldest first", async () => {
@@ -223,15 +225,14 @@ describe("summarization", () => {
       await mem.settled();
     }
     const ctx = await mem.context("#m", "alice", "hi", persona);
-    const summaries = ctx.filter((m) => m.content.startsWith("Previous conversation summary"));
-    expect(summaries).toHaveLength(2);
-    expect(ctx.indexOf(summaries[0])).toBe(1);
-    expect(ctx.indexOf(summaries[1])).toBe(2);
+    const stored = storedData(ctx)!;
+    expect(stored.index).toBe(1);
+    expect(stored.summaries).toHaveLength(2);
   });
 });
 
 describe("context", () => {
-  it("orders persona prompt, summaries, remembered facts, history, then the new message", async () => {
+  it("orders persona prompt, stored summaries and facts, history, then the new message", async () => {
     const { mem } = setup({ summarize_after: 6, history_messages: 2 });
     await mem.add({ channel: "#o", content: "The bot's birthday is in June", category: "fact", importance: 3 });
     await mem.add({ channel: "#o", content: "Bob prefers tabs over spaces", category: "preference", importance: 1, user_id: "bob" });
@@ -240,11 +241,14 @@ describe("context", () => {
     await mem.record("#o", "alice", "last question", "last answer");
     const custom = { ...persona, system_prompt: "You are a pirate." };
     const ctx = await mem.context("#o", "alice", "when is the birthday?", custom);
-    expect(ctx.map((m) => m.role)).toEqual(["system", "system", "system", "user", "assistant", "user"]);
+    // The persona's prompt is the one system message; stored text follows as quoted data.
+    expect(ctx.map((m) => m.role)).toEqual(["system", "user", "user", "assistant", "user"]);
     expect(ctx[0].content).toBe("You are a pirate.");
-    expect(ctx[1].content).toMatch(/^Previous conversation summary: /);
-    expect(ctx[2].content).toBe("Remembered facts:\n- The bot's birthday is in June");
-    expect(ctx.slice(3).map((m) => m.content)).toEqual(["alice: last question", "last answer", "alice: when is the birthday?"]);
+    const stored = storedData(ctx)!;
+    expect(stored.index).toBe(1);
+    expect(stored.summaries).toHaveLength(1);
+    expect(stored.facts).toEqual([{ about: null, text: "The bot's birthday is in June" }]);
+    expect(ctx.slice(2).map((m) => m.content)).toEqual(["alice: last question", "last answer", "alice: when is the birthday?"]);
   });
 
   it("includes a user's own memories only for that user", async () => {
@@ -253,7 +257,7 @@ describe("context", () => {
     const forAlice = await mem.context("#p", "alice", "tabs or spaces?", persona);
     const forBob = await mem.context("#p", "bob", "tabs or spaces?", persona);
     expect(forAlice.some((m) => m.content.includes("tabs over spaces"))).toBe(false);
-    expect(forBob[1].content).toBe("Remembered facts:\n- (about bob) Bob prefers tabs over spaces");
+    expect(storedData(forBob)).toEqual({ index: 1, summaries: [], facts: [{ about: "bob", text: "Bob prefers tabs over spaces" }] });
   });
 });
 
@@ -269,10 +273,8 @@ describe("reset", () => {
     expect(await kv.keys("t.>")).toHaveLength(1); // #other's exchange
     expect(await kv.keys("s.>")).toHaveLength(0);
     const ctx = await mem.context("#r", "alice", "when is movie night?", persona);
-    expect(ctx.map((m) => m.content)).toEqual([
-      persona.system_prompt,
-      "Remembered facts:\n- Movie night is on Friday",
-      "alice: when is movie night?",
-    ]);
+    expect(ctx.map((m) => m.content)[0]).toBe(persona.system_prompt);
+    expect(storedData(ctx)).toEqual({ index: 1, summaries: [], facts: [{ about: null, text: "Movie night is on Friday" }] });
+    expect(ctx.slice(2).map((m) => m.content)).toEqual(["alice: when is movie night?"]);
   });
 });

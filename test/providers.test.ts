@@ -175,7 +175,8 @@ describe("provider health", () => {
     const err = await rejection(p.complete(messages));
     expect(err.code).toBe("provider_error");
     expect(err.provider).toBe("openai");
-    expect(err.message).toMatch(/max_tokens is too large/);
+    // The kind and status, not the upstream text (which goes to the log only).
+    expect(err.message).toBe("Provider openai: client_error (HTTP 400) rejected the request");
     expect(p.status()[0]).toMatchObject({ healthy: true, consecutive_failures: 0 });
   });
 
@@ -240,7 +241,7 @@ describe("when no provider answers", () => {
     const err = await rejection(p.complete(messages));
     expect(err.code).toBe("provider_unavailable");
     expect(err.provider).toBe("openai");
-    expect(err.message).toMatch(/openai: HTTP 500/);
+    expect(err.message).toMatch(/openai: server_error \(HTTP 500\)/);
   });
 
   it("throws provider_error when a provider answered with a final error", async () => {
@@ -248,7 +249,8 @@ describe("when no provider answers", () => {
     const p = registry(["openai"], { openai: openaiDef(server.url, "m") });
     const err = await rejection(p.complete(messages));
     expect(err.code).toBe("provider_error");
-    expect(err.message).toMatch(/does not exist/);
+    expect(err.message).toMatch(/openai: not_found \(HTTP 404\)/);
+    expect(err.message).not.toMatch(/does not exist/);
   });
 
   it("says when the next try is worth it once every provider is cooling down", async () => {

@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type ConnectionOptions, type NatsConnection } from "nats";
 import { loadConfig } from "../lib/config";
 import { silentLogger } from "../lib/log";
-import { connectionOptions, redactUrl, SERVICE_INBOX_PREFIX } from "../runtime/connect";
+import { SERVICE_INBOX_PREFIX } from "../lib/config";
+import { connectionOptions, redactUrl } from "../runtime/connect";
 import { startService, type RunningService } from "../runtime/service";
 import { makeOperator, secret, tokenBlock, usersBlock, type OperatorSetup } from "./helpers/auth";
 import { makeTestCerts, type TestCerts } from "./helpers/certs";
@@ -188,5 +189,11 @@ describe("connection options", () => {
   it("use the service's own inbox prefix, so permissions can keep its replies from other users", () => {
     const opts = connectionOptions(loadConfig({ NATS_URL: "nats://127.0.0.1:4222" }), ["nats://127.0.0.1:4222"]);
     expect(opts.inboxPrefix).toBe(SERVICE_INBOX_PREFIX);
+  });
+
+  it("take another inbox root from NATS_INBOX_PREFIX (a CLI run under the admin set), and refuse a non-root", () => {
+    const opts = connectionOptions(loadConfig({ NATS_INBOX_PREFIX: "_INBOX_ADMIN" }), ["nats://127.0.0.1:4222"]);
+    expect(opts.inboxPrefix).toBe("_INBOX_ADMIN");
+    expect(() => loadConfig({ NATS_INBOX_PREFIX: "rosey.llm" })).toThrow(/NATS_INBOX_PREFIX/);
   });
 });

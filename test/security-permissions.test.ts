@@ -1,15 +1,18 @@
 // Least privilege: the service runs under exactly the permission sets documented in
 // docs/security.md (parsed from its code blocks, so doc and test cannot drift), exercises
-// every endpoint and every event type without a single permission violation, and a client
-// holding only the documented client set can call the service but not read its state.
+// every endpoint and every event type without a single permission violation; a plugin with
+// the plugin set can call what plugins may and gets a permissions error (not a timeout) for
+// the rest, the admin set adds the admin subjects, and every permission of the service set
+// is shown to be used by something no other permission allows.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type NatsConnection } from "nats";
+import { createClient } from "../lib/client";
 import type { MemoryService } from "../lib/memory/types";
 import { projectRoot } from "../runtime/nats-server";
 import { replayEvents } from "../runtime/replay";
-import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
+import { ENDPOINTS, endpointSubject, isAdminEndpoint, type EndpointName } from "../lib/subjects";
 import { secret, usersBlock, type Permissions } from "./helpers/auth";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { request, startInstance, type TestInstance } from "./helpers/service";
@@ -23,19 +26,31 @@ function documentedPermissions(): Record<string, Permissions> {
 }
 
 const PERMS = documentedPermissions();
-const pw = { admin: secret("admin"), svc: secret("svc"), client: secret("client") };
+const pw = { root: secret("root"), svc: secret("svc"), trivia: secret("trivia"), quiz: secret("quiz"), ops: secret("ops") };
 const subj = (n: EndpointName) => endpointSubject("rosey", n);
+/** The inbox root each documented set allows. */
+const inboxOf = (p: Permissions) => p.subscribe!.allow![0].replace(/\.>$/, "");
+/** A second plugin: the plugin set on an inbox root of its own. */
+const quizPerms: Permissions = { ...PERMS.plugin, subscribe: { allow: ["_INBOX_quiz.>"] } };
 
-/** A server whose users are admin (everything), svc (the given set) and client (the client set). */
-async function serverWith(servicePerms: Permissions, violations: string[]): Promise<TestServer> {
+/**
+ * A server whose users are root (everything), svc (the given set), trivia and quiz (the
+ * plugin set, each on its own inbox) and ops (the admin set). `http_port: -1` opens the
+ * monitoring port on a random port, for the service's subscriptions.
+ */
+async function serverWith(servicePerms: Permissions, violations: string[], monitor?: (port: number) => void): Promise<TestServer> {
   return startTestServer({
-    config: usersBlock([
-      { user: "admin", password: pw.admin },
+    config: `http_port: -1\n` + usersBlock([
+      { user: "root", password: pw.root },
       { user: "svc", password: pw.svc, permissions: servicePerms },
-      { user: "client", password: pw.client, permissions: PERMS.client },
+      { user: "trivia", password: pw.trivia, permissions: PERMS.plugin },
+      { user: "quiz", password: pw.quiz, permissions: quizPerms },
+      { user: "ops", password: pw.ops, permissions: PERMS.admin },
     ]),
     onLog: (line) => {
       if (/Violation/.test(line)) violations.push(line);
+      const m = /http monitor on (?:https?:\/\/)?[^\s:]+:(\d+)/i.exec(line);
+      if (m) monitor?.(Number(m[1]));
     },
   });
 }
@@ -47,18 +62,31 @@ const serviceConfig = {
   memory: { summarize_after: 6, history_messages: 4 } as never,
 };
 
-const login = (srv: TestServer, user: "admin" | "client") =>
-  connect({ servers: srv.url, user, pass: pw[user], name: `test-${user}` });
+const login = (srv: TestServer, user: "root" | "trivia" | "quiz" | "ops") =>
+  connect({
+    servers: srv.url,
+    user,
+    pass: pw[user],
+    name: `test-${user}`,
+    inboxPrefix: { root: undefined, trivia: inboxOf(PERMS.plugin), quiz: "_INBOX_quiz", ops: inboxOf(PERMS.admin) }[user],
+  });
 
-/** Calls every endpoint (and discovery) the way plugins do; returns the replies by endpoint. */
-async function exerciseEverything(nc: NatsConnection): Promise<Record<string, any[]>> {
+/**
+ * Calls every endpoint (and discovery) the way plugins do — the admin endpoints through the
+ * administrator's connection — and returns the replies by endpoint.
+ */
+async function exerciseEverything(plugin: NatsConnection, ops: NatsConnection): Promise<Record<string, any[]>> {
   const seen: Record<string, any[]> = {};
   const call = async (name: EndpointName, body: unknown) => {
-    const r = await request(nc, subj(name), body);
+    const r = await request(isAdminEndpoint(name) ? ops : plugin, subj(name), body);
     (seen[name] ??= []).push(r.body);
     return r.body;
   };
-  await call("persona_set", { name: "pirate", system_prompt: "Talk like a pirate.", description: "Arr" });
+  await call("persona_define", { name: "pirate", system_prompt: "Talk like a pirate.", description: "Arr", owner: "ops" });
+  await call("persona_define", { name: "parrot", system_prompt: "Repeat." });
+  await call("persona_delete", { name: "parrot" });
+  // A deleted persona cannot be selected any more.
+  expect((await request(plugin, subj("persona_set"), { channel: "#perm", persona: "parrot" })).body).toMatchObject({ error_code: "not_found" });
   await call("persona_set", { channel: "#perm", persona: "pirate" });
   await call("persona_get", { channel: "#perm" });
   await call("persona_list", {});
@@ -75,7 +103,7 @@ async function exerciseEverything(nc: NatsConnection): Promise<Record<string, an
   await call("status", {});
   await call("usage", { user: "alice" });
   await call("usage", { channel: "#perm" });
-  const sc = nc.services.client({ maxWait: 500 } as never);
+  const sc = plugin.services.client({ maxWait: 500 } as never);
   for (const verb of ["ping", "info", "stats"] as const) {
     const found = [];
     for await (const x of await sc[verb]("rosey-llm")) found.push(x);
@@ -84,17 +112,16 @@ async function exerciseEverything(nc: NatsConnection): Promise<Record<string, an
   return seen;
 }
 
-async function eventTypes(admin: NatsConnection): Promise<Set<string>> {
+async function eventTypes(root: NatsConnection): Promise<Set<string>> {
   const types = new Set<string>();
-  for await (const e of replayEvents(admin.jetstream(), { prefix: "rosey" })) types.add(String(e.event.event));
+  for await (const e of replayEvents(root.jetstream(), { prefix: "rosey" })) types.add(String(e.event.event));
   return types;
 }
 
 function expectAllAnswered(seen: Record<string, any[]>): void {
   for (const name of Object.keys(ENDPOINTS)) expect(seen[name]?.length, name).toBeGreaterThan(0);
   const ok = (name: string) => seen[name].every((b) => b.success === true);
-  for (const name of ["persona_set", "persona_get", "persona_list", "memory_add", "memory_recall", "memory_forget",
-    "complete", "summarize", "context_reset", "status", "usage"]) {
+  for (const name of Object.keys(ENDPOINTS).filter((n) => n !== "chat")) {
     expect(ok(name), `${name}: ${JSON.stringify(seen[name])}`).toBe(true);
   }
   expect(seen.chat.slice(0, 5).every((b) => b.success)).toBe(true);
@@ -105,79 +132,197 @@ function expectAllAnswered(seen: Record<string, any[]>): void {
   for (const verb of ["ping", "info", "stats"]) expect(seen[`$SRV.${verb}`], verb).toEqual([1]);
 }
 
+/** True when NATS subject pattern `pattern` covers `subject` (itself possibly a wildcard subscription). */
+function covers(pattern: string, subject: string): boolean {
+  const p = pattern.split(".");
+  const s = subject.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return s.length > i;
+    if (i >= s.length) return false;
+    if (p[i] === "*" ? s[i] === ">" : p[i] !== s[i]) return false;
+  }
+  return p.length === s.length;
+}
+
+/** Resolves with the error a subscription gets, or null if it stays open. */
+async function subscribeError(nc: NatsConnection, subject: string): Promise<Error | null> {
+  let error: Error | null = null;
+  const sub = nc.subscribe(subject, { callback: (err) => void (error ??= err) });
+  await nc.flush();
+  for (let i = 0; i < 50 && !error; i++) await new Promise((r) => setTimeout(r, 20));
+  sub.unsubscribe();
+  return error as Error | null;
+}
+
 describe("the documented permission sets", () => {
   it("are all present in docs/security.md", () => {
-    expect(Object.keys(PERMS).sort()).toEqual(["client", "service", "service-preprovisioned"]);
+    expect(Object.keys(PERMS).sort()).toEqual(["admin", "plugin", "service", "service-preprovisioned"]);
     expect(PERMS.service.allow_responses).toBe(true);
     // The smaller set must really be smaller: no create or update of streams.
     expect(PERMS["service-preprovisioned"].publish!.allow!.some((s) => /CREATE\.(KV_)?ROSEY_LLM|UPDATE/.test(s.replace(/CONSUMER\.CREATE/, "")))).toBe(false);
+  });
+
+  it("list every endpoint subject for the service, and keep the admin subjects from plugins only", () => {
+    const all = (Object.keys(ENDPOINTS) as EndpointName[]).map(subj);
+    for (const set of ["service", "service-preprovisioned"]) {
+      expect(PERMS[set].subscribe!.allow!.filter((x) => x.startsWith("rosey.llm.")).sort()).toEqual([...all].sort());
+    }
+    const allowed = (p: Permissions, s: string) =>
+      p.publish!.allow!.some((a) => covers(a, s)) && !(p.publish!.deny ?? []).some((d) => covers(d, s));
+    for (const name of Object.keys(ENDPOINTS) as EndpointName[]) {
+      expect(allowed(PERMS.plugin, subj(name)), name).toBe(!isAdminEndpoint(name));
+      expect(allowed(PERMS.admin, subj(name)), name).toBe(true);
+    }
+    expect(inboxOf(PERMS.plugin)).not.toBe("_INBOX");
+    expect(inboxOf(PERMS.admin)).not.toBe(inboxOf(PERMS.plugin));
   });
 });
 
 describe("the service under the full service set (provisions its own state)", () => {
   const violations: string[] = [];
+  /** Every subject published on the account while the service started and was exercised. */
+  const published = new Set<string>();
+  let monitorPort = 0;
   let srv: TestServer;
   let svc: TestInstance;
   let plugin: NatsConnection;
-  let admin: NatsConnection;
+  let quiz: NatsConnection;
+  let ops: NatsConnection;
+  let root: NatsConnection;
 
   beforeAll(async () => {
-    srv = await serverWith(PERMS.service, violations);
+    srv = await serverWith(PERMS.service, violations, (port) => (monitorPort = port));
+    root = await login(srv, "root");
+    const tap = root.subscribe(">", { callback: (_err, m) => void published.add(m.subject) });
+    await root.flush();
     svc = await startInstance(srv.url, serviceConfig);
     await svc.nc.flush();
-    [plugin, admin] = await Promise.all([login(srv, "client"), login(srv, "admin")]);
+    [plugin, quiz, ops] = await Promise.all([login(srv, "trivia"), login(srv, "quiz"), login(srv, "ops")]);
+    expectAllAnswered(await exerciseEverything(plugin, ops));
+    await (svc.ctx.memory as MemoryService).settled();
+    await svc.ctx.events.flush();
+    await svc.nc.flush();
+    await root.flush();
+    tap.unsubscribe();
   });
   afterAll(async () => {
-    await plugin?.close();
-    await admin?.close();
+    await Promise.all([plugin, quiz, ops, root].map((nc) => nc?.close()));
     await svc?.stop();
     await srv?.cleanup();
   });
 
-  it("answers every endpoint and discovery for a client holding only the client set", async () => {
-    const seen = await exerciseEverything(plugin);
-    expectAllAnswered(seen);
-  });
-
   it("publishes every event type into the stream", async () => {
-    await (svc.ctx.memory as MemoryService).settled();
-    await svc.ctx.events.flush();
-    const types = await eventTypes(admin);
+    const types = await eventTypes(root);
     for (const t of ["response", "error", "memory", "summarized", "usage.threshold"]) expect(types, t).toContain(t);
   });
 
   it("did all of it without one permission violation by the service", () => {
-    expect(violations.filter((l) => /User "svc"/.test(l))).toEqual([]);
+    expect(violations.filter((l) => /User "svc"|user:svc"/.test(l))).toEqual([]);
   });
 
-  describe("a client with the client set", () => {
-    /** Resolves with the error a subscription gets, or null if it stays open. */
-    const subscribeError = async (subject: string) => {
-      let error: Error | null = null;
-      const sub = plugin.subscribe(subject, { callback: (err) => void (error ??= err) });
-      await plugin.flush();
-      for (let i = 0; i < 50 && !error; i++) await new Promise((r) => setTimeout(r, 20));
-      sub.unsubscribe();
-      return error as Error | null;
-    };
+  describe("every permission of the service set is needed", () => {
+    /**
+     * Publish permissions used only when stream settings change (or by a recovery path a
+     * healthy test run does not take), with why each is kept. Every other one must be seen.
+     */
+    const KEPT: Array<[RegExp, string]> = [
+      [/^\$JS\.API\.STREAM\.UPDATE\./, "used when a setting changes a stream (replicas, limits): the restart below shows it"],
+      [
+        /^\$JS\.API\.STREAM\.MSG\.GET\.KV_ROSEY_LLM_(LIMITS|USAGE|MEMORY)$/,
+        "reads a key's last message back after a write's acknowledgement was lost (test/faults.test.ts); memory also reads from the stream leader when replicated",
+      ],
+    ];
+
+    it("each publish permission allows a subject the service published that no other permission allows", () => {
+      const allow = PERMS.service.publish!.allow!;
+      const unused: string[] = [];
+      for (const p of allow) {
+        if (KEPT.some(([re]) => re.test(p))) continue;
+        const only = [...published].some((s) => covers(p, s) && allow.every((q) => q === p || !covers(q, s)));
+        if (!only) unused.push(p);
+      }
+      expect(unused).toEqual([]);
+    });
+
+    it("each subscribe permission covers a subscription of the service that no other covers", async () => {
+      const res = await fetch(`http://127.0.0.1:${monitorPort}/connz?subs=detail&auth=true`);
+      const connz = (await res.json()) as { connections: Array<{ authorized_user?: string; subscriptions_list_detail?: Array<{ subject: string }> }> };
+      const subs = connz.connections.filter((c) => c.authorized_user === "svc").flatMap((c) => c.subscriptions_list_detail ?? []).map((d) => d.subject);
+      expect(subs.length).toBeGreaterThan(0);
+      const allow = PERMS.service.subscribe!.allow!;
+      const unused = allow.filter((p) => !subs.some((s) => covers(p, s) && allow.every((q) => q === p || !covers(q, s))));
+      expect(unused).toEqual([]);
+    });
+
+    it("a restart with other storage limits uses each stream update permission, without a violation", async () => {
+      const seen = new Set<string>();
+      const tap = root.subscribe("$JS.API.STREAM.UPDATE.>", { callback: (_err, m) => void seen.add(m.subject) });
+      await root.flush();
+      const changed = await startInstance(srv.url, {
+        ...serviceConfig,
+        storage: { limits_max_bytes: 128 << 20, usage_max_bytes: 256 << 20, personas_max_bytes: 32 << 20, memory_max_bytes: 512 << 20 } as never,
+        events: { max_age_days: 7 } as never,
+      });
+      await changed.stop();
+      await root.flush();
+      tap.unsubscribe();
+      const updates = PERMS.service.publish!.allow!.filter((p) => p.includes(".STREAM.UPDATE."));
+      expect([...seen].sort()).toEqual([...updates].sort());
+      expect(violations.filter((l) => /User "svc"|user:svc"/.test(l))).toEqual([]);
+    });
+  });
+
+  describe("a plugin with the plugin set", () => {
+    it("gets a permissions error at once, not a timeout, for every admin endpoint", async () => {
+      for (const name of (Object.keys(ENDPOINTS) as EndpointName[]).filter(isAdminEndpoint)) {
+        const err = await plugin.request(subj(name), new TextEncoder().encode("{}"), { timeout: 20_000 }).then(
+          () => null,
+          (e: Error & { code?: string }) => e,
+        );
+        expect(err?.code, name).toBe("PERMISSIONS_VIOLATION");
+      }
+    });
+
+    it("through the typed client: forbidden for defining a persona, which stays undefined", async () => {
+      const llm = createClient(plugin, { timeoutMs: 20_000 });
+      expect(await llm.personaDefine({ name: "hijack", system_prompt: "Obey the plugin." })).toMatchObject({
+        success: false,
+        transport: true,
+        error_code: "forbidden",
+      });
+      expect(await llm.personaDelete({ name: "pirate" })).toMatchObject({ error_code: "forbidden" });
+      expect(await llm.memoryForget({ channel: "#perm", user_id: "alice" })).toMatchObject({ error_code: "forbidden" });
+      expect(await llm.contextReset({ channel: "#perm" })).toMatchObject({ error_code: "forbidden" });
+      // What plugins may do still works on the same connection, on its own inbox.
+      const list = await llm.personaList();
+      expect(list.success && list.personas.map((p) => p.name)).toContain("pirate");
+      expect(list.success && list.personas.map((p) => p.name)).not.toContain("hijack");
+    });
 
     it("cannot open a KV bucket", async () => {
-      const js = plugin.jetstream();
-      await expect(js.views.kv("ROSEY_LLM_MEMORY")).rejects.toThrow(/permission/i);
+      await expect(plugin.jetstream().views.kv("ROSEY_LLM_MEMORY")).rejects.toThrow(/permission/i);
     });
 
     it("cannot direct-get a key", async () => {
       const key = "$JS.API.DIRECT.GET.KV_ROSEY_LLM_PERSONAS.$KV.ROSEY_LLM_PERSONAS.def.cGlyYXRl";
-      await expect(plugin.request(key, undefined, { timeout: 2_000 })).rejects.toThrow(/permission/i);
+      const err = await plugin.request(key, undefined, { timeout: 20_000 }).catch((e) => e);
+      expect(err.code).toBe("PERMISSIONS_VIOLATION");
     });
 
     it.each([
       ["the memory bucket's subjects", "$KV.ROSEY_LLM_MEMORY.>"],
       ["the service's inbox, where KV values travel", "_INBOX_ROSEY_LLM.>"],
+      ["the shared inbox root", "_INBOX.>"],
+      ["another plugin's replies", "_INBOX_quiz.>"],
+      ["the administrator's replies", "_INBOX_ADMIN.>"],
       ["other plugins' requests", "rosey.llm.chat"],
       ["the event subjects", "rosey.event.llm.>"],
     ])("cannot subscribe to %s", async (_what, subject) => {
-      expect(String(await subscribeError(subject))).toMatch(/permission/i);
+      expect(String(await subscribeError(plugin, subject))).toMatch(/permission/i);
+    });
+
+    it("and another plugin cannot read its replies either", async () => {
+      expect(String(await subscribeError(quiz, `${inboxOf(PERMS.plugin)}.>`))).toMatch(/permission/i);
     });
 
     it("cannot write a KV key by publishing to it", async () => {
@@ -186,9 +331,29 @@ describe("the service under the full service set (provisions its own state)", ()
       await plugin.flush();
       for (let i = 0; i < 50 && violations.length === before; i++) await new Promise((r) => setTimeout(r, 20));
       // Current servers name the user before the violation, older ones after it.
-      expect(violations.slice(before).join("\n")).toMatch(/(user:client" - Publish Violation|Publish Violation - User "client").*Subject "\$KV\.ROSEY_LLM_PERSONAS\.sel\.x"/);
-      const kv = await admin.jetstream().views.kv("ROSEY_LLM_PERSONAS");
+      expect(violations.slice(before).join("\n")).toMatch(/(user:trivia" - Publish Violation|Publish Violation - User "trivia").*Subject "\$KV\.ROSEY_LLM_PERSONAS\.sel\.x"/);
+      const kv = await root.jetstream().views.kv("ROSEY_LLM_PERSONAS");
       expect(await kv.get("sel.x")).toBeNull();
+    });
+  });
+
+  describe("an administrator with the admin set", () => {
+    it("defines and deletes through the typed client on its own inbox", async () => {
+      const llm = createClient(ops);
+      expect(await llm.personaDefine({ name: "judge", system_prompt: "Be fair.", owner: "ops" })).toMatchObject({ success: true });
+      expect(await llm.personaDelete({ name: "judge" })).toMatchObject({ success: true, persona: { owner: "ops" } });
+    });
+
+    it.each([
+      ["the shared inbox root", "_INBOX.>"],
+      ["a plugin's replies", `${inboxOf(PERMS.plugin)}.>`],
+      ["the memory bucket's subjects", "$KV.ROSEY_LLM_MEMORY.>"],
+    ])("cannot subscribe to %s", async (_what, subject) => {
+      expect(String(await subscribeError(ops, subject))).toMatch(/permission/i);
+    });
+
+    it("cannot read the KV buckets", async () => {
+      await expect(ops.jetstream().views.kv("ROSEY_LLM_MEMORY")).rejects.toThrow(/permission/i);
     });
   });
 });
@@ -197,18 +362,18 @@ describe("the service under the smaller set, with state provisioned by an operat
   const violations: string[] = [];
   let srv: TestServer;
   let plugin: NatsConnection;
-  let admin: NatsConnection;
+  let ops: NatsConnection;
+  let root: NatsConnection;
 
   beforeAll(async () => {
     srv = await serverWith(PERMS["service-preprovisioned"], violations);
     // The operator provisions: one start and stop of the service under full rights.
-    const provisioner = await startInstance(srv.url, { ...serviceConfig, nats: { user: "admin", password: pw.admin } as never });
+    const provisioner = await startInstance(srv.url, { ...serviceConfig, nats: { user: "root", password: pw.root } as never });
     await provisioner.stop();
-    [plugin, admin] = await Promise.all([login(srv, "client"), login(srv, "admin")]);
+    [plugin, ops, root] = await Promise.all([login(srv, "trivia"), login(srv, "ops"), login(srv, "root")]);
   });
   afterAll(async () => {
-    await plugin?.close();
-    await admin?.close();
+    await Promise.all([plugin, ops, root].map((nc) => nc?.close()));
     await srv?.cleanup();
   });
 
@@ -216,15 +381,15 @@ describe("the service under the smaller set, with state provisioned by an operat
     const svc = await startInstance(srv.url, serviceConfig);
     await svc.nc.flush();
     try {
-      expectAllAnswered(await exerciseEverything(plugin));
+      expectAllAnswered(await exerciseEverything(plugin, ops));
       await (svc.ctx.memory as MemoryService).settled();
       await svc.ctx.events.flush();
-      const types = await eventTypes(admin);
+      const types = await eventTypes(root);
       for (const t of ["response", "error", "memory", "summarized", "usage.threshold"]) expect(types, t).toContain(t);
     } finally {
       await svc.stop();
     }
-    expect(violations.filter((l) => /User "svc"/.test(l))).toEqual([]);
+    expect(violations.filter((l) => /User "svc"|user:svc"/.test(l))).toEqual([]);
   });
 
   it("refuses to start, clearly, when configuration asks it to change the stream", async () => {

@@ -149,3 +149,47 @@ describe("secrets stay out of logs, replies and events", () => {
     expect(lines[0]).not.toContain(OPENAI_KEY);
   });
 });
+
+describe("provider errors: classified in replies and events, upstream text only in logs, scrubbed", () => {
+  const HEADER_VALUE = secret("gateway-header");
+  const OPAQUE = "f3a9".repeat(10); // a 40-character hex token of no known shape
+  const MARKER = "UPSTREAM-DETAIL-7f2c";
+
+  it("a 400 quoting the prompt, a configured header value and a token", async () => {
+    const upstream = await startOpenAIServer({
+      default: { kind: "error", status: 400, message: `${MARKER}: bad prompt "tell me a secret"; x-gateway-token: ${HEADER_VALUE}; session ${OPAQUE}` },
+    });
+    const srv = await startTestServer();
+    servers.push(srv);
+    const admin = await connect({ servers: srv.url });
+    const logs: string[] = [];
+    const config = loadConfig({ NATS_URL: srv.url, OPENROUTER_API_KEY: OPENROUTER_KEY, OPENROUTER_BASE_URL: upstream.url, LLM_PROVIDERS: "openrouter", LOG_LEVEL: "debug" });
+    config.providers.defs.openrouter.headers = { ...config.providers.defs.openrouter.headers, "X-Gateway-Token": HEADER_VALUE };
+    const svc = await startService({ config, log: createLogger("debug", {}, (l) => logs.push(l)) });
+    await svc.nc.flush();
+    try {
+      const r = await request(admin, "rosey.llm.chat", { channel: "#e", user: "eve", message: "tell me a secret" }, 20_000);
+      expect(r.body).toMatchObject({ success: false, error_code: "provider_error" });
+      expect(r.body.error).toMatch(/openrouter: client_error \(HTTP 400\)/);
+      const status = (await request(admin, "rosey.llm.status", {})).body;
+      await svc.ctx.events.flush();
+      const events: string[] = [];
+      for await (const e of replayEvents(admin.jetstream(), { prefix: "rosey" })) events.push(JSON.stringify(e));
+      expect(events.some((e) => /"error_type":"provider_error"/.test(e) && /HTTP 400/.test(e))).toBe(true);
+      // Nothing of the upstream text reaches a caller or the stream.
+      for (const text of [JSON.stringify(r), JSON.stringify(status), ...events]) {
+        for (const s of [MARKER, "tell me a secret\\\"", HEADER_VALUE, OPAQUE]) expect(text).not.toContain(s);
+      }
+      // The operator still finds the detail in the logs, without the header value or the token.
+      const logged = logs.join("\n");
+      expect(logged).toContain(MARKER);
+      expect(logged).not.toContain(HEADER_VALUE);
+      expect(logged).not.toContain(OPAQUE);
+      expect(upstream.chats()[0].headers["x-gateway-token"]).toBe(HEADER_VALUE);
+    } finally {
+      await svc.stop();
+      await admin.close();
+      await upstream.close();
+    }
+  });
+});

@@ -42,6 +42,8 @@ const VALID: Record<EndpointName, unknown> = {
   persona_list: {},
   status: {},
   usage: { user: "alice" },
+  persona_define: { name: "helper", system_prompt: "Be helpful.", owner: "ops" },
+  persona_delete: { name: "helper" },
 };
 
 describe("discovery", () => {
@@ -125,9 +127,12 @@ const SPECIFIC_BAD: Array<[EndpointName, string, unknown]> = [
   ["memory_forget", "neither id nor user", { channel: "#c" }],
   ["context_reset", "missing channel", {}],
   ["persona_get", "channel wrong type", { channel: ["#c"] }],
-  ["persona_set", "neither form", { channel: "#c" }],
-  ["persona_set", "temperature out of range", { name: "x", system_prompt: "y", temperature: -1 }],
+  ["persona_set", "missing persona", { channel: "#c" }],
+  ["persona_set", "the define form, now an admin subject's", { name: "x", system_prompt: "y" }],
+  ["persona_define", "temperature out of range", { name: "x", system_prompt: "y", temperature: -1 }],
+  ["persona_delete", "bad name", { name: "Not A Name" }],
   ["persona_list", "a field", { all: true }],
+  ["persona_list", "a cursor that is no cursor", { cursor: "abc" }],
   ["status", "user wrong type", { user: 1 }],
   ["usage", "empty user", { user: "" }],
 ];

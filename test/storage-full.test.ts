@@ -24,6 +24,8 @@ beforeAll(async () => {
     config: defaultConfig({
       storage: { memory_max_bytes: 16 * 1024 } as never,
       events: { max_bytes: 8 * 1024 } as never,
+      // Filling the bucket takes more writes a minute than the write limits allow.
+      limits: { user_writes_per_minute: 0, channel_writes_per_minute: 0 } as never,
     }),
     servers: [srv.url],
     log: createLogger("info", {}, (l) => lines.push(JSON.parse(l))),
@@ -86,7 +88,7 @@ describe("a full memory bucket", () => {
   });
 
   it("forgetting frees space for new memories", async () => {
-    const forgot = await request(nc, "rosey.llm.memory.forget", { channel: "#full1", user_id: "u1" });
+    const forgot = await request(nc, "rosey.llm.admin.memory.forget", { channel: "#full1", user_id: "u1" });
     expect(forgot.body.success).toBe(true);
     expect(forgot.body.count).toBeGreaterThan(0);
     const again = await add(1_000);
@@ -112,7 +114,7 @@ describe("a full events stream", () => {
 describe("history keys", () => {
   it("carry the history TTL", async () => {
     // The bucket is full: free some room for the exchange first.
-    await request(nc, "rosey.llm.memory.forget", { channel: "#full0", user_id: "u0" });
+    await request(nc, "rosey.llm.admin.memory.forget", { channel: "#full0", user_id: "u0" });
     const r = await request(nc, "rosey.llm.chat", { channel: "#ttl", user: "t", message: "remember this exchange" });
     expect(r.body.success).toBe(true);
     const subject = `$KV.${BUCKETS.memory}.t.${encodeName("#ttl")}.>`;

@@ -37,6 +37,13 @@ const validTimeZone = (tz: string) => {
   }
 };
 
+/**
+ * Root of the service's own reply subjects (JetStream API answers, KV values, publish acks,
+ * KV watch deliveries). Not `_INBOX`: clients commonly may subscribe to `_INBOX.>`, and this
+ * traffic carries bucket contents, so it gets a root that permissions grant the service alone.
+ */
+export const SERVICE_INBOX_PREFIX = "_INBOX_ROSEY_LLM";
+
 export const Config = z.strictObject({
   nats: z
     .strictObject({
@@ -49,10 +56,18 @@ export const Config = z.strictObject({
       tls_cert: z.string().optional(),
       tls_key: z.string().optional(),
       name: z.string().default("rosey-llm"),
+      /**
+       * Root of the connection's reply subjects. The service's own (the default) carries bucket
+       * contents; a CLI run by an administrator uses the admin set's root instead.
+       */
+      inbox_prefix: z
+        .string()
+        .regex(/^_INBOX[A-Za-z0-9_-]*$/, "an inbox root: _INBOX followed by letters, digits, '-' or '_'")
+        .default(SERVICE_INBOX_PREFIX),
       /** Port of the embedded nats-server (NATS_URL unset); unset: 4222 when free, else any free port. */
       embedded_port: z.number().int().min(1).max(65535).optional(),
     })
-    .default({ name: "rosey-llm" }),
+    .default({ name: "rosey-llm", inbox_prefix: SERVICE_INBOX_PREFIX }),
   subject_prefix: z
     .string()
     .regex(/^[A-Za-z0-9_-]+$/, "one subject token: letters, digits, '-' and '_'")
@@ -88,6 +103,16 @@ export const Config = z.strictObject({
       threshold: z.number().gt(0).max(1).default(0.8),
       exempt_users: z.array(z.string()).default([]),
       exempt_channels: z.array(z.string()).default([]),
+      /**
+       * Exempt names are whatever a caller puts in `user` and `channel`: with this set they
+       * count only on the admin subjects (whose callers the operator chose by permission),
+       * and chat, complete and summarize limit every name.
+       */
+      exempt_admin_only: z.boolean().default(false),
+      /** Memory adds, forgets, context resets and persona changes per user and minute (0: no limit). */
+      user_writes_per_minute: nonNegInt.default(10),
+      /** The same writes per channel and minute (0: no limit). */
+      channel_writes_per_minute: nonNegInt.default(30),
       channels: z.record(z.string(), LimitOverride).default({}),
     })
     .default({
@@ -100,6 +125,9 @@ export const Config = z.strictObject({
       threshold: 0.8,
       exempt_users: [],
       exempt_channels: [],
+      exempt_admin_only: false,
+      user_writes_per_minute: 10,
+      channel_writes_per_minute: 30,
       channels: {},
     }),
   timezone: z.string().refine(validTimeZone, "not an IANA time zone").default("UTC"),
@@ -174,7 +202,7 @@ type Env = Record<string, string | undefined>;
 type Path = ReadonlyArray<string>;
 
 /** Environment variable → where it lands in Config and how its text becomes a value. */
-export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = [
+export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list" | "boolean"]> = [
   ["NATS_URL", ["nats", "servers"], "list"],
   ["NATS_CREDS", ["nats", "creds"], "string"],
   ["NATS_USER", ["nats", "user"], "string"],
@@ -183,6 +211,7 @@ export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = 
   ["NATS_TLS_CA", ["nats", "tls_ca"], "string"],
   ["NATS_TLS_CERT", ["nats", "tls_cert"], "string"],
   ["NATS_TLS_KEY", ["nats", "tls_key"], "string"],
+  ["NATS_INBOX_PREFIX", ["nats", "inbox_prefix"], "string"],
   ["ROSEY_NATS_PORT", ["nats", "embedded_port"], "number"],
   ["ROSEY_SUBJECT_PREFIX", ["subject_prefix"], "string"],
   ["ROSEY_MAX_REQUEST_BYTES", ["service", "max_request_bytes"], "number"],
@@ -201,6 +230,9 @@ export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list"]> = 
   ["ROSEY_THRESHOLD", ["limits", "threshold"], "number"],
   ["ROSEY_EXEMPT_USERS", ["limits", "exempt_users"], "list"],
   ["ROSEY_EXEMPT_CHANNELS", ["limits", "exempt_channels"], "list"],
+  ["ROSEY_EXEMPT_ADMIN_ONLY", ["limits", "exempt_admin_only"], "boolean"],
+  ["ROSEY_LIMIT_USER_WRITES_PER_MINUTE", ["limits", "user_writes_per_minute"], "number"],
+  ["ROSEY_LIMIT_CHANNEL_WRITES_PER_MINUTE", ["limits", "channel_writes_per_minute"], "number"],
   ["ROSEY_TIMEZONE", ["timezone"], "string"],
   ["ROSEY_REPLICAS", ["replicas"], "number"],
   ["ROSEY_EVENTS_MAX_AGE_DAYS", ["events", "max_age_days"], "number"],
@@ -255,13 +287,26 @@ function setPath(obj: Record<string, unknown>, path: Path, value: unknown): void
   cur[path[path.length - 1]] = value;
 }
 
-function envValue(text: string, type: "string" | "number" | "list"): unknown {
+function envValue(text: string, type: "string" | "number" | "list" | "boolean"): unknown {
+  if (type === "boolean") {
+    const t = text.trim().toLowerCase();
+    // Anything else stays text, which the schema refuses naming the setting.
+    return t === "true" || t === "1" ? true : t === "false" || t === "0" ? false : text;
+  }
   if (type === "number") {
     const n = Number(text.trim());
     return text.trim() === "" || Number.isNaN(n) ? text : n;
   }
   if (type === "list") return text.split(",").map((s) => s.trim()).filter(Boolean);
   return text;
+}
+
+/** ` at line L, column C` of a JSON.parse error, from the offset its message gives; "" without one. */
+function jsonErrorPlace(text: string, err: Error): string {
+  const m = /position (\d+)/.exec(err.message);
+  if (!m) return "";
+  const before = text.slice(0, Number(m[1])).split("\n");
+  return ` at line ${before.length}, column ${before[before.length - 1].length + 1}`;
 }
 
 /**
@@ -272,10 +317,18 @@ export function loadConfig(env: Env = process.env, readFile: (p: string) => stri
   let raw: Record<string, unknown> = {};
   const origin = new Map<string, string>();
   if (env.ROSEY_CONFIG) {
+    let text: string;
     try {
-      raw = JSON.parse(readFile(env.ROSEY_CONFIG));
+      text = readFile(env.ROSEY_CONFIG);
     } catch (err) {
-      throw new ConfigError(`ROSEY_CONFIG: cannot read ${env.ROSEY_CONFIG}: ${(err as Error).message}`);
+      const code = (err as { code?: unknown }).code;
+      throw new ConfigError(`ROSEY_CONFIG: cannot read ${env.ROSEY_CONFIG}${typeof code === "string" ? ` (${code})` : ""}`);
+    }
+    try {
+      raw = JSON.parse(text);
+    } catch (err) {
+      // The parser's message quotes the text around the error, which may be a key: give the place only.
+      throw new ConfigError(`ROSEY_CONFIG: ${env.ROSEY_CONFIG} is not valid JSON${jsonErrorPlace(text, err as Error)}`);
     }
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
       throw new ConfigError(`ROSEY_CONFIG: ${env.ROSEY_CONFIG} must hold a JSON object`);

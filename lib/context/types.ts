@@ -175,7 +175,10 @@ export interface Personas {
   /** The persona for a channel: `override` when given, else the channel's selection, else default. */
   forChannel(channel: string, override?: string): Promise<Persona>;
   select(channel: string, name: string): Promise<Persona>;
+  /** Defines or updates a persona (built-in and configured ones are fixed: validation). */
   define(p: Omit<Persona, "builtin">): Promise<Persona>;
+  /** Deletes a defined persona and returns it (unknown: not_found; fixed: validation). */
+  remove(name: string): Promise<Persona>;
 }
 
 export interface AddMemory {
@@ -204,8 +207,8 @@ export interface ConversationMemory {
    */
   prepare(channel: string): PreparedChannel;
   /**
-   * Messages for the provider: persona prompt, summaries, recalled facts, history, the new
-   * message. Sees every write of any instance acknowledged before the call, or before
+   * Messages for the provider: persona prompt (the only system message), summaries and
+   * recalled facts quoted as data, history, the new message. Sees every write of any instance acknowledged before the call, or before
    * `prepared` was started.
    */
   context(channel: string, user: string, message: string, persona: Persona, prepared?: PreparedChannel): Promise<Message[]>;
@@ -219,6 +222,11 @@ export interface ConversationMemory {
 }
 
 // ---------------------------------------------------------------- the context
+
+/** Counts one write against its user's and channel's write limits, or throws rate_limited. */
+export interface WriteLimiter {
+  admit(w: { user?: string; channel?: string; admin: boolean }): Promise<void>;
+}
 
 export interface InstanceInfo {
   service: string;
@@ -235,9 +243,15 @@ export interface Ctx {
   events: Events;
   providers: Providers;
   limiter: Limiter;
+  /** Per-user and per-channel limits of memory, context and persona writes. */
+  writes: WriteLimiter;
   usage: Usage;
   memory: ConversationMemory;
   personas: Personas;
   /** Aborted when the request's deadline passes; pass to provider calls. */
   signal?: AbortSignal;
+  /** The largest message the connection may send (the server's max_payload); list replies stay under it. */
+  maxPayload?: number;
+  /** True when the request arrived on an administrative subject (`<prefix>.llm.admin.>`). */
+  admin?: boolean;
 }

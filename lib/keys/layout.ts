@@ -13,6 +13,7 @@ export const KEY_PARTS = {
   "<persona>": "a persona name as given ([a-z0-9_-], at most 64 characters)",
   "<instance>": "encodeName(instance id); encodeName(instance id + \"~<n>\") once its lease was taken back n times",
   "<id>": "an id made by the service: time-ordered for history, a hash of scope and content for memories",
+  "<minute>": "minutes since 1970-01-01T00:00Z (Unix time / 60 s)",
 } as const;
 
 export interface KeyLayout {
@@ -39,6 +40,8 @@ export const BUCKET_LAYOUTS = {
         key: "i.<day>.<instance>",
         holds: "What one instance settled that day, by provider: the service's totals are the sum of these; closed when its lease is taken back.",
       },
+      userWrites: { key: "w.u.<user>.<minute>", holds: "{n}: one user's memory, context and persona writes in that minute. Expires after 120 s." },
+      channelWrites: { key: "w.c.<channel>.<minute>", holds: "{n}: one channel's writes in that minute. Expires after 120 s." },
     },
   },
   usage: {
@@ -54,9 +57,9 @@ export const BUCKET_LAYOUTS = {
     },
   },
   personas: {
-    holds: "Personas defined through persona_set and each channel's selected persona.",
+    holds: "Personas defined through persona_define and each channel's selected persona.",
     keys: {
-      definition: { key: "def.<persona>", holds: "A defined persona: {name, description, system_prompt, temperature?}." },
+      definition: { key: "def.<persona>", holds: "A defined persona: {name, description, system_prompt, temperature?, owner?}." },
       selection: { key: "sel.<channel>", holds: "The persona a channel selected." },
     },
   },

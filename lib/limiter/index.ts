@@ -1,4 +1,4 @@
-// Public surface of the limiter: request limits, token quotas, the global budget and the usage they record.
+// Public surface of the limiter: request limits, token quotas, the global budget, the usage they record and write limits.
 export { channelKey, createLimiter, refusalMessage, RESERVATION_GRACE_MS, userKey } from "./limiter";
 export { thresholdEventId } from "./pending";
 export { calendar, secondsUntil, type Calendar, type Window } from "./calendar";
@@ -15,3 +15,4 @@ export {
   type Spend,
   type UserDoc,
 } from "./types";
+export { createWriteLimiter, secondsUntilRoom, type WriteSubject } from "./writes";

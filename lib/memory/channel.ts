@@ -41,11 +41,9 @@ export interface HistoryMessage {
   msg?: Message;
 }
 
-/** A summary as stored, with its context message and cost once context() needed them. */
+/** A summary as stored. */
 export interface SummaryEntry {
   value: StoredSummary;
-  msg?: Message;
-  cost?: number;
 }
 
 export interface ChannelState {

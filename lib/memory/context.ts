@@ -1,10 +1,11 @@
-// The messages a chat sends to the provider: the persona's prompt, the channel's last
-// summaries, the recalled facts, as much recent history as fits the token budget, and the
-// new message, in that order.
+// The messages a chat sends to the provider: the persona's prompt (the only system message),
+// the channel's last summaries and the recalled facts quoted as data (framing.ts), as much
+// recent history as fits the token budget, and the new message, in that order.
 import type { Config } from "../config";
 import type { Memory, Message, Persona } from "../schemas";
 import { estimateTokens } from "../providers/tokens";
 import { sortedSummaries, type ChannelState } from "./channel";
+import { storedContextMessage } from "./framing";
 import { recentHistory } from "./history";
 
 /** ~4 tokens of framing per message, as the provider's estimate counts them. */
@@ -34,19 +35,12 @@ export function createContextBuilder(config: Config): ContextBuilder {
     const prompt = systemMessage(persona.system_prompt);
     const head: Message[] = [prompt];
     let headCost = cost(prompt);
-    if (mc.summaries_in_context > 0) {
-      for (const [, s] of sortedSummaries(st).slice(-mc.summaries_in_context)) {
-        s.msg ??= Object.freeze({ role: "system", content: `Previous conversation summary: ${s.value.summary}` } as Message);
-        s.cost ??= cost(s.msg);
-        head.push(s.msg);
-        headCost += s.cost;
-      }
-    }
-    if (facts.length > 0) {
-      const lines = facts.map((m) => `- ${m.user_id === null ? "" : `(about ${m.user_id}) `}${m.content}`);
-      const m: Message = { role: "system", content: `Remembered facts:\n${lines.join("\n")}` };
-      head.push(m);
-      headCost += cost(m);
+    // Summaries and facts are stored text that users wrote: quoted data, never instructions.
+    const summaries = mc.summaries_in_context > 0 ? sortedSummaries(st).slice(-mc.summaries_in_context).map(([, s]) => s.value.summary) : [];
+    const stored = storedContextMessage(summaries, facts.map((m) => ({ about: m.user_id, text: m.content })));
+    if (stored) {
+      head.push(stored);
+      headCost += cost(stored);
     }
     const next: Message = { role: "user", content: `${user}: ${message}` };
     const history = recentHistory(st, mc.history_messages, mc.context_tokens - 3 - headCost - cost(next), cost);

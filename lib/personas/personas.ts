@@ -1,8 +1,8 @@
 // Personas: the built-ins, the operator's from the configuration file, and those defined
-// at run time through persona_set (bucket ROSEY_LLM_PERSONAS), plus each channel's choice.
+// at run time through persona_define (bucket ROSEY_LLM_PERSONAS), plus each channel's choice.
 //
-// Built-in and operator personas are fixed: `builtin: true` tells clients that persona_set
-// cannot redefine them (an operator changes them in the configuration, which may also
+// Built-in and operator personas are fixed: `builtin: true` tells clients that they cannot be
+// redefined or deleted (an operator changes them in the configuration, which may also
 // replace a built-in's prompt under its own name).
 //
 // Keys: def.<name> (a defined persona), sel.<encoded channel> (a channel's selection).
@@ -76,6 +76,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
   const fromStored = (s: StoredPersona): Persona => {
     const p: Persona = { name: s.name, description: s.description ?? "", system_prompt: s.system_prompt, builtin: false };
     if (s.temperature !== undefined) p.temperature = s.temperature;
+    if (s.owner !== undefined) p.owner = s.owner;
     return p;
   };
 
@@ -145,7 +146,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
       if (selected === undefined) return mustGet(DEFAULT_PERSONA);
       const p = lookup(selected, defs);
       if (p) return p;
-      // The operator removed a persona from the configuration that a channel had selected.
+      // The persona a channel had selected was deleted, or removed from the configuration.
       log.warn("persona: channel selects an unknown persona, using the default", { channel, persona: selected });
       return mustGet(DEFAULT_PERSONA);
     },
@@ -165,8 +166,18 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
       }
       const stored: StoredPersona = { name: p.name, description: p.description ?? "", system_prompt: p.system_prompt };
       if (p.temperature !== undefined) stored.temperature = p.temperature;
+      if (p.owner !== undefined) stored.owner = p.owner;
       await write(DEFS, defKey(p.name), stored);
       return fromStored(stored);
+    },
+
+    async remove(name) {
+      if (fixed.has(name)) throw invalid(`name: persona "${name}" is built in or set by the operator and cannot be deleted`);
+      const p = await mustGet(name);
+      const k = defKey(name);
+      await kv.delete(k);
+      cache.deleted(DEFS, k);
+      return p;
     },
   };
 }

@@ -24,6 +24,8 @@ export interface StoredPersona {
   description: string;
   system_prompt: string;
   temperature?: number;
+  /** Who defined it, as persona_define's caller claimed. */
+  owner?: string;
 }
 
 /** A channel's selection as stored (key `sel.<encoded channel>`). */

@@ -1,5 +1,6 @@
 // Failure classification: one pure table from "what happened" to retryable or final, plus
-// the Retry-After parser and the secret scrubber every failure message passes through.
+// the Retry-After parser, the short form replies show and the secret scrubber every logged
+// failure message passes through.
 import type { FailureInfo, FailureKind, FailureReason } from "./types";
 
 /** A provider failure as plain facts, before classification. */
@@ -79,17 +80,39 @@ export function classifyFailure(input: FailureInput, nowMs: number = Date.now())
   return { kind: "retryable", reason: "connection", message: `connection failed${text ? `: ${text}` : ""}` };
 }
 
-const KEY_LIKE = /\b(sk|rk|pk)-[A-Za-z0-9_*.-]{6,}/g;
-const BEARER = /\bBearer\s+[^\s"',]+/gi;
+/**
+ * A failure as replies, events and `status` show it: the provider, the kind of failure and
+ * the HTTP status — never the upstream text, which may echo the prompt, a header or a key.
+ * That text goes to the logs only, through redactSecrets.
+ */
+export function shortFailure(provider: string, info: FailureInfo): string {
+  return `${provider}: ${info.reason}${info.status !== undefined ? ` (HTTP ${info.status})` : ""}`;
+}
 
-/** Removes API keys (the configured ones and anything key-shaped) from text meant for logs and status. */
+/** Prefixed keys (OpenAI sk-/sk-proj-, rk-, pk-, sess-, OpenRouter sk-or-…) and JWTs. */
+const KEY_LIKE = /\b(?:sk|rk|pk|sess)-[A-Za-z0-9_*.-]{6,}|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g;
+/** Credentials in an Authorization header, in either scheme. */
+const AUTH_SCHEME = /\b(Bearer|Basic|Token)\s+[^\s"',]+/gi;
+/** A named secret: `api_key=…`, `"token": "…"`, `x-api-key: …`, `password=…`. The name stays. */
+const NAMED = /\b((?:[\w-]*api[_-]?key|access[_-]?token|token|secret|password|passwd|authorization)["']?\s*[:=]\s*["']?)([^\s"',;&]+)/gi;
+/** Long opaque runs of letters and digits (hex or base64 keys of unknown shape). */
+const OPAQUE = /\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\b/g;
+
+/**
+ * Removes secrets from text meant for logs: the given values (API keys, configured header
+ * values) wherever they appear, and anything shaped like a key or a named credential.
+ */
 export function redactSecrets(text: string, secrets: ReadonlyArray<string | undefined> = []): string {
   let out = text;
   for (const s of secrets) {
     // Short values ("none", "x") would shred ordinary words; real keys are long.
     if (s && s.length >= 6) out = out.split(s).join("[redacted]");
   }
-  return out.replace(KEY_LIKE, "[redacted]").replace(BEARER, "Bearer [redacted]");
+  return out
+    .replace(KEY_LIKE, "[redacted]")
+    .replace(AUTH_SCHEME, "$1 [redacted]")
+    .replace(NAMED, "$1[redacted]")
+    .replace(OPAQUE, "[redacted]");
 }
 
 /** A classified provider failure, thrown by adapters and caught by the registry. */

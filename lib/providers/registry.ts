@@ -13,7 +13,7 @@ import type { Config } from "../config";
 import type { Completion, CompletionOptions, Providers } from "../context/types";
 import { RoseyError } from "../errors";
 import type { Message, ProviderStatus } from "../schemas";
-import { classifyFailure, isProviderFailure, ProviderFailure, redactSecrets } from "./errors";
+import { classifyFailure, isProviderFailure, ProviderFailure, redactSecrets, shortFailure } from "./errors";
 import { Health } from "./health";
 import { createOfflineProvider } from "./offline";
 import { createOpenAIProvider } from "./openai";
@@ -34,7 +34,8 @@ const PROVIDER_WIDE = new Set(["auth", "not_found"]);
 export function createProviders(config: Config, deps: ProvidersDeps): Providers {
   const cfg = config.providers;
   const log = deps.log.child({ component: "providers" });
-  const secrets = Object.values(cfg.defs).map((d) => d.api_key);
+  // API keys and every configured header value (an OpenRouter referer, a gateway's token).
+  const secrets = Object.values(cfg.defs).flatMap((d) => [d.api_key, ...Object.values(d.headers ?? {})]);
   const scrub = (text: string) => redactSecrets(text, secrets);
   const backoff = { ...DEFAULT_BACKOFF, ...deps.backoff };
 
@@ -84,7 +85,7 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
 
   /** The one error a call ends with when no provider answered. */
   function exhausted(targets: Entry[], failures: ProviderFailure[], skipped: Entry[], isForced: boolean, signal: AbortSignal, ownDeadline: boolean): RoseyError {
-    const details = [...failures.map((f) => scrub(f.message)), ...skipped.map(refusal)];
+    const details = [...failures.map((f) => shortFailure(f.provider, f.info)), ...skipped.map(refusal)];
     const untried = targets.filter((e) => !skipped.includes(e) && !failures.some((f) => f.provider === e.name));
     if (untried.length) details.push(`${untried.map((e) => e.name).join(", ")}: not tried, no time left`);
     const deadline = signal.aborted || failures.some((f) => f.info.reason === "deadline");
@@ -155,15 +156,17 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
             }
             if (f.info.kind === "final" && !PROVIDER_WIDE.has(f.info.reason) && f.info.reason !== "deadline") {
               e.health.neutral();
-              throw new RoseyError("provider_error", `Provider ${e.name} rejected the request: ${scrub(f.info.message)}`, { provider: e.name });
+              log.warn("provider rejected the request", { provider: e.name, reason: f.info.reason, status: f.info.status, error: scrub(f.info.message) });
+              throw new RoseyError("provider_error", `Provider ${shortFailure(e.name, f.info)} rejected the request`, { provider: e.name });
             }
-            e.health.failure(scrub(f.info.message));
+            e.health.failure(shortFailure(e.name, f.info));
             failures.push(f);
             const snap = e.health.snapshot();
             log.warn("provider failed", {
               provider: e.name,
               reason: f.info.reason,
               status: f.info.status,
+              error: scrub(f.info.message),
               attempts: f.attempts,
               consecutive_failures: snap.consecutive_failures,
               cooldown_until: snap.state === "open" && snap.cooldown_until ? iso(snap.cooldown_until) : undefined,
@@ -187,7 +190,7 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
           healthy: s.state === "closed",
           consecutive_failures: s.consecutive_failures,
         };
-        if (s.last_error !== undefined) st.last_error = scrub(s.last_error);
+        if (s.last_error !== undefined) st.last_error = s.last_error;
         if (s.state !== "closed" && s.cooldown_until !== undefined) st.cooldown_until = iso(s.cooldown_until);
         return st;
       });

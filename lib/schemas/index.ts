@@ -131,27 +131,33 @@ export type ContextResetRequest = z.infer<typeof ContextResetRequest>;
 export const PersonaGetRequest = z.strictObject({ channel: Name.describe("Channel whose persona is returned.") });
 export type PersonaGetRequest = z.infer<typeof PersonaGetRequest>;
 
-/** Selects a persona for a channel. Union branches carry a title: validation messages name the form by it. */
-export const PersonaSelect = z
-  .strictObject({
-    channel: Name.describe("Channel that selects the persona."),
-    persona: PersonaName.describe("A built-in or defined persona (not_found otherwise)."),
-  })
-  .meta({ title: "select", description: "Selects a persona for a channel." });
-/** Defines or updates an operator persona. */
-export const PersonaDefine = z
-  .strictObject({
-    name: PersonaName.describe("Name of the persona; built-in and configured ones cannot be redefined."),
-    system_prompt: text(8_000).describe("The system prompt the model gets in this persona's chats."),
-    description: z.string().max(500).optional().describe("One line for people choosing a persona."),
-    temperature: Temperature.optional().describe("Sampling temperature of this persona's chats."),
-  })
-  .meta({ title: "define", description: "Defines or updates a persona." });
-export const PersonaSetRequest = z.union([PersonaSelect, PersonaDefine]).describe("Either form: select or define.");
+/** Selects a persona for a channel: what plugins may do (defining one is an admin action). */
+export const PersonaSetRequest = z.strictObject({
+  channel: Name.describe("Channel that selects the persona."),
+  persona: PersonaName.describe("A built-in or defined persona (not_found otherwise)."),
+});
 export type PersonaSetRequest = z.infer<typeof PersonaSetRequest>;
 
-export const Empty = z.strictObject({});
-export const PersonaListRequest = Empty;
+/** Defines or updates a persona (admin subject). */
+export const PersonaDefineRequest = z.strictObject({
+  name: PersonaName.describe("Name of the persona; built-in and configured ones cannot be redefined."),
+  system_prompt: text(8_000).describe("The system prompt the model gets in this persona's chats."),
+  description: z.string().max(500).optional().describe("One line for people choosing a persona."),
+  temperature: Temperature.optional().describe("Sampling temperature of this persona's chats."),
+  owner: Name.optional().describe("Who defines it (a claim, recorded and shown; not checked)."),
+});
+export type PersonaDefineRequest = z.infer<typeof PersonaDefineRequest>;
+
+/** Deletes a defined persona (admin subject); channels that selected it fall back to default. */
+export const PersonaDeleteRequest = z.strictObject({
+  name: PersonaName.describe("A defined persona; built-in and configured ones cannot be deleted."),
+});
+export type PersonaDeleteRequest = z.infer<typeof PersonaDeleteRequest>;
+
+export const PersonaListRequest = z.strictObject({
+  cursor: z.string().max(20).regex(/^\d+$/, "a next_cursor of an earlier reply").optional()
+    .describe("Continue a listing where the previous page ended (its next_cursor)."),
+});
 export type PersonaListRequest = z.infer<typeof PersonaListRequest>;
 export const StatusRequest = z.strictObject({
   user: Name.optional().describe("Also say whether this user is rate limited."),
@@ -223,11 +229,19 @@ export const Memory = z.object({
 });
 export type Memory = z.infer<typeof Memory>;
 
+/** A memory without its content: what `items` carries beside `memories`. */
+export const MemoryItem = Memory.omit({ content: true });
+export type MemoryItem = z.infer<typeof MemoryItem>;
+
 export const MemoryResponse = z.object({
   success: succeeded,
   memories: z.array(z.string()).default([]).describe("Contents of the memories added or recalled, best first."),
-  count: z.number().int().min(0).default(0).describe("How many memories were added, recalled or forgotten."),
-  items: z.array(Memory).optional().describe("The memories added or recalled, in full."),
+  count: z.number().int().min(0).default(0).describe("How many memories were added, recalled or forgotten (returned, for recall)."),
+  items: z
+    .array(MemoryItem)
+    .optional()
+    .describe("Id, scope and dates of each memory in `memories`, in the same order (the content is sent once, there)."),
+  truncated: z.boolean().optional().describe("True when fewer memories than asked were returned so the reply fits in a NATS message."),
   ...failure,
 });
 export type MemoryResponse = z.input<typeof MemoryResponse>;
@@ -240,7 +254,8 @@ export const Persona = z.object({
   description: z.string(),
   system_prompt: z.string(),
   temperature: z.number().optional().describe("Sampling temperature of its chats; absent: the default."),
-  builtin: z.boolean().optional().describe("True for built-in and configured personas, which persona_set cannot redefine."),
+  builtin: z.boolean().optional().describe("True for built-in and configured personas, which cannot be redefined or deleted."),
+  owner: z.string().optional().describe("Who defined it (persona_define's owner), for defined personas that named one."),
 });
 export type Persona = z.infer<typeof Persona>;
 
@@ -253,7 +268,8 @@ export type PersonaResponse = z.input<typeof PersonaResponse>;
 
 export const PersonaListResponse = z.object({
   success: succeeded,
-  personas: z.array(Persona).default([]).describe("Built-in, configured and defined personas."),
+  personas: z.array(Persona).default([]).describe("Built-in, configured and defined personas: one page that fits in a NATS message."),
+  next_cursor: z.string().optional().describe("Present when more personas follow: pass it as cursor for the next page."),
   ...failure,
 });
 export type PersonaListResponse = z.input<typeof PersonaListResponse>;
@@ -262,7 +278,7 @@ export const ProviderStatus = z.object({
   name: z.string(),
   model: z.string(),
   healthy: z.boolean().describe("False while cooling down after repeated failures."),
-  last_error: z.string().optional().describe("The last failure, secrets removed."),
+  last_error: z.string().optional().describe("The last failure: provider, kind and HTTP status (the upstream text is only logged)."),
   cooldown_until: z.string().optional().describe("While unhealthy: ISO-8601 time it is tried again."),
   consecutive_failures: z.number().int().min(0).optional(),
 });

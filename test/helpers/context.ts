@@ -4,6 +4,8 @@ import { defaultConfig, type ConfigInput } from "../../lib/config";
 import type { Ctx } from "../../lib/context";
 import type { EventName } from "../../lib/schemas";
 import { silentLogger } from "../../lib/log";
+import { MemoryKv } from "../../lib/kv";
+import { createWriteLimiter } from "../../lib/limiter";
 
 export interface RecordedEvent {
   name: EventName;
@@ -28,9 +30,11 @@ export function createTestContext(overrides: Partial<Omit<Ctx, "config">> & { co
   const recorded: RecordedEvent[] = [];
   let n = 0;
   const { config, ...rest } = overrides;
+  const cfg = defaultConfig(config ?? {});
+  const clock = rest.clock ?? { now: () => Date.now() };
   return {
-    config: defaultConfig(config ?? {}),
-    clock: { now: () => Date.now() },
+    config: cfg,
+    clock,
     log: silentLogger,
     instance: { service: "rosey-llm", version: "0.0.0-test", id: "test-instance", started_at: Date.now() },
     events: {
@@ -43,6 +47,8 @@ export function createTestContext(overrides: Partial<Omit<Ctx, "config">> & { co
     },
     providers: unstubbed("providers"),
     limiter: unstubbed("limiter"),
+    // Write limits are real, over an in-memory bucket: handlers that write count against them.
+    writes: createWriteLimiter({ kv: new MemoryKv("LIMITS"), config: cfg.limits, clock }),
     usage: unstubbed("usage"),
     memory: unstubbed("memory"),
     personas: unstubbed("personas"),
