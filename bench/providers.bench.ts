@@ -425,20 +425,21 @@ set and fetch's).
 
 ### What bounds the targets
 
-Four runs of this benchmark on the merged code (the limiter and usage in one document, 2 awaited round trips per
-chat), the last one the run above, load average 3–8 from other work: \`complete\` → fake 2.57 / 4.04 / 2.64 / 3.66 ms
-p50 against offline 1.75 / 2.66 / 1.71 / 2.69 ms and a raw request of 0.13 / 0.25 / 0.15 / 0.29 ms; 1,020 / 613 /
-1,358 / 583 req/s against offline's 1,843 / 1,113 / 1,973 / 1,119; \`chat\` → fake 4.36 / 5.99 / 3.68 / 6.08 ms and
-488 / 387 / 582 / 420 req/s against the gateway's 2.09 / 6.12 / 2.07 / 6.90 ms and 453 / 228 / 594 / 438 req/s.
+Five runs of this benchmark on the merged code (the limiter and usage in one document, 2 awaited round trips per
+chat), the last one the run above, load average 3–8 from other work: \`complete\` → fake 2.57 / 4.04 / 2.64 / 3.66 /
+2.38 ms p50 against offline 1.75 / 2.66 / 1.71 / 2.69 / 1.67 ms and a raw request of 0.13 / 0.25 / 0.15 / 0.29 /
+0.15 ms; 1,020 / 613 / 1,358 / 583 / 1,137 req/s against offline's 1,843 / 1,113 / 1,973 / 1,119 / 1,639; \`chat\` →
+fake 4.36 / 5.99 / 3.68 / 6.08 / 3.25 ms and 488 / 387 / 582 / 420 / 451 req/s against the gateway's 2.09 / 6.12 /
+2.07 / 6.90 / 1.71 ms and 453 / 228 / 594 / 438 / 641 req/s.
 
-- **\`complete\` latency (offline + one raw HTTP request + 0.5 ms): not met** (over by 0.2–0.6 ms). The provider's own
-  code adds nothing the noise does not hide to an HTTP request (−0.06 to +0.18 ms at p50 over four runs of the
+- **\`complete\` latency (offline + one raw HTTP request + 0.5 ms): not met** (over by 0.06–0.6 ms). The provider's own
+  code adds nothing the noise does not hide to an HTTP request (−0.06 to +0.18 ms at p50 over five runs of the
   in-process table above), but the raw row sends its
   requests back to back, with both processes awake, while \`complete\` calls its provider after the admission's
   JetStream round trip, when the fake server has been asleep for a few ms. On this shared 2-core machine a request to
   a process that has slept 3 ms takes ~0.25–0.8 ms longer at p50 than one sent back to back (the "after 3 ms idle"
   column), for node:http, for fetch and for the provider alike. Against that baseline (the "for comparison" row of
-  the targets table) \`complete\` met the target in three of the four runs: what is left is the machine waking a sleeping
+  the targets table) \`complete\` met the target in four of the five runs: what is left is the machine waking a sleeping
   process, not the provider's code.
 - **\`complete\` requests/s (≥ 0.8 × offline's): not met** (0.52–0.69 ×; 0.84 × before the merge, when offline's
   requests cost more). The HTTP call is a fixed cost per request: the service's CPU per \`complete\` → fake is
@@ -449,10 +450,10 @@ p50 against offline 1.75 / 2.66 / 1.71 / 2.69 ms and a raw request of 0.13 / 0.2
   whole HTTP path: about what node:http's request alone costs in one process. Closing it needs an HTTP client
   cheaper than node:http's (undici 7's \`request()\` measured no cheaper here) or an upstream that does not share
   the service's cores.
-- **\`chat\` ahead of Portkey's gateway: not met.** Ahead on both counts in one run of four (the second);
-  requests/s about even otherwise. With the machine quiet the gateway answers in ~2.1 ms at p50 and
-  serves ~450–600 req/s at 1.5 ms of CPU per request; chat → fake takes 3.7–4.4 ms and serves about as many at
-  ~1.1–1.3 ms of service CPU; when the machine is busy both slow down to ~6 ms. The gateway's request is one HTTP hop
+- **\`chat\` ahead of Portkey's gateway: not met.** Ahead on both counts in one run of five (the second), even or
+  behind on requests/s in the others. With the machine quiet the gateway answers in 1.7–2.1 ms at p50 and serves
+  450–640 req/s at ~1.5 ms of CPU per request; chat → fake takes 3.3–4.4 ms and serves 450–580 req/s at 1.1–1.5 ms
+  of service CPU; when the machine is busy both slow down to ~6 ms. The gateway's request is one HTTP hop
   through a Hono app; a chat is a NATS hop, the admission's awaited JetStream round trip, context assembly (persona, summaries, history:
   a request body several KB long, which is also why the fake server spends twice as long on a chat's request as on
   a \`complete\`'s), the provider's HTTP hop after them, then settle, spend and history writes before the reply.
