@@ -355,7 +355,7 @@ async function main() {
 const NOTES = `
 ### The chat path now
 
-Persona (watch-fed mirror) and context (local) are prepared while the admission runs; the admission reserves the
+The channel's persona and memory are read (one small request each: what changed since this instance last read them) while the admission runs; the admission reserves the
 context budget and writes the user's and the channel's documents concurrently, each by compare-and-set from the
 revision this instance last saw (a read first only for a key it does not know, or one another instance wrote in the
 last 2 s); the offline reply; then settle (the user's document: the reservation goes, the real tokens and the user's
@@ -367,13 +367,15 @@ both, deterministically).
 JetStream operations per chat, as counted above: 4 LIMITS writes (user and channel at admission; user and instance
 spend at settle), 1 MEMORY write, 1 event = **6**, plus a channel's usage, which waits up to 1.5 s for the channel's
 next admission and is written on its own otherwise (0.25 per chat in the short-histories column, where each channel
-gets 4 chats; ~0 on a busy channel), plus the first read of a channel never seen (0.25). Was 9.25. The target of
+gets 4 chats; ~0 on a busy channel), plus the first read of a channel never seen (0.25), plus the reads that make memory and personas read-your-writes
+across instances (3: the channel's memory, its persona selection, the persona definitions; see below). Was 9.25. The target of
 ≤ 5 is **not met**; what makes 6: exact rolling windows per user and per channel need both documents written at
 admission (2); the user's quota needs its settle (1); the spend of the instance must be stored before the reply, or
 an instance killed between a reply and a background write would have answered calls the global budget never counts
 — and the dead instance's lease could not be handed back without overspending (lib/limiter/lease.ts) (1); history
 (1); the event (1). Written in the background instead, that spend would make 5 at the price of that guarantee. The
-memory's per-request freshness read, when it lands, adds 1 operation but no round trip (it runs with the admission).
+three freshness reads (MEMORY and PERSONAS rows) run while the admission runs, so they add operations but no round trip
+in sequence; one request per chat could check the persona selection and the definitions together (not done).
 
 ### What bounds these figures
 
@@ -384,7 +386,7 @@ chat ≤ 0.4 ms; RSS ≤ 120 MB after load) are **not met** on this machine. CPU
 request/reply machinery for the 6 operations; the service's own code (limiter, usage, memory, events, offline
 provider) is a few % each. So the service's CPU per chat is set by how many JetStream requests a chat makes and
 what nats.js 2.29 spends on each, and at 1 in flight the latency is that CPU plus two round trips: fewer operations
-(above) is what lowered it. RSS after load is the memory mirror of every channel (lib/memory).
+(above) is what lowered it. RSS after load is the process under load plus the bounded channel cache (lib/kv/group-cache.ts; see the scale section).
 
 ### Measured this round (1 instance; the machine was heavily shared, load average 9–12 on 2 cores)
 
