@@ -14,17 +14,20 @@ export const children: ChildProcess[] = [];
  * Returns the timer, to clear once the benchmark is done.
  */
 export function guardRun(name: string, ms: number, also: () => ChildProcess | undefined): NodeJS.Timeout {
-  const abort = (why: string) => {
-    console.error(`${name} bench: ${why}`);
-    for (const c of children) c.kill("SIGKILL");
-    also()?.kill("SIGKILL");
-    process.exit(1);
-  };
+  const abort = (why: string) => abortRun(name, why, also);
   const guard = setTimeout(() => abort("over time, giving up"), ms);
   guard.unref();
   process.once("SIGTERM", () => abort("stopped (SIGTERM)"));
   process.once("SIGINT", () => abort("stopped (SIGINT)"));
   return guard;
+}
+
+/** Ends the benchmark at once with `why`, killing every child and `also()` (the nats-server). */
+export function abortRun(name: string, why: string, also: () => ChildProcess | undefined): never {
+  console.error(`${name} bench: ${why}`);
+  for (const c of children) c.kill("SIGKILL");
+  also()?.kill("SIGKILL");
+  process.exit(1);
 }
 
 /** Runs `stop` when this process is told to end: SIGTERM, SIGINT, or its parent closing stdin. */

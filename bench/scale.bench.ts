@@ -12,7 +12,7 @@
 //
 // Knobs: SCALE_CHANNELS (default 10000), SCALE_CHATS (default 10000).
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -22,6 +22,7 @@ import { encodeName } from "../lib/keys";
 import type { Memory } from "../lib/schemas";
 import { provisionBuckets, provisionStream } from "../runtime/provision";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
+import { abortRun, children, guardRun, rssMiB } from "./harness";
 import { ms, percentile, writeSection } from "./lib";
 
 const COMMAND = "npm run bench  (this section alone: node build.mjs --quiet && node --import tsx bench/scale.bench.ts)";
@@ -39,19 +40,8 @@ const root = process.cwd();
 const enc = new TextEncoder();
 
 let server: NatsServer | undefined;
-const children: ChildProcess[] = [];
-
-/** Kills every process this benchmark started, so none outlives it. */
-function abort(why: string): never {
-  console.error(`scale bench: ${why}`);
-  for (const c of children) c.kill("SIGKILL");
-  server?.process.kill("SIGKILL");
-  process.exit(1);
-}
-const guard = setTimeout(() => abort("over time, giving up"), 560_000);
-guard.unref();
-process.once("SIGTERM", () => abort("stopped (SIGTERM)"));
-process.once("SIGINT", () => abort("stopped (SIGINT)"));
+const abort = (why: string) => abortRun("scale", why, () => server?.process);
+guardRun("scale", 560_000, () => server?.process);
 
 /** Deterministic pseudo-random numbers and Zipf-like pseudo-words, as in memory.bench.ts. */
 let seed = 7;
@@ -94,8 +84,6 @@ async function load(nc: NatsConnection): Promise<number> {
   return (performance.now() - t) / 1000;
 }
 
-/** Resident set size of a process in MiB, from /proc. */
-const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
 
 async function call(nc: NatsConnection, subject: string, body: unknown): Promise<number> {
   const t = performance.now();

@@ -9,9 +9,10 @@
 //
 // Consistency: reads go through a cache of groups of keys (lib/kv/group-cache.ts): the
 // definitions as one group (`def.*`), each channel's selection as a group of its own. Every
-// read first brings what it uses up to date with the bucket (one round trip; a channel's
-// selection and the definitions are asked concurrently), so a select or define acknowledged
-// on any instance is seen by the next read on every instance. Fixed personas need no read.
+// read first brings what it uses up to date with the bucket (one round trip; the definitions
+// are asked alongside a channel's selection unless it last named a fixed persona), so a
+// select or define acknowledged on any instance is seen by the next read on every instance.
+// Fixed personas need no read.
 import type { Persona } from "../schemas";
 import { PersonaName } from "../schemas";
 import { invalid, notFound } from "../errors";
@@ -96,6 +97,8 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
   });
 
   const definitions = () => cache.use(DEFS) as Promise<Map<string, StoredPersona>>;
+  /** True for no selection (the default) or a built-in/operator persona. */
+  const isFixed = (name: string | undefined) => name === undefined || fixed.has(name);
 
   /** A persona by name from the fixed ones or the given definitions. */
   function lookup(name: string, defs: Map<string, StoredPersona>): Persona | null {
@@ -139,12 +142,17 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
 
     async forChannel(channel, override) {
       if (override !== undefined) return mustGet(override);
-      // The selection and the definitions it may name, in one round trip.
       const k = selKey(channel);
-      const [sel, defs] = await Promise.all([cache.use(k), definitions()]);
-      const selected = (sel.get(k.slice("sel.".length)) as StoredSelection | undefined)?.persona;
+      const id = k.slice("sel.".length);
+      const named = (sel: Values | undefined) => (sel?.get(id) as StoredSelection | undefined)?.persona;
+      // Most channels use a fixed persona, which needs no definitions: read them alongside the
+      // selection (one round trip) only when the channel is new here or last named a defined one.
+      const known = cache.peek(k);
+      const wantDefs = !known || !isFixed(named(known));
+      const [sel, early] = await Promise.all([cache.use(k), wantDefs ? definitions() : undefined]);
+      const selected = named(sel);
       if (selected === undefined) return mustGet(DEFAULT_PERSONA);
-      const p = lookup(selected, defs);
+      const p = isFixed(selected) ? lookup(selected, new Map()) : lookup(selected, early ?? (await definitions()));
       if (p) return p;
       // The persona a channel had selected was deleted, or removed from the configuration.
       log.warn("persona: channel selects an unknown persona, using the default", { channel, persona: selected });
