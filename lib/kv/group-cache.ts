@@ -47,6 +47,12 @@ export interface GroupCacheOptions<S> {
   maxBytes: number;
   /** See the header (default STALE_AFTER_MS). */
   staleAfterMs?: number;
+  /**
+   * Keep a group that holds no key, like any other (default: drop it, so asking about names
+   * nobody wrote leaves nothing behind). For groups asked about on every request whether or
+   * not they hold anything, such as a channel's persona selection.
+   */
+  keepEmpty?: boolean;
   clock: Clock;
   log: Logger;
 }
@@ -228,7 +234,7 @@ export class GroupCache<S> {
       g.counted = bytes;
       g.dirty = false;
     }
-    if (g.loaded && !g.running && g.live.size === 0) return this.drop(g);
+    if (!this.o.keepEmpty && g.loaded && !g.running && g.live.size === 0) return this.drop(g);
     for (const old of this.groups.values()) {
       if (this.groups.size <= this.o.maxGroups && this.total <= this.o.maxBytes) break;
       this.drop(old);

@@ -92,6 +92,8 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
     maxGroups: config.memory.cache_channels + 1,
     maxBytes: CACHE_BYTES,
     staleAfterMs: staleAfter(config.storage.marker_ttl_seconds),
+    // Most channels select nothing: knowing that saves reading the definitions on every chat.
+    keepEmpty: true,
     clock: opts.clock ?? { now: () => Date.now() },
     log,
   });
