@@ -59,10 +59,12 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
   // Set below; the memory's summarizer needs the whole context, and runs only once it exists.
   let ctx!: Ctx;
   // Limits, quotas, the global budget and today's usage share the limits bucket: a call's
-  // accounting and its usage are the same writes. Finished days go to the usage bucket.
+  // accounting and its usage are the same writes. Finished days go to the usage bucket, found
+  // by a walk of the limits bucket in the background (scan).
   const limits = natsKv(buckets.limits, BUCKETS.limits, jsm);
   const history = natsKv(buckets.usage, BUCKETS.usage, jsm);
-  const limiter = createLimiter({ kv: limits, config: chatLimitsConfig(config), clock, events, log, instance: instance.id, history });
+  const { scan } = streamReads(nc, jsm, BUCKETS.limits, config.replicas > 1);
+  const limiter = createLimiter({ kv: { ...limits, scan }, config: chatLimitsConfig(config), clock, events, log, instance: instance.id, history });
   const writes = createWriteLimiter({ kv: limits, config: config.limits, clock });
   const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
   // Memory and personas read groups of keys (a channel's, the definitions) straight from the bucket streams.

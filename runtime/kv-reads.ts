@@ -7,6 +7,8 @@
 //   changes(filter, after) what changed under the filter after a revision: one batched
 //                          direct get of the messages under the filter after `after`
 //                          (nothing, usually).
+//   scan(filter, from, n)  the next n messages under the filter from a revision on, for
+//                          background walks of a whole bucket: one batched direct get.
 //
 // A direct get is answered by any replica of the stream, and a replica may be behind. So on
 // a replicated bucket each read also asks the stream leader (`$JS.API.STREAM.MSG.GET`, which
@@ -61,7 +63,7 @@ const toChange = (m: StoredMsg): KvChange => ({
  * Group reads over the bucket `bucket` (see the header); `replicated` when the bucket has
  * more than one replica.
  */
-export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: string, replicated: boolean): Required<Pick<Kv, "snapshot" | "changes">> {
+export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: string, replicated: boolean): Required<Pick<Kv, "snapshot" | "changes" | "scan">> {
   const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
   const subject = (filter: string) => prefix + filter;
@@ -175,6 +177,15 @@ export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: s
       const newest = batch.msgs.at(-1)?.revision ?? 0;
       if (batch.status !== 204 || batch.pending > 0 || newest < (last?.revision ?? 0)) return null;
       return { changes: batch.msgs.map(toChange), revision: newest };
+    },
+
+    // Any replica may answer: a walk that trails the leader by a moment finds the newest
+    // writes at its next step, which is all a background walk needs.
+    async scan(filter, from, max) {
+      const batch = await retryLeaderless(() => directBatch({ seq: Math.max(1, from), next_by_subj: subject(filter), batch: max }), true);
+      if (batch.status === 404) return { changes: [], more: false };
+      if (batch.status !== 204) throw new Error(`${stream}: direct get answered ${batch.status}`);
+      return { changes: batch.msgs.map(toChange), more: batch.pending > 0 };
     },
   };
 }
