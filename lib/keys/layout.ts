@@ -65,6 +65,10 @@ export const BUCKET_LAYOUTS = {
     keys: {
       definition: { key: "def.<persona>", holds: "A defined persona: {name, description, system_prompt, temperature?, owner?}." },
       selection: { key: "sel.<channel>", holds: "The persona a channel selected." },
+      index: {
+        key: "index",
+        holds: "{names: {<persona>: ms}}: the defined personas, counted against ROSEY_PERSONAS_MAX_DEFINED; a new name is counted here by compare-and-set before its definition is written.",
+      },
     },
   },
   memory: {
