@@ -15,6 +15,7 @@ import { createProviders } from "../lib/providers";
 import { createUsage } from "../lib/usage";
 import { natsKv } from "./kv";
 import { streamReads } from "./kv-reads";
+import { markerRetirer } from "./markers";
 import { BUCKETS, retryLeaderless, type Buckets } from "./provision";
 
 /**
@@ -67,10 +68,11 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
   const limiter = createLimiter({ kv: { ...limits, scan }, config: chatLimitsConfig(config), clock, events, log, instance: instance.id, history });
   const writes = createWriteLimiter({ kv: limits, config: config.limits, clock });
   const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
-  // Memory and personas read groups of keys (a channel's, the definitions) straight from the bucket streams.
+  // Memory and personas read groups of keys (a channel's, the definitions) straight from the
+  // bucket streams; markers of older versions met there are replaced by expiring ones.
   const grouped = (name: keyof typeof BUCKETS) => ({
     ...natsKv(buckets[name], BUCKETS[name], jsm),
-    ...streamReads(nc, jsm, BUCKETS[name], config.replicas > 1),
+    ...streamReads(nc, jsm, BUCKETS[name], config.replicas > 1, markerRetirer(buckets[name], BUCKETS[name], log)),
   });
   const personas = createPersonas({ kv: grouped("personas"), config, log, clock });
   const memory = createMemory({
