@@ -16,6 +16,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { connect, type Msg, type NatsConnection } from "nats";
+import { NODE_FLAGS } from "../runtime/heap";
 import { freePort, startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { children, cpuMs, guardRun, rssMiB, spawnReady, stopChild } from "./harness";
 import { percentile, writeSection } from "./lib";
@@ -230,7 +231,7 @@ async function main() {
   const startInstance = () =>
     spawnReady(
       "service",
-      [...(CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : []), join(snap, "dist", "runtime", "cli.js"), "start"],
+      [...NODE_FLAGS, ...(CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : []), join(snap, "dist", "runtime", "cli.js"), "start"],
       serviceEnv,
       /"msg":"ready"/,
       "stderr",

@@ -2,7 +2,8 @@
 // nats-server; the same figures first over empty buckets, then after loading (straight into
 // the memory bucket, in the stored format, many writes in flight) SCALE_CHANNELS channels of
 // 10 memories and 10 exchanges each (100,000 + 100,000 by default). For each, a fresh
-// instance as a separate process (`node dist/runtime/cli.js start`, offline provider):
+// instance as a separate process (`node dist/runtime/cli.js start` with the flags `npm start`
+// passes, offline provider):
 // time until it answers $SRV.PING and its first request, RSS after start and after
 // SCALE_CHATS chats over 1,000 random channels, first chat and first recall on channels it
 // never read (p50/p99), hot chat p50. And how one channel's keys are best read cold:
@@ -20,6 +21,7 @@ import { connect, createInbox, type NatsConnection } from "nats";
 import { defaultConfig } from "../lib/config";
 import { encodeName } from "../lib/keys";
 import type { Memory } from "../lib/schemas";
+import { NODE_FLAGS } from "../runtime/heap";
 import { provisionBuckets, provisionStream } from "../runtime/provision";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { abortRun, children, guardRun, rssMiB } from "./harness";
@@ -109,7 +111,7 @@ interface Figures {
 /** A fresh instance: its process, and when it answered PING and its first request (ms from spawn). */
 async function start(nc: NatsConnection, env: NodeJS.ProcessEnv, cold: () => number): Promise<{ child: ChildProcess; pingMs: number; firstMs: number }> {
   const t0 = performance.now();
-  const child = spawn(process.execPath, [join(root, "dist", "runtime", "cli.js"), "start"], { cwd: root, env, stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, join(root, "dist", "runtime", "cli.js"), "start"], { cwd: root, env, stdio: ["ignore", "ignore", "pipe"] });
   children.push(child);
   let log = "";
   child.stderr!.on("data", (d: Buffer) => void (log = (log + d.toString()).slice(-4_000)));
