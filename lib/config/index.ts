@@ -29,6 +29,8 @@ const LimitOverride = z.strictObject({
 });
 
 const validTimeZone = (tz: string) => {
+  // The default needs no check (nor the time zone data a check loads: lib/limiter/calendar.ts).
+  if (tz === "UTC") return true;
   try {
     new Intl.DateTimeFormat("en-US", { timeZone: tz });
     return true;
