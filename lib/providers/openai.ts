@@ -1,10 +1,13 @@
 // An OpenAI-compatible provider (OpenAI, OpenRouter, Ollama, vLLM, llama.cpp, LM Studio):
-// POST /chat/completions through a keep-alive transport (./http.ts). This file retries with
-// full-jitter backoff, honours Retry-After, and never sleeps or waits past the request
-// deadline. Failures leave as ProviderFailure, answers as Completion.
+// POST /chat/completions through a keep-alive transport (./http.ts), streamed when the
+// caller passes onDelta (./chat-stream.ts). This file retries with full-jitter backoff,
+// honours Retry-After, never sleeps or waits past the request deadline, and never retries
+// once a piece of a streamed reply went out. Failures leave as ProviderFailure, answers as
+// Completion.
 import type { ProviderConfig } from "../config";
 import type { Completion, CompletionOptions, Logger } from "../context/types";
 import type { Message } from "../schemas";
+import { readChatStream, StreamFailure } from "./chat-stream";
 import { classifyFailure, ProviderFailure, redactSecrets, type FailureInput } from "./errors";
 import { createTransport, type HttpReply, type Transport } from "./http";
 import { backoffDelay, DEFAULT_BACKOFF, isDeadlineReason, sleep } from "./retry";
@@ -93,6 +96,9 @@ function errorDetail(text: string): string {
   return text.trim().slice(0, 200);
 }
 
+/** True for a reply sent as server-sent events. */
+const isEventStream = (res: HttpReply) => (res.headers.get("content-type") ?? "").toLowerCase().includes("text/event-stream");
+
 /** Builds an OpenAI-compatible provider from its config entry. */
 export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvider {
   const { name, def, log } = opts;
@@ -131,31 +137,44 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
       return new ProviderFailure(name, { ...info, message: scrub(info.message) });
     };
     try {
+      const stream = options.onDelta;
       const body = JSON.stringify({
         model: def.model,
         messages,
         ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
         ...(options.max_tokens !== undefined ? { max_tokens: options.max_tokens } : {}),
+        // The usage block comes in a last chunk; a server that sends none leaves the estimate.
+        ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
       });
-      let status: number;
-      let replyHeaders: HttpReply["headers"];
-      let text: string;
+      let res: HttpReply;
+      let text: string | undefined;
       try {
-        const res = await transport(url, { method: "POST", headers, body, signal: ctl.signal });
-        ({ status, headers: replyHeaders } = res);
-        text = await res.text();
+        res = await transport(url, { method: "POST", headers, body, signal: ctl.signal });
+        // An event stream is read as it arrives; anything else (an error, a server that
+        // answered in one piece) whole.
+        if (!(stream && res.body && isEventStream(res))) text = await res.text();
       } catch (err) {
         throw fail(describeError(err, cut));
       }
-      if (status < 200 || status > 299) throw fail({ status, headers: replyHeaders, message: errorDetail(text) });
+      if (res.status < 200 || res.status > 299) throw fail({ status: res.status, headers: res.headers, message: errorDetail(text ?? "") });
       let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        throw fail({ malformed: true, message: "body is not valid JSON" });
+      if (text === undefined) {
+        try {
+          parsed = await readChatStream(res.body!, stream!);
+        } catch (err) {
+          throw fail(!cut && err instanceof StreamFailure ? err.input : describeError(err, cut));
+        }
+      } else {
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          throw fail({ malformed: true, message: "body is not valid JSON" });
+        }
       }
       const mapped = mapChatResponse(parsed, messages, name, def.model);
       if (!mapped) throw fail({ malformed: true, message: "no choices[0].message" });
+      // A server that ignored `stream` answered in one piece: that piece is the whole stream.
+      if (stream && text !== undefined && mapped.content) stream(mapped.content);
       return mapped;
     } finally {
       clearTimeout(timer);
@@ -166,8 +185,11 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
   return {
     name,
     model: def.model,
-    async complete(messages, options, signal, deadline) {
+    async complete(messages, given, signal, deadline) {
       const started = performance.now();
+      // Once a piece of a streamed reply went out, a retry would send the reply again.
+      let sent = false;
+      const options = given.onDelta ? { ...given, onDelta: (d: string) => ((sent = true), given.onDelta!(d)) } : given;
       const outer = signal ?? options.signal;
       const deadlineAt = deadline ?? started + opts.deadline_ms;
       let last: FailureInfo | undefined;
@@ -181,7 +203,7 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
         } catch (err) {
           const info = (err as ProviderFailure).info;
           last = info;
-          if (info.kind === "final" || n === def.max_retries) throw new ProviderFailure(name, info, n + 1);
+          if (info.kind === "final" || n === def.max_retries || sent) throw new ProviderFailure(name, info, n + 1);
           const wait = info.retry_after_ms ?? backoffDelay(n, backoff, random);
           // Waiting past the deadline only to fail then helps no one: give up now and let
           // the registry try the next provider while the caller still has time.
