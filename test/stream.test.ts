@@ -7,12 +7,16 @@
 // limits, usage, history and events are those of the same call unstreamed.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createInbox, type Msg, type NatsConnection } from "nats";
+import { z } from "zod";
 import { createClient, type RoseyLlmClient, type StreamPart } from "../lib/client";
-import { STREAM_HEADER, StreamChunk } from "../lib/schemas";
+import { ChatResponse, STREAM_HEADER, StreamChunk } from "../lib/schemas";
 import { jsonSchema } from "../lib/schemas/json";
+import { createEndpoint } from "../runtime/endpoint";
 import { replayEvents } from "../runtime/replay";
+import { createStreams } from "../runtime/stream";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { createTestContext } from "./helpers/context";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
 
 const CONTENT = "Ahoy, the tide turns at noon and the fish are biting.";
@@ -241,5 +245,84 @@ describe("accounting", () => {
       events.filter((e) => e.channel === channel).map(({ channel: _c, user: _u, id: _i, timestamp: _t, latency_ms: _l, ...rest }) => rest);
     expect(of("#acct-plain")).toHaveLength(3);
     expect(of("#acct-stream")).toEqual(of("#acct-plain"));
+  });
+});
+
+describe("a reply stream", () => {
+  /** Every message on `inbox` up to a sentinel published after `act` on the same connection (so after all it sent). */
+  async function received(inbox: string, act: () => void | Promise<void>): Promise<string[]> {
+    const sub = nc.subscribe(inbox);
+    await act();
+    nc.publish(inbox, "end");
+    const out: string[] = [];
+    for await (const m of sub) {
+      if (m.string() === "end") break;
+      out.push(isChunk(m) ? StreamChunk.parse(m.json()).delta : `reply:${m.string()}`);
+    }
+    return out;
+  }
+
+  it("drops empty pieces and every piece after it closed, and lets its reply subject go", async () => {
+    const streams = createStreams(nc, "_INBOX_TEST");
+    const inbox = createInbox();
+    const got = await received(inbox, () => {
+      const s = streams.open(inbox);
+      expect(streams.size).toBe(1);
+      s.send("");
+      s.send("a");
+      s.send("b");
+      s.close();
+      s.send("c");
+    });
+    expect(got).toEqual(["a", "b"]);
+    expect(streams.size).toBe(0);
+    streams.close();
+  });
+
+  it("aborts, as a cancel, when a piece cannot be sent", () => {
+    const streams = createStreams(nc, "_INBOX_TEST");
+    const s = streams.open(createInbox());
+    s.send("x".repeat(nc.info!.max_payload + 1));
+    expect(s.signal.aborted).toBe(true);
+    expect((s.signal.reason as Error).name).toBe("AbortError");
+    s.close();
+    streams.close();
+  });
+
+  it("ends with the reply: a handler still running past its deadline sends nothing more", async () => {
+    const streams = createStreams(nc, "_INBOX_TEST");
+    const inbox = createInbox();
+    let resume!: () => void;
+    let finished!: Promise<void>;
+    const ep = createEndpoint(
+      {
+        name: "chat",
+        request: z.strictObject({ stream: z.boolean() }),
+        response: ChatResponse,
+        handle: async (_req, ctx) => {
+          ctx.stream!.send("early");
+          finished = new Promise<void>((r) => (resume = r)).then(() => ctx.stream!.send("late"));
+          await finished;
+          return { success: true };
+        },
+      },
+      (signal, stream) => ({ ...createTestContext(), signal, stream }),
+      { maxRequestBytes: 1_000, timeoutMs: 50 },
+    );
+    const got = await received(inbox, async () => {
+      const replied = new Promise<void>((done) =>
+        ep.handle({
+          data: enc.encode('{"stream":true}'),
+          reply: (body) => (nc.publish(inbox, body), done()),
+          openStream: () => streams.open(inbox),
+        }),
+      );
+      await replied;
+      resume();
+      await finished;
+    });
+    expect(got).toEqual(["early", expect.stringMatching(/^reply:.*"error_code":"internal"/)]);
+    expect(streams.size).toBe(0);
+    streams.close();
   });
 });
