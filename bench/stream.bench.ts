@@ -21,7 +21,7 @@ import { sseData } from "../lib/providers/sse";
 import { STREAM_HEADER } from "../lib/schemas";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { startOpenAIServer, type FakeOpenAI } from "../test/helpers/openai-server";
-import { children, cpuMs, guardRun, spawnReady, stopChild } from "./harness";
+import { children, cpuMs, guardRun, openaiServiceEnv, spawnReady, stopChild } from "./harness";
 import { fixed, median, percentile, writeSection } from "./lib";
 
 const COMMAND = "npm run bench -- stream  (alone: node build.mjs --quiet && node --import tsx bench/stream.bench.ts)";
@@ -156,19 +156,7 @@ async function main() {
     const { child: service } = await spawnReady(
       "service",
       [join("dist", "runtime", "cli.js"), "start"],
-      {
-        ...process.env,
-        NATS_URL: server.url,
-        LOG_LEVEL: "info",
-        LLM_PROVIDERS: "openai",
-        OPENAI_BASE_URL: fake.url,
-        OPENAI_API_KEY: API_KEY,
-        OPENAI_MODEL: MODEL,
-        ...Object.fromEntries(
-          ["USER_PER_MINUTE", "USER_PER_HOUR", "USER_PER_DAY", "USER_TOKENS_PER_DAY", "CHANNEL_PER_HOUR", "GLOBAL_TOKENS_PER_DAY"].map((k) => [`ROSEY_LIMIT_${k}`, "1000000000000"]),
-        ),
-        ROSEY_DATA_DIR: join(storeDir, "data"),
-      },
+      openaiServiceEnv({ natsUrl: server.url, providers: "openai", baseUrl: fake.url, apiKey: API_KEY, model: MODEL, dataDir: join(storeDir, "data") }),
       /"msg":"ready"/,
       "stderr",
     );

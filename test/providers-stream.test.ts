@@ -53,15 +53,11 @@ function def(url: string, over: Partial<ProviderConfig> = {}): ProviderConfig {
 const provider = (d: ProviderConfig) => createOpenAIProvider({ name: "openai", def: d, deadline_ms: 10_000, log: silentLogger, backoff: { base_ms: 5, max_ms: 10 } });
 const failure = (p: Promise<unknown>): Promise<ProviderFailure> => rejectionOf(p, isProviderFailure);
 
+// Every reply is CONTENT unless a test scripts another; each test sees only its own requests.
 let server: FakeOpenAI;
-beforeAll(async () => {
-  server = await startOpenAIServer();
-});
+beforeAll(async () => void (server = await startOpenAIServer({ default: { kind: "reply", content: CONTENT } })));
 afterAll(() => server.close());
-beforeEach(() => {
-  server.requests.length = 0;
-  server.setDefault({ kind: "reply", content: CONTENT });
-});
+beforeEach(() => void (server.requests.length = 0));
 
 /** A streamed call that keeps its pieces. */
 async function streamed(p = provider(def(server.url)), signal?: AbortSignal) {
