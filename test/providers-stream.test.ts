@@ -103,6 +103,18 @@ describe("OpenAI-compatible provider, streamed", () => {
     expect(pieces).toEqual(["The", " sea", " is"]);
   });
 
+  it("bounds the wait for each piece by timeout_ms, not the whole stream", async () => {
+    const pieces = Array.from({ length: 10 }, (_, i) => `p${i} `);
+    server.script({ kind: "reply", deltas: pieces, interval_ms: 60 }, { kind: "reply", deltas: pieces, stall_after: 4 });
+    const quick = provider(def(server.url, { timeout_ms: 300 }));
+    // Ten pieces 60 ms apart take twice the timeout, and arrive.
+    expect((await streamed(quick)).reply.content).toBe(pieces.join(""));
+    // A stream that stops sending is cut, and not retried after its pieces went out.
+    const f = await failure(streamed(quick));
+    expect(f.info.reason).toBe("timeout");
+    expect(server.chats()).toHaveLength(2);
+  });
+
   it("fails on an error event in the stream, without retrying after pieces went out", async () => {
     server.script({ kind: "reply", content: CONTENT, error_after: 2 });
     const f = await failure(streamed());

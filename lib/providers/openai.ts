@@ -116,16 +116,24 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
     ...def.headers,
   };
 
-  /** One HTTP attempt bounded by `budget` ms and the outer signal. */
-  async function attempt(messages: Message[], options: CompletionOptions, budget: number, timeoutIsDeadline: boolean, outer?: AbortSignal) {
+  /** One HTTP attempt bounded by timeout_ms, the deadline (performance.now() ms) and the outer signal. */
+  async function attempt(messages: Message[], options: CompletionOptions, deadlineAt: number, outer?: AbortSignal) {
     const ctl = new AbortController();
     let cut: CutShort;
     // One timer covers the whole attempt, reading the body included: a server that sends
-    // its headers and then stalls is cut off like one that never answers.
-    const timer = setTimeout(() => {
-      cut = timeoutIsDeadline ? "deadline" : "timeout";
-      ctl.abort();
-    }, budget);
+    // its headers and then stalls is cut off like one that never answers. A streamed reply
+    // restarts it with each piece (a stream is stalled, not long, when it runs out), still
+    // never past the deadline.
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      const budget = Math.min(def.timeout_ms, deadlineAt - performance.now());
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        cut = budget < def.timeout_ms ? "deadline" : "timeout";
+        ctl.abort();
+      }, budget);
+    };
+    arm();
     const onOuter = () => {
       cut = isDeadlineReason(outer?.reason) ? "deadline" : "caller";
       ctl.abort();
@@ -137,7 +145,8 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
       return new ProviderFailure(name, { ...info, message: scrub(info.message) });
     };
     try {
-      const stream = options.onDelta;
+      const given = options.onDelta;
+      const stream = given && ((d: string) => (arm(), given(d)));
       const body = JSON.stringify({
         model: def.model,
         messages,
@@ -196,9 +205,8 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
       for (let n = 0; n <= def.max_retries; n++) {
         const remaining = deadlineAt - performance.now();
         if (remaining <= 0) throw new ProviderFailure(name, deadlineInfo(last), n);
-        const budget = Math.min(def.timeout_ms, remaining);
         try {
-          const done = await attempt(messages, options, budget, budget < def.timeout_ms, outer);
+          const done = await attempt(messages, options, deadlineAt, outer);
           return { ...done, latency_ms: performance.now() - started };
         } catch (err) {
           const info = (err as ProviderFailure).info;

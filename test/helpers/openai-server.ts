@@ -39,6 +39,8 @@ export interface StreamShape {
   cut_after?: number;
   /** After this many pieces the server sends an error event and ends the reply. */
   error_after?: number;
+  /** After this many pieces the server sends nothing more and keeps the connection open. */
+  stall_after?: number;
   /** Answer in one piece, as a server that does not stream would. */
   ignore_stream?: boolean;
 }
@@ -189,6 +191,7 @@ export async function startOpenAIServer(opts: { default?: Behaviour; models?: st
     res.on("close", () => void (ended || abandoned++));
     const step = () => {
       if (res.destroyed) return;
+      if (i === b.stall_after) return;
       if (i === b.cut_after) {
         ended = true;
         res.destroy();
