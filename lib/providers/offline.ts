@@ -42,7 +42,7 @@ function echo(messages: Message[], options: CompletionOptions): { content: strin
 }
 
 /** A text in pieces of one word each, with the spaces before it: the pieces add up to the text. */
-export function wordPieces(text: string): string[] {
+function wordPieces(text: string): string[] {
   return text.split(/(?<=\S)(?=\s)/).filter(Boolean);
 }
 

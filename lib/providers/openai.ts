@@ -203,8 +203,7 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
       const deadlineAt = deadline ?? started + opts.deadline_ms;
       let last: FailureInfo | undefined;
       for (let n = 0; n <= def.max_retries; n++) {
-        const remaining = deadlineAt - performance.now();
-        if (remaining <= 0) throw new ProviderFailure(name, deadlineInfo(last), n);
+        if (deadlineAt <= performance.now()) throw new ProviderFailure(name, deadlineInfo(last), n);
         try {
           const done = await attempt(messages, options, deadlineAt, outer);
           return { ...done, latency_ms: performance.now() - started };
