@@ -30,7 +30,7 @@
 // Breaking out of the loop stops listening, and the service then cancels the model call.
 //
 // This file is for plugin authors; handlers never import it, so it may use the nats client.
-import { createInbox, type JetStreamClient, type Msg, type NatsConnection } from "nats";
+import { createInbox, type JetStreamClient, type Msg, type NatsConnection, type Subscription } from "nats";
 import { z } from "zod";
 import { describeIssues } from "./schemas/issues";
 import {
@@ -287,7 +287,14 @@ export function createClient(nc: NatsConnection, options: ClientOptions = {}): R
     // The chunks and the reply come to an inbox of this call's own, under the connection's
     // inbox root (nats.js keeps it in its options, which its types do not show).
     const inbox = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
-    const sub = nc.subscribe(inbox);
+    let sub: Subscription;
+    try {
+      sub = nc.subscribe(inbox);
+    } catch (err) {
+      // A closed connection.
+      yield transportFailure(err, subject, timeoutMs);
+      return;
+    }
     // nats.js reports a publish the permissions forbid to the subscription whose
     // requestSubject it is, as for its own single-reply requests (an internal field).
     (sub as { requestSubject?: string }).requestSubject = subject;

@@ -6,7 +6,7 @@
 // reply; a caller that stops listening cancels the provider call and its reservation; and
 // limits, usage, history and events are those of the same call unstreamed.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { createInbox, type Msg, type NatsConnection } from "nats";
+import { connect, createInbox, type Msg, type NatsConnection } from "nats";
 import { z } from "zod";
 import { createClient, type RoseyLlmClient, type StreamPart } from "../lib/client";
 import { ChatResponse, STREAM_HEADER, StreamChunk } from "../lib/schemas";
@@ -16,6 +16,7 @@ import { replayEvents } from "../runtime/replay";
 import { createStreams } from "../runtime/stream";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { usersBlock } from "./helpers/auth";
 import { createTestContext } from "./helpers/context";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
 
@@ -152,6 +153,27 @@ describe("a streamed call through the typed client", () => {
     expect(await parts(other.chatStream({ channel: "#c", user: "bo", message: "hi" }))).toEqual([
       expect.objectContaining({ success: false, transport: true, error_code: "no_responders" }),
     ]);
+  });
+
+  it("says disconnected on a closed connection, without throwing", async () => {
+    const closed = await client(srv.url);
+    await closed.close();
+    expect(await parts(createClient(closed).chatStream({ channel: "#c", user: "bo", message: "hi" }))).toEqual([
+      expect.objectContaining({ success: false, transport: true, error_code: "disconnected" }),
+    ]);
+  });
+
+  it("says forbidden when the connection may not publish to the endpoint", async () => {
+    const locked = await startTestServer({ config: usersBlock([{ user: "ro", password: "ro-pass", permissions: { publish: { allow: ["nothing.>"] } } }]) });
+    const ro = await connect({ servers: locked.url, user: "ro", pass: "ro-pass" });
+    try {
+      expect(await parts(createClient(ro).chatStream({ channel: "#c", user: "bo", message: "hi" }, { timeoutMs: 5_000 }))).toEqual([
+        expect.objectContaining({ success: false, transport: true, error_code: "forbidden" }),
+      ]);
+    } finally {
+      await ro.close();
+      await locked.cleanup();
+    }
   });
 
   it("times out when nothing answers in time", async () => {
