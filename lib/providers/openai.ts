@@ -14,7 +14,7 @@ import type { BackoffOptions, DeadlineProvider, FailureInfo } from "./types";
 /** Where requests go when a provider names no base URL. */
 const OPENAI_BASE_URL = "https://api.openai.com/v1";
 /** How the service names itself to model servers. */
-const USER_AGENT = "rosey-llm";
+export const USER_AGENT = "rosey-llm";
 
 /** Everything an OpenAI-compatible provider is built from. */
 export interface OpenAIProviderOptions {
@@ -67,10 +67,10 @@ export function mapChatResponse(body: unknown, messages: Message[], provider: st
 }
 
 /** Why an attempt was cut short by us, if it was. */
-type CutShort = "timeout" | "deadline" | "caller" | undefined;
+export type CutShort = "timeout" | "deadline" | "caller" | undefined;
 
 /** Turns whatever the transport threw into plain facts for classifyFailure. */
-function describeError(err: unknown, cut: CutShort): FailureInput {
+export function describeError(err: unknown, cut: CutShort): FailureInput {
   if (cut === "timeout") return { timeout: true };
   if (cut === "deadline" || cut === "caller") return { aborted: cut };
   const e = err as { code?: unknown; message?: unknown; cause?: { code?: unknown } } | null;
@@ -83,7 +83,7 @@ function describeError(err: unknown, cut: CutShort): FailureInput {
 }
 
 /** The error text of an OpenAI-style error body ({"error": {"message": …}}), else the start of the body. */
-function errorDetail(text: string): string {
+export function errorDetail(text: string): string {
   try {
     const detail = (JSON.parse(text) as { error?: { message?: unknown } } | null)?.error?.message;
     if (typeof detail === "string") return detail;
