@@ -1,6 +1,7 @@
 // A real local HTTP server speaking the OpenAI embeddings API (POST /v1/embeddings), with
 // deterministic vectors: a bag of concepts. Words of one concept below (films, movies,
-// cinema…) add to the same dimension, any other word to a dimension of its own (hashed),
+// cinema…) add to the same dimension (a word's own form first, else its stem's), any other
+// word to a dimension of its own (hashed by stem),
 // so a paraphrase lands close to what it paraphrases and names still tell people apart.
 // The concepts were written for the paraphrase fixture's vocabulary: what recall scores with
 // this server is what fusion makes of an embedding that links those words, not what any
@@ -73,11 +74,14 @@ const CONCEPTS = [
 /** Dimensions a word outside every concept may land on. */
 const HASHED = 512;
 
+/** The concepts of each listed word, and of each stem of one (for the forms not listed: "loved"). */
 const conceptOf = new Map<string, number[]>();
+const conceptOfStem = new Map<string, number[]>();
+const add = (map: Map<string, number[]>, k: string, i: number) => map.set(k, [...new Set([...(map.get(k) ?? []), i])]);
 CONCEPTS.forEach((line, i) => {
   for (const w of line.split(" ")) {
-    const s = stem(w);
-    conceptOf.set(s, [...new Set([...(conceptOf.get(s) ?? []), i])]);
+    add(conceptOf, w, i);
+    add(conceptOfStem, stem(w), i);
   }
 });
 
@@ -97,7 +101,7 @@ export function conceptVector(text: string): number[] {
   for (const w of words(text)) {
     if (STOP_WORDS.has(w)) continue;
     const s = stem(w);
-    for (const d of conceptOf.get(s) ?? [hashed(s)]) v[d] += 1;
+    for (const d of conceptOf.get(w) ?? conceptOfStem.get(s) ?? [hashed(s)]) v[d] += 1;
   }
   return v;
 }
