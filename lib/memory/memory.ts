@@ -6,6 +6,10 @@
 // trip, nothing when no other instance wrote), and evicted, least recently used first, past
 // the configured count and size. So an instance's memory follows its active channels, not
 // what is stored, and every read sees what any instance stored before it began.
+//
+// With an embedder (config.embeddings), memories are stored with their vectors and recall
+// fuses words and meaning (vectors.ts, fusion.ts); each use of a channel may start embedding a
+// few of its memories stored without one.
 import { randomBytes } from "node:crypto";
 import type { PreparedChannel } from "../context/types";
 import type { Memory } from "../schemas";

@@ -29,7 +29,7 @@ export interface MemoryOptions {
 
 /** ConversationMemory plus the lifecycle calls the runtime and tests use. */
 export interface MemoryService extends ConversationMemory {
-  /** Waits for background work: summarizations, last_accessed touches, decay sweeps. */
+  /** Waits for background work: summarizations, last_accessed touches, decay sweeps, embedding backfills. */
   settled(): Promise<void>;
   /** Channels held in RAM and the bytes they take (estimated). */
   cached(): { channels: number; bytes: number };
