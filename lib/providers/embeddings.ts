@@ -12,8 +12,8 @@ import type { Config } from "../config";
 import type { Clock, Logger } from "../context/types";
 import { classifyFailure, isProviderFailure, ProviderFailure, redactSecrets, shortFailure, type FailureInput } from "./errors";
 import { Health } from "./health";
-import { createTransport, type HttpReply, type Transport } from "./http";
-import { describeError, errorDetail, USER_AGENT, type CutShort } from "./openai";
+import { createTransport, type Transport } from "./http";
+import { postJson, requestHeaders, type CutShort } from "./openai";
 import { PROVIDER_WIDE } from "./registry";
 
 /** What a text is embedded for: each has its own time budget and prefix. */
@@ -84,13 +84,7 @@ export function createEmbedder(config: Config, deps: EmbedderDeps): Embedder | u
   const log = deps.log.child({ component: NAME });
   const transport = deps.fetch ?? createTransport();
   const url = `${e.base_url.replace(/\/+$/, "")}/embeddings`;
-  const headers: Record<string, string> = {
-    "content-type": "application/json",
-    accept: "application/json",
-    "user-agent": USER_AGENT,
-    ...(e.api_key ? { authorization: `Bearer ${e.api_key}` } : {}),
-    ...e.headers,
-  };
+  const headers = requestHeaders(e.api_key, e.headers);
   const scrub = (text: string) => redactSecrets(text, [e.api_key, ...Object.values(e.headers)]);
   const health = new Health(1, config.providers.cooldown_ms, deps.clock);
   const budget = { query: e.query_timeout_ms, document: e.timeout_ms };
@@ -112,23 +106,7 @@ export function createEmbedder(config: Config, deps: EmbedderDeps): Embedder | u
     }, budget[purpose]);
     try {
       const body = JSON.stringify({ model, input: texts.map((t) => prefix[purpose] + t), ...(e.dimensions ? { dimensions: e.dimensions } : {}) });
-      let status: number;
-      let text: string;
-      let replyHeaders: HttpReply["headers"];
-      try {
-        const res = await transport(url, { method: "POST", headers, body, signal: ctl.signal });
-        ({ status, headers: replyHeaders } = res);
-        text = await res.text();
-      } catch (err) {
-        throw fail(describeError(err, cut));
-      }
-      if (status < 200 || status > 299) throw fail({ status, headers: replyHeaders, message: errorDetail(text) });
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        throw fail({ malformed: true, message: "body is not valid JSON" });
-      }
+      const parsed = await postJson(transport, url, { method: "POST", headers, body, signal: ctl.signal }, () => cut, fail);
       const vectors = mapEmbeddings(parsed, texts.length);
       if (!vectors) throw fail({ malformed: true, message: "no data[i].embedding for every input" });
       return vectors;

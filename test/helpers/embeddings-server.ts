@@ -108,7 +108,7 @@ export function conceptVector(text: string): number[] {
 
 /** What the server does with one embeddings request. */
 export type EmbeddingsBehaviour =
-  | { kind: "ok"; delay_ms?: number }
+  | { kind: "ok" }
   | { kind: "error"; status: number; message?: string }
   /** 200 with a body that has no embeddings. */
   | { kind: "wrong_shape" }
@@ -139,7 +139,6 @@ export async function startEmbeddingsServer(): Promise<FakeEmbeddings> {
   const queue: EmbeddingsBehaviour[] = [];
   let fallback: EmbeddingsBehaviour = { kind: "ok" };
   const requests: EmbeddingsRequest[] = [];
-  const timers = new Set<NodeJS.Timeout>();
 
   const server = createServer(async (req, res) => {
     const text = await readBody(req);
@@ -156,19 +155,12 @@ export async function startEmbeddingsServer(): Promise<FakeEmbeddings> {
     if (b.kind === "error") return json(res, b.status, { error: { message: b.message ?? `scripted ${b.status}` } });
     if (b.kind === "wrong_shape") return json(res, 200, { object: "list", data: [{ index: 0 }] });
     const input: string[] = typeof body.input === "string" ? [body.input] : body.input;
-    const send = () =>
-      json(res, 200, {
-        object: "list",
-        model: body.model,
-        data: input.map((t, index) => ({ object: "embedding", index, embedding: conceptVector(t) })),
-        usage: { prompt_tokens: input.length, total_tokens: input.length },
-      });
-    if (!b.delay_ms) return send();
-    const t = setTimeout(() => {
-      timers.delete(t);
-      if (!res.destroyed) send();
-    }, b.delay_ms);
-    timers.add(t);
+    json(res, 200, {
+      object: "list",
+      model: body.model,
+      data: input.map((t, index) => ({ object: "embedding", index, embedding: conceptVector(t) })),
+      usage: { prompt_tokens: input.length, total_tokens: input.length },
+    });
   });
 
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -181,7 +173,6 @@ export async function startEmbeddingsServer(): Promise<FakeEmbeddings> {
     setDefault: (b) => void (fallback = b),
     close: () =>
       new Promise<void>((resolve) => {
-        for (const t of timers) clearTimeout(t);
         server.closeAllConnections();
         server.close(() => resolve());
       }),
