@@ -39,6 +39,8 @@ describe("embeddings provider", () => {
 
   it("posts {model, input} with the key and the purpose's prefix, and returns unit vectors in input order", async () => {
     const { e } = embedder({ query_prefix: "search_query: ", document_prefix: "search_document: ", dimensions: 256 });
+    // Fewer dimensions make other vectors than the model's own: they are named apart.
+    expect(e.model).toBe("concepts-1@256");
     const [a, b] = await e.embed(["Bob loves old horror movies", "Carol hates coffee"], "document");
     expect(a.length).toBe(DIMENSIONS);
     expect(norm(a)).toBeCloseTo(1, 5);

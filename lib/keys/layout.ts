@@ -75,7 +75,7 @@ export const BUCKET_LAYOUTS = {
       memory: {
         key: "m.<channel>.<id>",
         holds:
-          "A long-term memory; the id hashes scope and content, so equal facts meet on one key. With embeddings on, also `embedding`: {model, vector: base64 of the unit vector's float32 little-endian values}, never sent in replies or events. Goes with the bucket's max age, decay_days after its last use.",
+          "A long-term memory; the id hashes scope and content, so equal facts meet on one key. With embeddings on, also `embedding`: {model (with `@<dimensions>` when ROSEY_EMBEDDINGS_DIMENSIONS is set), vector: base64 of the unit vector's float32 little-endian values}, never sent in replies or events. Goes with the bucket's max age, decay_days after its last use.",
       },
     },
   },

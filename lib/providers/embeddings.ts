@@ -20,7 +20,10 @@ import { PROVIDER_WIDE } from "./registry";
 export type EmbeddingPurpose = "query" | "document";
 
 export interface Embedder {
-  /** The model the vectors come from: vectors of different models are never compared. */
+  /**
+   * Names the vectors: the model, with `@<dimensions>` when fewer were asked for. Vectors
+   * named otherwise are never compared with these (and are embedded again).
+   */
   readonly model: string;
   /** False while the server is skipped after a failure. */
   available(): boolean;
@@ -116,7 +119,7 @@ export function createEmbedder(config: Config, deps: EmbedderDeps): Embedder | u
   }
 
   return {
-    model,
+    model: e.dimensions ? `${model}@${e.dimensions}` : model,
     available: () => health.available(),
     async embed(texts, purpose) {
       if (texts.length === 0) return [];
