@@ -22,6 +22,14 @@ const DAY_MS = 86_400_000;
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/**
+ * The order in which memories leave a full channel, first out first: less important, then used
+ * longer ago, then older, then by id — the same on every instance. A memory just added was used
+ * last, so it goes first only when every other memory of the channel is more important.
+ */
+export const keepOrder = (a: Doc, b: Doc) =>
+  a.memory.importance - b.memory.importance || a.accessed - b.accessed || a.created - b.created || (a.memory.id < b.memory.id ? -1 : 1);
+
 /** Content-addressed id: the same fact in the same scope always lands on one key. */
 const memoryId = (userId: string | null, content: string) =>
   createHash("sha256")
@@ -73,15 +81,18 @@ export function createFacts(store: Store, config: Config, clock: Clock, vectors:
     return out;
   }
 
-  /** Evicts the least important, least recently used memories above the channel cap. */
-  async function enforceCap(encoded: string, st: ChannelState, keepId: string): Promise<void> {
-    // The channel may not hold the kept memory yet (it was not cached when written).
-    const over = st.memories.size + (st.memories.get(keepId) ? 0 : 1) - mc.max_memories_per_channel;
+  /**
+   * Keeps the channel at its cap: the least important, least recently used memories above it go.
+   * The channel is read again after the add's write, and every instance picks victims in one
+   * order (keepOrder). Of adds racing on several instances, the one whose read starts last sees
+   * all of them and brings the channel down to the cap; the others see a part of what it sees,
+   * so their victims are among its victims. The channel never ends above the cap.
+   */
+  async function enforceCap(encoded: string): Promise<void> {
+    const st = await store.channel(encoded);
+    const over = st.memories.size - mc.max_memories_per_channel;
     if (over <= 0) return;
-    const victims = [...st.memories.values()]
-      .filter((d) => d.memory.id !== keepId)
-      .sort((a, b) => a.memory.importance - b.memory.importance || a.accessed - b.accessed || a.created - b.created)
-      .slice(0, over);
+    const victims = [...st.memories.values()].sort(keepOrder).slice(0, over);
     await Promise.all(victims.map((d) => store.remove(key("m", encoded, d.memory.id))));
   }
 
@@ -133,7 +144,7 @@ export function createFacts(store: Store, config: Config, clock: Clock, vectors:
           : fresh,
         result: undefined,
       }));
-      await enforceCap(encoded, st, id);
+      await enforceCap(encoded);
       sweep(encoded, st, at);
       // The reply carries the memory, never its vector.
       const { embedding: _vector, ...stored } = r.value!;
