@@ -1,24 +1,16 @@
 // The embeddings provider against a real local HTTP server speaking /v1/embeddings: what it
 // sends, the unit vectors it returns, its configuration, and its failures — classified,
 // scrubbed of secrets, logged once per burst, and skipped for the cooldown after one.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { defaultConfig, loadConfig, type ConfigInput } from "../lib/config";
 import { createLogger } from "../lib/log";
 import { createEmbedder, isProviderFailure, mapEmbeddings, refusedText, unitVector, type ProviderFailure } from "../lib/providers";
 import { rejectionOf } from "./helpers/assert";
-import { DIMENSIONS, startEmbeddingsServer, type FakeEmbeddings } from "./helpers/embeddings-server";
+import { DIMENSIONS, useEmbeddingsServer } from "./helpers/embeddings-server";
 import { refusedUrl } from "./helpers/openai-server";
 
 const KEY = "sk-embed-secret-0123456789";
-let server: FakeEmbeddings;
-beforeAll(async () => {
-  server = await startEmbeddingsServer();
-});
-afterAll(() => server.close());
-beforeEach(() => {
-  server.requests.length = 0;
-  server.setDefault({ kind: "ok" });
-});
+const server = useEmbeddingsServer();
 
 /** An embedder of `embeddings` settings, its log lines, and a clock the test moves. */
 function embedder(embeddings: Partial<ConfigInput["embeddings"] & object> = {}) {

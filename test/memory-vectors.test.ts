@@ -1,7 +1,7 @@
 // The memory's side of embeddings over an in-memory bucket and a real local /v1/embeddings
 // server: the query cache, the backfill (another model's vectors, a server that failed and
 // came back, a text the server refuses), and what is stored.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { defaultConfig } from "../lib/config";
 import type { Events, Providers } from "../lib/context";
 import { MemoryKv } from "../lib/kv";
@@ -9,19 +9,11 @@ import { silentLogger } from "../lib/log";
 import { createMemory, type MemoryService } from "../lib/memory";
 import { BACKFILL_BATCH, BACKFILL_EVERY_MS, decodeEmbedding } from "../lib/memory/vectors";
 import { createEmbedder } from "../lib/providers";
-import { startEmbeddingsServer, type FakeEmbeddings } from "./helpers/embeddings-server";
+import { useEmbeddingsServer } from "./helpers/embeddings-server";
 
 const CHANNEL = "#c";
 const events: Events = { emit: () => "", flush: async () => {} };
-let server: FakeEmbeddings;
-beforeAll(async () => {
-  server = await startEmbeddingsServer();
-});
-afterAll(() => server.close());
-beforeEach(() => {
-  server.requests.length = 0;
-  server.setDefault({ kind: "ok" });
-});
+const server = useEmbeddingsServer();
 
 /** A clock the test moves, starting now. */
 const manualClock = () => {

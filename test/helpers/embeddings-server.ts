@@ -7,6 +7,7 @@
 // this server is what fusion makes of an embedding that links those words, not what any
 // real model would score. Requests can be scripted to fail, hang or answer nonsense.
 import { createServer } from "node:http";
+import { afterAll, beforeAll, beforeEach } from "vitest";
 import type { AddressInfo } from "node:net";
 import { STOP_WORDS, stem, words } from "../../lib/memory";
 import { json, readBody } from "./openai-server";
@@ -176,5 +177,33 @@ export async function startEmbeddingsServer(): Promise<FakeEmbeddings> {
         server.closeAllConnections();
         server.close(() => resolve());
       }),
+  };
+}
+
+/**
+ * A server for the tests of the enclosing file (or describe block): started before them and
+ * closed after, its record cleared and its default behaviour reset before each test.
+ */
+export function useEmbeddingsServer(): FakeEmbeddings {
+  let s!: FakeEmbeddings;
+  beforeAll(async () => {
+    s = await startEmbeddingsServer();
+  });
+  afterAll(() => s?.close());
+  beforeEach(() => {
+    s.requests.length = 0;
+    s.setDefault({ kind: "ok" });
+  });
+  return {
+    get url() {
+      return s.url;
+    },
+    get requests() {
+      return s.requests;
+    },
+    inputs: () => s.inputs(),
+    script: (...b) => s.script(...b),
+    setDefault: (b) => s.setDefault(b),
+    close: () => s.close(),
   };
 }
