@@ -6,7 +6,7 @@ import type { ProviderConfig } from "../config";
 import type { Completion, CompletionOptions, Logger } from "../context/types";
 import type { Message } from "../schemas";
 import { classifyFailure, ProviderFailure, redactSecrets, type FailureInput } from "./errors";
-import { createTransport, type HttpReply, type Transport } from "./http";
+import { createTransport, type HttpPost, type HttpReply, type Transport } from "./http";
 import { backoffDelay, DEFAULT_BACKOFF, isDeadlineReason, sleep } from "./retry";
 import { estimateMessagesTokens, estimateTokens } from "./tokens";
 import type { BackoffOptions, DeadlineProvider, FailureInfo } from "./types";
@@ -67,7 +67,7 @@ export function mapChatResponse(body: unknown, messages: Message[], provider: st
 }
 
 /** Why an attempt was cut short by us, if it was. */
-type CutShort = "timeout" | "deadline" | "caller" | undefined;
+export type CutShort = "timeout" | "deadline" | "caller" | undefined;
 
 /** Turns whatever the transport threw into plain facts for classifyFailure. */
 function describeError(err: unknown, cut: CutShort): FailureInput {
@@ -93,6 +93,50 @@ function errorDetail(text: string): string {
   return text.trim().slice(0, 200);
 }
 
+/**
+ * The headers of every request to a server: JSON both ways, the key, and the configured
+ * headers (OpenRouter's attribution, a proxy's) last.
+ */
+export function requestHeaders(apiKey: string | undefined, configured: Record<string, string>): Record<string, string> {
+  return {
+    "content-type": "application/json",
+    accept: "application/json",
+    "user-agent": USER_AGENT,
+    ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}),
+    ...configured,
+  };
+}
+
+/**
+ * Sends one POST and returns its body parsed as JSON. What goes wrong leaves as the failure
+ * `fail` makes of it: the transport's error (cut short as `cut()` says, if it was), a status
+ * other than 2xx with the error text of its body, a body that is not JSON.
+ */
+export async function postJson(
+  transport: Transport,
+  url: string,
+  init: HttpPost,
+  cut: () => CutShort,
+  fail: (input: FailureInput) => ProviderFailure,
+): Promise<unknown> {
+  let status: number;
+  let replyHeaders: HttpReply["headers"];
+  let text: string;
+  try {
+    const res = await transport(url, init);
+    ({ status, headers: replyHeaders } = res);
+    text = await res.text();
+  } catch (err) {
+    throw fail(describeError(err, cut()));
+  }
+  if (status < 200 || status > 299) throw fail({ status, headers: replyHeaders, message: errorDetail(text) });
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw fail({ malformed: true, message: "body is not valid JSON" });
+  }
+}
+
 /** Builds an OpenAI-compatible provider from its config entry. */
 export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvider {
   const { name, def, log } = opts;
@@ -101,14 +145,7 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
   const scrub = (text: string) => redactSecrets(text, [def.api_key]);
   const transport: Transport = opts.fetch ?? createTransport();
   const url = `${(def.base_url ?? OPENAI_BASE_URL).replace(/\/+$/, "")}/chat/completions`;
-  // The same for every request; configured headers (OpenRouter's attribution, a proxy's) come last.
-  const headers: Record<string, string> = {
-    "content-type": "application/json",
-    accept: "application/json",
-    "user-agent": USER_AGENT,
-    ...(def.api_key ? { authorization: `Bearer ${def.api_key}` } : {}),
-    ...def.headers,
-  };
+  const headers = requestHeaders(def.api_key, def.headers);
 
   /** One HTTP attempt bounded by `budget` ms and the outer signal. */
   async function attempt(messages: Message[], options: CompletionOptions, budget: number, timeoutIsDeadline: boolean, outer?: AbortSignal) {
@@ -137,23 +174,7 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
         ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
         ...(options.max_tokens !== undefined ? { max_tokens: options.max_tokens } : {}),
       });
-      let status: number;
-      let replyHeaders: HttpReply["headers"];
-      let text: string;
-      try {
-        const res = await transport(url, { method: "POST", headers, body, signal: ctl.signal });
-        ({ status, headers: replyHeaders } = res);
-        text = await res.text();
-      } catch (err) {
-        throw fail(describeError(err, cut));
-      }
-      if (status < 200 || status > 299) throw fail({ status, headers: replyHeaders, message: errorDetail(text) });
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        throw fail({ malformed: true, message: "body is not valid JSON" });
-      }
+      const parsed = await postJson(transport, url, { method: "POST", headers, body, signal: ctl.signal }, () => cut, fail);
       const mapped = mapChatResponse(parsed, messages, name, def.model);
       if (!mapped) throw fail({ malformed: true, message: "no choices[0].message" });
       return mapped;

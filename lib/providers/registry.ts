@@ -28,7 +28,7 @@ interface Entry {
 }
 
 /** Final errors that say the provider itself is unusable (key, permissions, model), not the request. */
-const PROVIDER_WIDE = new Set(["auth", "not_found"]);
+export const PROVIDER_WIDE = new Set(["auth", "not_found"]);
 
 /** Builds the registry for `config.providers.chain`; throws at start-up for a chain name without a definition. */
 export function createProviders(config: Config, deps: ProvidersDeps): Providers {
