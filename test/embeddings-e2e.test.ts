@@ -160,6 +160,12 @@ describe("when embeddings fail, recall is by words and the request succeeds", ()
       const chatted = await call("chat", { channel, user: "zoe", message: "is erin pregnant?" });
       expect(chatted.body.success).toBe(true);
       expect(emb.requests.length - before).toBe(asked);
+      // Status tells the operator, without the upstream text.
+      const status = (await call("status", {})).body;
+      expect(status.healthy).toBe(true); // the chat provider is fine
+      expect(status.embeddings).toMatchObject({ name: "embeddings", model: MODEL, healthy: false, consecutive_failures: 1 });
+      expect(status.embeddings.last_error).toMatch(/^embeddings: /);
+      expect(Date.parse(status.embeddings.cooldown_until)).toBeGreaterThan(Date.now());
     } finally {
       emb.setDefault({ kind: "ok" });
       await stop(inst);
@@ -189,5 +195,13 @@ describe("backfill", () => {
 
     await start({ model: MODEL, base_url: emb.url });
     expect((await recall(channel, KIDS_QUESTION))[0]).toBe(KIDS);
+    expect((await call("status", {})).body.embeddings).toEqual({ name: "embeddings", model: MODEL, healthy: true, consecutive_failures: 0 });
+  });
+
+  it("are absent from status when off", async () => {
+    for (const i of [...running]) await stop(i); // status is answered by one instance: this one
+    const off = await start();
+    expect((await call("status", {})).body).not.toHaveProperty("embeddings");
+    await stop(off);
   });
 });

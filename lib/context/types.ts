@@ -248,6 +248,8 @@ export interface Ctx {
   usage: Usage;
   memory: ConversationMemory;
   personas: Personas;
+  /** Recall's embeddings server, when config.embeddings names a model. */
+  embeddings?: { status(): ProviderStatus };
   /** Aborted when the request's deadline passes; pass to provider calls. */
   signal?: AbortSignal;
   /** The largest message the connection may send (the server's max_payload); list replies stay under it. */

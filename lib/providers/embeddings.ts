@@ -10,8 +10,9 @@
 // timeout per cooldown rather than one per chat, and is logged once per burst of failures.
 import type { Config } from "../config";
 import type { Clock, Logger } from "../context/types";
+import type { ProviderStatus } from "../schemas";
 import { classifyFailure, isProviderFailure, ProviderFailure, redactSecrets, shortFailure, type FailureInput } from "./errors";
-import { Health } from "./health";
+import { Health, providerStatus } from "./health";
 import { createTransport, type Transport } from "./http";
 import { postJson, requestHeaders, type CutShort } from "./openai";
 import { PROVIDER_WIDE } from "./registry";
@@ -27,6 +28,8 @@ export interface Embedder {
   readonly model: string;
   /** False while the server is skipped after a failure. */
   available(): boolean;
+  /** Its entry in status (named "embeddings"). */
+  status(): ProviderStatus;
   /** Unit vectors of the texts, in order. Throws a ProviderFailure. */
   embed(texts: string[], purpose: EmbeddingPurpose): Promise<Float32Array[]>;
 }
@@ -84,6 +87,7 @@ export function createEmbedder(config: Config, deps: EmbedderDeps): Embedder | u
   const e = config.embeddings;
   if (e.model === undefined) return undefined;
   const model = e.model;
+  const named = e.dimensions ? `${model}@${e.dimensions}` : model;
   const log = deps.log.child({ component: NAME });
   const transport = deps.fetch ?? createTransport();
   const url = `${e.base_url.replace(/\/+$/, "")}/embeddings`;
@@ -119,8 +123,9 @@ export function createEmbedder(config: Config, deps: EmbedderDeps): Embedder | u
   }
 
   return {
-    model: e.dimensions ? `${model}@${e.dimensions}` : model,
+    model: named,
     available: () => health.available(),
+    status: () => providerStatus(NAME, named, health.snapshot()),
     async embed(texts, purpose) {
       if (texts.length === 0) return [];
       if (!health.acquire()) throw fail({ connection: true, message: "skipped after a recent failure" });

@@ -14,7 +14,7 @@ import type { Completion, CompletionOptions, Providers } from "../context/types"
 import { RoseyError } from "../errors";
 import type { Message, ProviderStatus } from "../schemas";
 import { classifyFailure, isProviderFailure, ProviderFailure, redactSecrets, shortFailure } from "./errors";
-import { Health } from "./health";
+import { Health, providerStatus } from "./health";
 import { createOfflineProvider } from "./offline";
 import { createOpenAIProvider } from "./openai";
 import { DEFAULT_BACKOFF, isDeadlineReason } from "./retry";
@@ -182,18 +182,7 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
     },
 
     status(): ProviderStatus[] {
-      return entries.map((e) => {
-        const s = e.health.snapshot();
-        const st: ProviderStatus = {
-          name: e.name,
-          model: e.provider.model,
-          healthy: s.state === "closed",
-          consecutive_failures: s.consecutive_failures,
-        };
-        if (s.last_error !== undefined) st.last_error = s.last_error;
-        if (s.state !== "closed" && s.cooldown_until !== undefined) st.cooldown_until = iso(s.cooldown_until);
-        return st;
-      });
+      return entries.map((e) => providerStatus(e.name, e.provider.model, e.health.snapshot()));
     },
 
     current() {
