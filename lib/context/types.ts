@@ -267,6 +267,8 @@ export interface Ctx {
   usage: Usage;
   memory: ConversationMemory;
   personas: Personas;
+  /** Recall's embeddings server, when config.embeddings names a model. */
+  embeddings?: { status(): ProviderStatus };
   /** Aborted when the request's deadline passes, or a streamed request's caller stops listening; pass to provider calls. */
   signal?: AbortSignal;
   /** Present when the request asked for `stream: true` and has a reply subject to stream to. */

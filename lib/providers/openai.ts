@@ -9,7 +9,7 @@ import type { Completion, CompletionOptions, Logger } from "../context/types";
 import type { Message } from "../schemas";
 import { readChatStream, StreamFailure } from "./chat-stream";
 import { classifyFailure, ProviderFailure, redactSecrets, type FailureInput } from "./errors";
-import { createTransport, type HttpReply, type Transport } from "./http";
+import { createTransport, type HttpPost, type HttpReply, type Transport } from "./http";
 import { backoffDelay, DEFAULT_BACKOFF, isDeadlineReason, sleep } from "./retry";
 import { estimateMessagesTokens, estimateTokens } from "./tokens";
 import type { BackoffOptions, DeadlineProvider, FailureInfo } from "./types";
@@ -70,7 +70,7 @@ export function mapChatResponse(body: unknown, messages: Message[], provider: st
 }
 
 /** Why an attempt was cut short by us, if it was. */
-type CutShort = "timeout" | "deadline" | "caller" | undefined;
+export type CutShort = "timeout" | "deadline" | "caller" | undefined;
 
 /** Turns whatever the transport threw into plain facts for classifyFailure. */
 function describeError(err: unknown, cut: CutShort): FailureInput {
@@ -99,6 +99,70 @@ function errorDetail(text: string): string {
 /** True for a reply sent as server-sent events. */
 const isEventStream = (res: HttpReply) => (res.headers.get("content-type") ?? "").toLowerCase().includes("text/event-stream");
 
+/**
+ * The headers of every request to a server: JSON both ways, the key, and the configured
+ * headers (OpenRouter's attribution, a proxy's) last.
+ */
+export function requestHeaders(apiKey: string | undefined, configured: Record<string, string>): Record<string, string> {
+  return {
+    "content-type": "application/json",
+    accept: "application/json",
+    "user-agent": USER_AGENT,
+    ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}),
+    ...configured,
+  };
+}
+
+/**
+ * Sends one POST and returns the answer, its body read whole (`text`) unless `leave(res)`
+ * says the caller reads it as it arrives. What goes wrong leaves as the failure `fail` makes
+ * of it: the transport's error (cut short as `cut()` says, if it was), a status other than
+ * 2xx with the error text of its body.
+ */
+async function post(
+  transport: Transport,
+  url: string,
+  init: HttpPost,
+  cut: () => CutShort,
+  fail: (input: FailureInput) => ProviderFailure,
+  leave: (res: HttpReply) => boolean = () => false,
+): Promise<{ res: HttpReply; text?: string }> {
+  let res: HttpReply;
+  let text: string | undefined;
+  try {
+    res = await transport(url, init);
+    if (res.status < 200 || res.status > 299 || !leave(res)) text = await res.text();
+  } catch (err) {
+    throw fail(describeError(err, cut()));
+  }
+  if (res.status < 200 || res.status > 299) throw fail({ status: res.status, headers: res.headers, message: errorDetail(text ?? "") });
+  return { res, text };
+}
+
+/** A body parsed as JSON, or the malformed failure `fail` makes. */
+function parseJson(text: string, fail: (input: FailureInput) => ProviderFailure): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw fail({ malformed: true, message: "body is not valid JSON" });
+  }
+}
+
+/**
+ * Sends one POST and returns its body parsed as JSON. What goes wrong leaves as the failure
+ * `fail` makes of it: the transport's error (cut short as `cut()` says, if it was), a status
+ * other than 2xx with the error text of its body, a body that is not JSON.
+ */
+export async function postJson(
+  transport: Transport,
+  url: string,
+  init: HttpPost,
+  cut: () => CutShort,
+  fail: (input: FailureInput) => ProviderFailure,
+): Promise<unknown> {
+  return parseJson((await post(transport, url, init, cut, fail)).text!, fail);
+}
+
 /** Builds an OpenAI-compatible provider from its config entry. */
 export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvider {
   const { name, def, log } = opts;
@@ -107,14 +171,7 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
   const scrub = (text: string) => redactSecrets(text, [def.api_key]);
   const transport: Transport = opts.fetch ?? createTransport();
   const url = `${(def.base_url ?? OPENAI_BASE_URL).replace(/\/+$/, "")}/chat/completions`;
-  // The same for every request; configured headers (OpenRouter's attribution, a proxy's) come last.
-  const headers: Record<string, string> = {
-    "content-type": "application/json",
-    accept: "application/json",
-    "user-agent": USER_AGENT,
-    ...(def.api_key ? { authorization: `Bearer ${def.api_key}` } : {}),
-    ...def.headers,
-  };
+  const headers = requestHeaders(def.api_key, def.headers);
 
   /** One HTTP attempt bounded by timeout_ms, the deadline (performance.now() ms) and the outer signal. */
   async function attempt(messages: Message[], options: CompletionOptions, deadlineAt: number, outer?: AbortSignal) {
@@ -155,29 +212,17 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
         // The usage block comes in a last chunk; a server that sends none leaves the estimate.
         ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
       });
-      let res: HttpReply;
-      let text: string | undefined;
-      try {
-        res = await transport(url, { method: "POST", headers, body, signal: ctl.signal });
-        // An event stream is read as it arrives; anything else (an error, a server that
-        // answered in one piece) whole.
-        if (!(stream && res.body && isEventStream(res))) text = await res.text();
-      } catch (err) {
-        throw fail(describeError(err, cut));
-      }
-      if (res.status < 200 || res.status > 299) throw fail({ status: res.status, headers: res.headers, message: errorDetail(text ?? "") });
+      const init = { method: "POST" as const, headers, body, signal: ctl.signal };
+      // An event stream is read as it arrives; anything else (an error, a server that
+      // answered in one piece) whole.
+      const { res, text } = await post(transport, url, init, () => cut, fail, (r) => !!(stream && r.body && isEventStream(r)));
       let parsed: unknown;
-      if (text === undefined) {
+      if (text !== undefined) parsed = parseJson(text, fail);
+      else {
         try {
           parsed = await readChatStream(res.body!, stream!);
         } catch (err) {
           throw fail(!cut && err instanceof StreamFailure ? err.input : describeError(err, cut));
-        }
-      } else {
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          throw fail({ malformed: true, message: "body is not valid JSON" });
         }
       }
       const mapped = mapChatResponse(parsed, messages, name, def.model);

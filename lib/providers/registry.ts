@@ -18,7 +18,7 @@ import type { Completion, CompletionOptions, Providers } from "../context/types"
 import { RoseyError } from "../errors";
 import type { Message, ProviderStatus } from "../schemas";
 import { classifyFailure, isProviderFailure, ProviderFailure, redactSecrets, shortFailure } from "./errors";
-import { Health } from "./health";
+import { Health, providerStatus } from "./health";
 import { createOfflineProvider } from "./offline";
 import { createOpenAIProvider } from "./openai";
 import { DEFAULT_BACKOFF, isDeadlineReason } from "./retry";
@@ -32,7 +32,7 @@ interface Entry {
 }
 
 /** Final errors that say the provider itself is unusable (key, permissions, model), not the request. */
-const PROVIDER_WIDE = new Set(["auth", "not_found"]);
+export const PROVIDER_WIDE = new Set(["auth", "not_found"]);
 
 /** Builds the registry for `config.providers.chain`; throws at start-up for a chain name without a definition. */
 export function createProviders(config: Config, deps: ProvidersDeps): Providers {
@@ -200,18 +200,7 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
     },
 
     status(): ProviderStatus[] {
-      return entries.map((e) => {
-        const s = e.health.snapshot();
-        const st: ProviderStatus = {
-          name: e.name,
-          model: e.provider.model,
-          healthy: s.state === "closed",
-          consecutive_failures: s.consecutive_failures,
-        };
-        if (s.last_error !== undefined) st.last_error = s.last_error;
-        if (s.state !== "closed" && s.cooldown_until !== undefined) st.cooldown_until = iso(s.cooldown_until);
-        return st;
-      });
+      return entries.map((e) => providerStatus(e.name, e.provider.model, e.health.snapshot()));
     },
 
     current() {

@@ -325,6 +325,7 @@ export const StatusResponse = z.object({
   uptime_seconds: z.number().min(0).default(0).describe("Seconds since the answering instance started."),
   instance: z.string().optional().describe("Id of the answering instance (its micro service id)."),
   providers: z.array(ProviderStatus).default([]).describe("Every provider of the chain, in order."),
+  embeddings: ProviderStatus.optional().describe("The embeddings server recall uses, when one is configured (name `embeddings`)."),
   ...failure,
 });
 export type StatusResponse = z.input<typeof StatusResponse>;

@@ -82,7 +82,7 @@ export interface FakeOpenAI {
 
 export const DEFAULT_USAGE: Usage = { prompt_tokens: 12, completion_tokens: 5, total_tokens: 17 };
 
-async function readBody(req: IncomingMessage): Promise<string> {
+export async function readBody(req: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString("utf8");
@@ -100,7 +100,7 @@ function streamEvents(b: StreamShape, content: string, base: Record<string, unkn
   return { events, pieces: pieces.length };
 }
 
-function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text), ...headers });
   res.end(text);
