@@ -73,6 +73,36 @@ export function spawnReady(name: string, args: string[], env: NodeJS.ProcessEnv,
   });
 }
 
+/** Where a service process started by `openaiServiceEnv` finds NATS, its model server and its data. */
+export interface OpenAIService {
+  natsUrl: string;
+  /** LLM_PROVIDERS: `openai`, or `openai,offline`. */
+  providers: string;
+  baseUrl: string;
+  apiKey: string;
+  model: string;
+  dataDir: string;
+}
+
+/**
+ * The environment of a `dist/runtime/cli.js start` process whose openai provider points at a
+ * (fake) OpenAI-compatible server, with every limit raised so no benchmark request is refused.
+ */
+export function openaiServiceEnv(o: OpenAIService): NodeJS.ProcessEnv {
+  const limits = ["USER_PER_MINUTE", "USER_PER_HOUR", "USER_PER_DAY", "USER_TOKENS_PER_DAY", "CHANNEL_PER_HOUR", "GLOBAL_TOKENS_PER_DAY"];
+  return {
+    ...process.env,
+    NATS_URL: o.natsUrl,
+    LOG_LEVEL: "info",
+    LLM_PROVIDERS: o.providers,
+    OPENAI_BASE_URL: o.baseUrl,
+    OPENAI_API_KEY: o.apiKey,
+    OPENAI_MODEL: o.model,
+    ...Object.fromEntries(limits.map((k) => [`ROSEY_LIMIT_${k}`, "1000000000000"])),
+    ROSEY_DATA_DIR: o.dataDir,
+  };
+}
+
 /** Stops a child with SIGTERM and waits for it; SIGKILL after 10 s. */
 export async function stopChild(c: ChildProcess): Promise<void> {
   if (c.exitCode !== null || c.signalCode !== null) return;

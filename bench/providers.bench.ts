@@ -20,7 +20,7 @@ import { silentLogger } from "../lib/log";
 import { createOpenAIProvider } from "../lib/providers";
 import { freePort, startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { benchDeps } from "./deps";
-import { children, cpuMs, drive, guardRun, spawnReady, stopChild, type Run } from "./harness";
+import { children, cpuMs, drive, guardRun, openaiServiceEnv, spawnReady, stopChild, type Run } from "./harness";
 import { fixed, int, median, percentile, writeSection } from "./lib";
 
 const COMMAND = "npm run bench -- providers  (alone: node build.mjs --quiet && node --import tsx bench/providers.bench.ts)";
@@ -132,19 +132,7 @@ async function main() {
     const { child: service } = await spawnReady(
       "service",
       [...(CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : []), join(DIST, "runtime", "cli.js"), "start"],
-      {
-        ...process.env,
-        NATS_URL: server.url,
-        LOG_LEVEL: "info",
-        LLM_PROVIDERS: "openai,offline",
-        OPENAI_BASE_URL: fakeUrl,
-        OPENAI_API_KEY: API_KEY,
-        OPENAI_MODEL: MODEL,
-        ...Object.fromEntries(
-          ["USER_PER_MINUTE", "USER_PER_HOUR", "USER_PER_DAY", "USER_TOKENS_PER_DAY", "CHANNEL_PER_HOUR", "GLOBAL_TOKENS_PER_DAY"].map((k) => [`ROSEY_LIMIT_${k}`, "1000000000000"]),
-        ),
-        ROSEY_DATA_DIR: join(storeDir, "data"),
-      },
+      openaiServiceEnv({ natsUrl: server.url, providers: "openai,offline", baseUrl: fakeUrl, apiKey: API_KEY, model: MODEL, dataDir: join(storeDir, "data") }),
       /"msg":"ready"/,
       "stderr",
     );

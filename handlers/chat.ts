@@ -1,11 +1,13 @@
 // handlers/chat.ts — rosey.llm.chat
-import { ChatRequest, ChatResponse } from "../lib/schemas";
+import { ChatRequest, ChatResponse, StreamChunk } from "../lib/schemas";
 import type { Ctx } from "../lib/context";
 import { callModel } from "../lib/llm";
 
 export const name = "chat";
 export const request = ChatRequest;
 export const response = ChatResponse;
+/** What each message of a streamed reply (`stream: true`) carries before the final reply. */
+export const chunk = StreamChunk;
 
 /** Most tokens a chat reply may use: chat answers are short. */
 const CHAT_MAX_TOKENS = 512;
@@ -21,6 +23,7 @@ export async function handle(req: ChatRequest, ctx: Ctx): Promise<ChatResponse> 
     channel: req.channel,
     max_tokens: CHAT_MAX_TOKENS,
     prompt_length: req.message.length,
+    onDelta: ctx.stream?.send,
     // The context is bounded by the memory's token budget: reserved up front, so the
     // admission runs while the context is assembled (a larger prompt reserves the rest).
     promptBudget: ctx.config.memory.context_tokens,

@@ -6,7 +6,7 @@ export const name = "status";
 export const request = StatusRequest;
 export const response = StatusResponse;
 
-/** Health of the service and its providers, with today's global totals. */
+/** Health of the service, its providers and its embeddings server, with today's global totals. */
 export async function handle(req: StatusRequest, ctx: Ctx): Promise<StatusResponse> {
   const [totals, limited] = await Promise.all([ctx.usage.get({}), ctx.limiter.limited(req.user)]);
   const providers = ctx.providers.status();
@@ -23,5 +23,6 @@ export async function handle(req: StatusRequest, ctx: Ctx): Promise<StatusRespon
     uptime_seconds: Math.max(0, Math.floor((ctx.clock.now() - ctx.instance.started_at) / 1000)),
     instance: ctx.instance.id,
     providers,
+    ...(ctx.embeddings && { embeddings: ctx.embeddings.status() }),
   };
 }

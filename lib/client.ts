@@ -18,8 +18,19 @@
 //     kept apart from the service's so a caller never mistakes "nobody answered" for "the model
 //     is down": both may be worth a retry, but only the first says the service itself is missing.
 //
+// chatStream/completeStream stream the reply (`stream: true`): an async iterator of its pieces
+// as the model writes them, ending with the same result chat()/complete() give:
+//
+//   for await (const part of llm.chatStream({ channel: "#general", user: "alice", message: "hi" })) {
+//     if ("delta" in part) show(part.delta); // a piece of the reply
+//     else if (part.success) done(part.content); // the final reply
+//     else fail(part.error);
+//   }
+//
+// Breaking out of the loop stops listening, and the service then cancels the model call.
+//
 // This file is for plugin authors; handlers never import it, so it may use the nats client.
-import type { JetStreamClient, NatsConnection } from "nats";
+import { createInbox, type JetStreamClient, type Msg, type NatsConnection, type Subscription } from "nats";
 import { z } from "zod";
 import { describeIssues } from "./schemas/issues";
 import {
@@ -41,6 +52,8 @@ import {
   PersonaSetRequest,
   StatusRequest,
   StatusResponse,
+  STREAM_HEADER,
+  StreamChunk,
   SummarizeRequest,
   SummaryResponse,
   UsageRequest,
@@ -97,6 +110,12 @@ export interface TransportFailure {
 /** Every outcome of one call: the service's reply, a local validation refusal, or a transport failure. */
 export type Result<E extends EndpointName> = ReplyOf<E> | TransportFailure;
 
+/** The endpoints that stream their replies. */
+export type StreamingEndpoint = "chat" | "complete";
+
+/** One item of a streamed call: a piece of the reply, or last, the result chat()/complete() would give. */
+export type StreamPart<E extends StreamingEndpoint> = StreamChunk | Result<E>;
+
 /** Every error code a result can carry: the contract's codes and the transport ones. */
 export type ClientErrorCode = ErrorCode | TransportErrorCode;
 
@@ -137,6 +156,15 @@ export interface RoseyLlmClient {
   chat(req: RequestOf<"chat">, opts?: CallOptions): Promise<Result<"chat">>;
   /** A raw completion over a list of messages. */
   complete(req: RequestOf<"complete">, opts?: CallOptions): Promise<Result<"complete">>;
+  /**
+   * `call` with `stream: true`: the reply's pieces as they are written, then the result. The
+   * timeout covers the whole stream. Breaking out of the loop cancels the model call.
+   */
+  stream<E extends StreamingEndpoint>(endpoint: E, req: RequestOf<E>, opts?: CallOptions): AsyncGenerator<StreamPart<E>, void>;
+  /** A chat turn, streamed (see stream). */
+  chatStream(req: RequestOf<"chat">, opts?: CallOptions): AsyncGenerator<StreamPart<"chat">, void>;
+  /** A completion, streamed (see stream). */
+  completeStream(req: RequestOf<"complete">, opts?: CallOptions): AsyncGenerator<StreamPart<"complete">, void>;
   /** A summary of a text, at most `max_length` words. */
   summarize(req: RequestOf<"summarize">, opts?: CallOptions): Promise<Result<"summarize">>;
   /** Stores a memory for a channel (or one of its users). */
@@ -188,6 +216,15 @@ function transportFailure(err: unknown, subject: string, timeoutMs: number): Tra
   return { success: false, transport: true, error_code: "disconnected", error: `request on ${subject} failed: ${message}` };
 }
 
+/** A message's JSON body, or undefined when it is not JSON. */
+function jsonOf(m: Msg): unknown {
+  try {
+    return m.json();
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Creates a client over an open connection; the caller keeps owning (and closing) `nc`.
  * Replies arrive on the connection's inbox: a plugin given its own inbox root by its
@@ -199,31 +236,22 @@ export function createClient(nc: NatsConnection, options: ClientOptions = {}): R
   const defaultTimeout = options.timeoutMs ?? 30_000;
   const defaultValidate = options.validate ?? true;
 
-  async function call<E extends EndpointName>(endpoint: E, req: RequestOf<E>, opts: CallOptions = {}): Promise<Result<E>> {
+  /** The local refusal of a request that does not match its schema, when validation is on. */
+  function refusal<E extends EndpointName>(endpoint: E, req: unknown, opts: CallOptions): Result<E> | undefined {
+    if (!(opts.validate ?? defaultValidate)) return undefined;
     const { request, response } = API[endpoint] as { request: z.ZodType; response: z.ZodType };
-    const subject = endpointSubject(prefix, endpoint);
-    const timeoutMs = opts.timeoutMs ?? defaultTimeout;
+    const checked = request.safeParse(req);
+    if (checked.success) return undefined;
+    // Same wording as the service's own refusal, so logs read alike whichever side caught it.
+    const body = { success: false, error: `invalid request: ${describeIssues(request, req, checked.error.issues)}`, error_code: "validation" };
+    return { ...(response.parse(body) as object), local: true } as Result<E>;
+  }
 
-    if (opts.validate ?? defaultValidate) {
-      const checked = request.safeParse(req);
-      if (!checked.success) {
-        // Same wording as the service's own refusal, so logs read alike whichever side caught it.
-        const refusal = { success: false, error: `invalid request: ${describeIssues(request, req, checked.error.issues)}`, error_code: "validation" };
-        return { ...(response.parse(refusal) as object), local: true } as Result<E>;
-      }
-    }
-
-    let raw: unknown;
-    try {
-      // The request goes as written: the service applies its defaults itself.
-      const msg = await nc.request(subject, enc.encode(JSON.stringify(req ?? {})), { timeout: timeoutMs });
-      raw = msg.json();
-    } catch (err) {
-      if (err instanceof SyntaxError) {
-        return { success: false, transport: true, error_code: "bad_reply", error: `reply on ${subject} is not JSON` };
-      }
-      return transportFailure(err, subject, timeoutMs);
-    }
+  /** The service's reply message as a result: parsed with the endpoint's response schema, else bad_reply. */
+  function reply<E extends EndpointName>(endpoint: E, subject: string, msg: Msg): Result<E> {
+    const { response } = API[endpoint] as { response: z.ZodType };
+    const raw = jsonOf(msg);
+    if (raw === undefined) return { success: false, transport: true, error_code: "bad_reply", error: `reply on ${subject} is not JSON` };
     const parsed = response.safeParse(raw);
     if (!parsed.success || typeof raw !== "object" || raw === null) {
       return { success: false, transport: true, error_code: "bad_reply", error: `reply on ${subject} does not match the ${endpoint} response schema` };
@@ -232,10 +260,79 @@ export function createClient(nc: NatsConnection, options: ClientOptions = {}): R
     return { ...(raw as object), ...(parsed.data as object) } as Result<E>;
   }
 
+  async function call<E extends EndpointName>(endpoint: E, req: RequestOf<E>, opts: CallOptions = {}): Promise<Result<E>> {
+    const subject = endpointSubject(prefix, endpoint);
+    const timeoutMs = opts.timeoutMs ?? defaultTimeout;
+    const refused = refusal(endpoint, req, opts);
+    if (refused) return refused;
+    let msg: Msg;
+    try {
+      // The request goes as written: the service applies its defaults itself.
+      msg = await nc.request(subject, enc.encode(JSON.stringify(req ?? {})), { timeout: timeoutMs });
+    } catch (err) {
+      return transportFailure(err, subject, timeoutMs);
+    }
+    return reply(endpoint, subject, msg);
+  }
+
+  async function* stream<E extends StreamingEndpoint>(endpoint: E, req: RequestOf<E>, opts: CallOptions = {}): AsyncGenerator<StreamPart<E>, void> {
+    const subject = endpointSubject(prefix, endpoint);
+    const timeoutMs = opts.timeoutMs ?? defaultTimeout;
+    const body = { ...(req as object), stream: true };
+    const refused = refusal(endpoint, body, opts);
+    if (refused) {
+      yield refused;
+      return;
+    }
+    // The chunks and the reply come to an inbox of this call's own, under the connection's
+    // inbox root (nats.js keeps it in its options, which its types do not show).
+    const inbox = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
+    let sub: Subscription;
+    try {
+      sub = nc.subscribe(inbox);
+    } catch (err) {
+      // A closed connection.
+      yield transportFailure(err, subject, timeoutMs);
+      return;
+    }
+    // nats.js reports a publish the permissions forbid to the subscription whose
+    // requestSubject it is, as for its own single-reply requests (an internal field).
+    (sub as { requestSubject?: string }).requestSubject = subject;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      sub.unsubscribe();
+    }, timeoutMs);
+    try {
+      nc.publish(subject, enc.encode(JSON.stringify(body)), { reply: inbox });
+      for await (const m of sub) {
+        const chunk = m.headers?.get(STREAM_HEADER.name) === STREAM_HEADER.chunk ? StreamChunk.safeParse(jsonOf(m)) : undefined;
+        if (chunk?.success) {
+          yield chunk.data;
+          continue;
+        }
+        // The last message: the reply, or "no responders" from the server when no instance listens.
+        if (chunk) yield { success: false, transport: true, error_code: "bad_reply", error: `a chunk on ${subject} is not a stream chunk` };
+        else if (m.data.length === 0 && m.headers?.code === 503) yield transportFailure({ code: "503" }, subject, timeoutMs);
+        else yield reply(endpoint, subject, m);
+        return;
+      }
+      yield transportFailure(timedOut ? { code: "TIMEOUT" } : new Error("the subscription ended"), subject, timeoutMs);
+    } catch (err) {
+      yield transportFailure(err, subject, timeoutMs);
+    } finally {
+      clearTimeout(timer);
+      sub.unsubscribe();
+    }
+  }
+
   return {
     call,
     chat: (req, opts) => call("chat", req, opts),
     complete: (req, opts) => call("complete", req, opts),
+    stream,
+    chatStream: (req, opts) => stream("chat", req, opts),
+    completeStream: (req, opts) => stream("complete", req, opts),
     summarize: (req, opts) => call("summarize", req, opts),
     memoryAdd: (req, opts) => call("memory_add", req, opts),
     memoryRecall: (req, opts) => call("memory_recall", req, opts),

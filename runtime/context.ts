@@ -11,7 +11,7 @@ import { createLimiter, createWriteLimiter } from "../lib/limiter";
 import { summarizeHistory } from "../lib/llm";
 import { createMemory } from "../lib/memory";
 import { createPersonas } from "../lib/personas";
-import { createProviders } from "../lib/providers";
+import { createEmbedder, createProviders } from "../lib/providers";
 import { createUsage } from "../lib/usage";
 import { natsKv } from "./kv";
 import { streamReads } from "./kv-reads";
@@ -75,6 +75,7 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
     ...streamReads(nc, jsm, BUCKETS[name], config.replicas > 1, markerRetirer(buckets[name], BUCKETS[name], log)),
   });
   const personas = createPersonas({ kv: grouped("personas"), config, log, clock });
+  const embeddings = createEmbedder(config, { log, clock, fetch: opts.fetch });
   const memory = createMemory({
     kv: grouped("memory"),
     config,
@@ -85,8 +86,9 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
     instance: instance.id,
     // History summaries are model calls like any other: admitted, counted, published.
     summarizer: (req) => summarizeHistory(ctx, req),
+    embedder: embeddings,
   });
-  ctx = { config, clock, log, instance, events, providers, limiter, writes, usage, memory, personas };
+  ctx = { config, clock, log, instance, events, providers, limiter, writes, usage, memory, personas, embeddings };
   return {
     ctx,
     async close() {

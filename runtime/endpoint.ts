@@ -1,18 +1,23 @@
 // Turns one handler bundle into a NATS micro endpoint callback. This is where every request
 // is decoded, size-checked, validated with the bundle's zod schema, timed and answered —
 // and where every throw, rejection and hang becomes a clean error reply, so a caller always
-// gets an answer and the process never sees an unhandled rejection.
-import type { Ctx } from "../lib/context";
+// gets an answer and the process never sees an unhandled rejection. A request with
+// `stream: true` also gets a reply stream (./stream.ts) in its context, open until its
+// reply; the caller's lost interest aborts the request like its deadline does.
+import type { Ctx, ReplyStream } from "../lib/context";
 import { RoseyError, STATUS, toErrorReply, type ErrorReply } from "../lib/errors";
 import { describeIssues } from "../lib/schemas/issues";
 import type { EndpointName } from "../lib/subjects";
 import type { z } from "zod";
+import type { OpenStream } from "./stream";
 
 /** What a handler bundle exports (see handlers/status.ts). */
 export interface HandlerModule {
   name: EndpointName;
   request: z.ZodType;
   response: z.ZodType;
+  /** What each chunk of a streamed reply carries, for an endpoint that streams (chat, complete). */
+  chunk?: z.ZodType;
   handle(req: unknown, ctx: Ctx): Promise<unknown>;
 }
 
@@ -20,6 +25,8 @@ export interface HandlerModule {
 export interface Request {
   data: Uint8Array;
   reply(body: Uint8Array, error?: { code: number; description: string }): void;
+  /** Opens a stream of chunks to the caller, ahead of the reply; absent when there is nowhere to stream to. */
+  openStream?(): OpenStream | undefined;
 }
 
 /** Truthful per-endpoint statistics: whole async handler time, every error counted. */
@@ -77,10 +84,11 @@ class TimeoutError extends RoseyError {
 }
 
 /**
- * Builds the callback for one endpoint. `makeCtx(signal)` gives the handler its context with
- * the request's abort signal (aborted at the deadline).
+ * Builds the callback for one endpoint. `makeCtx(signal, stream)` gives the handler its context
+ * with the request's abort signal (aborted at the deadline, or when a streamed request's
+ * caller stops listening) and its reply stream.
  */
-export function createEndpoint(mod: HandlerModule, makeCtx: (signal: AbortSignal) => Ctx, opts: EndpointOptions) {
+export function createEndpoint(mod: HandlerModule, makeCtx: (signal: AbortSignal, stream?: ReplyStream) => Ctx, opts: EndpointOptions) {
   const stats = newStats();
 
   const errorReply = (err: unknown, input: unknown): { body: ErrorReply; status: number } => {
@@ -98,6 +106,7 @@ export function createEndpoint(mod: HandlerModule, makeCtx: (signal: AbortSignal
     let out: { body: unknown; status?: number };
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
+    let stream: OpenStream | undefined;
     try {
       if (req.data.length > opts.maxRequestBytes) {
         throw new RoseyError(
@@ -114,13 +123,18 @@ export function createEndpoint(mod: HandlerModule, makeCtx: (signal: AbortSignal
           reject(new TimeoutError(opts.timeoutMs));
         }, opts.timeoutMs);
       });
-      const result = await Promise.race([mod.handle(parsed.data, makeCtx(controller.signal)), deadline]);
+      if ((parsed.data as { stream?: unknown } | null)?.stream === true) stream = req.openStream?.();
+      const s = stream;
+      s?.signal.addEventListener("abort", () => controller.abort(s.signal.reason), { once: true });
+      const result = await Promise.race([mod.handle(parsed.data, makeCtx(controller.signal, stream)), deadline]);
       out = { body: result };
     } catch (err) {
       const e = errorReply(err, input);
       out = e;
     } finally {
       clearTimeout(timer);
+      // Nothing more goes out ahead of the reply, even from a handler still running past its deadline.
+      stream?.close();
     }
 
     let bytes: Uint8Array;

@@ -1,6 +1,6 @@
 // The host: connects to NATS, provisions JetStream state, builds the context, loads every
 // handler bundle from dist/handlers and serves it as an endpoint of the `rosey-llm` micro
-// service. `stop()` drains: no new requests, in-flight ones finish, events are flushed.
+// service, streaming the replies of requests that ask for it (./stream.ts). `stop()` drains: no new requests, in-flight ones finish, events are flushed.
 import { readFileSync, readdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -18,6 +18,7 @@ import { createContext } from "./context";
 import { createEndpoint, isHandlerModule, type EndpointStats, type HandlerModule } from "./endpoint";
 import { projectRoot } from "./nats-server";
 import { provisionBuckets, provisionStream } from "./provision";
+import { createStreams } from "./stream";
 
 export const SERVICE_NAME = "rosey-llm";
 
@@ -103,13 +104,14 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
     inflight.add(p);
     void p.finally(() => inflight.delete(p));
   };
+  const streams = createStreams(nc, config.nats.inbox_prefix);
   const stats = new Map<string, EndpointStats>();
   const bySubject = new Map<string, EndpointStats>();
   const endpoints = mods.map((mod) => {
     // What a handler knows of its request besides the body: its deadline, how large a reply
     // may be, and whether it came on an admin subject (only admins may send there).
     const admin = isAdminEndpoint(mod.name as EndpointName);
-    const ep = createEndpoint(mod, (signal) => ({ ...ctx, signal, maxPayload: nc.info?.max_payload, admin }), {
+    const ep = createEndpoint(mod, (signal, stream) => ({ ...ctx, signal, stream, maxPayload: nc.info?.max_payload, admin }), {
       maxRequestBytes: config.service.max_request_bytes,
       timeoutMs: config.service.handler_timeout_ms,
       track,
@@ -141,6 +143,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
       description: ENDPOINTS[mod.name].description,
       request_schema: schemaText(mod.request, "input"),
       response_schema: schemaText(mod.response, "output"),
+      ...(mod.chunk ? { chunk_schema: schemaText(mod.chunk, "output") } : {}),
     };
     return { mod, ep, subject, metadata };
   });
@@ -187,6 +190,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
             h.set(ERROR_HEADERS.status, String(error.code));
             msg.respond(body, { headers: h });
           },
+          openStream: () => (msg.reply ? streams.open(msg.reply) : undefined),
         });
       },
     });
@@ -208,6 +212,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
         slog.info("draining", { inflight: inflight.size });
         await service.stop();
         while (inflight.size > 0) await Promise.allSettled([...inflight]);
+        streams.close();
         await context.close();
         if (ownConnection) await nc.drain();
         slog.info("stopped");

@@ -13,7 +13,7 @@ import { ENV, defaultConfig } from "../lib/config";
 import { ERROR_HEADERS, MEANING, STATUS } from "../lib/errors";
 import { eventSubject } from "../lib/events";
 import { BUCKET_LAYOUTS, KEY_PARTS } from "../lib/keys/layout";
-import { ErrorCode, EventEnvelope, EventPayloads, type EventName } from "../lib/schemas";
+import { ErrorCode, EventEnvelope, EventPayloads, STREAM_HEADER, type EventName } from "../lib/schemas";
 import { jsonSchema } from "../lib/schemas/json";
 import { ENDPOINTS, endpointSubject, type EndpointName } from "../lib/subjects";
 import type { HandlerModule } from "../runtime/endpoint";
@@ -72,7 +72,7 @@ export async function renderContract(): Promise<string> {
     `- Every endpoint is a NATS request/reply subject \`${prefix}.<endpoint subject>\`; the prefix \`${prefix}\` is ` +
       `set by ${env("subject_prefix")}. The endpoints form one NATS micro service, \`${config.service.name}\`, ` +
       `queue group \`${config.service.queue}\`: $SRV.PING, $SRV.INFO and $SRV.STATS describe it, and each ` +
-      "endpoint's metadata carries `request_schema` and `response_schema`, the JSON Schemas below.",
+      "endpoint's metadata carries `request_schema` and `response_schema` (and `chunk_schema` where it streams), the JSON Schemas below.",
     `- Request bodies are JSON objects in UTF-8 (an empty body is \`{}\`), at most ${config.service.max_request_bytes} ` +
       `bytes (${env("service", "max_request_bytes")}). Requests are strict: an unknown field is a validation error.`,
     "- Every reply is a JSON object with `success`. A failed request is still a reply: `success: false` with " +
@@ -82,6 +82,17 @@ export async function renderContract(): Promise<string> {
       `(${env("service", "handler_timeout_ms")}) is answered with \`internal\`.`,
     "- Request tables list fields as clients write them (a field with a default may be left out); reply tables " +
       "as the service sends them.",
+    `- **Streaming** (\`chat\`, \`complete\` with \`stream: true\`): before the reply, the service publishes chunk ` +
+      `messages to the request's reply subject, each with the header \`${STREAM_HEADER.name}: ${STREAM_HEADER.chunk}\` ` +
+      "and a JSON body `{\"delta\", \"index\"}` (the endpoint's *Stream chunk* below, `chunk_schema` in its metadata) as " +
+      "the model writes; the deltas in index order add up to the reply's `content`. The last message is the usual " +
+      "reply, without that header; a failure after some chunks ends the stream with the usual error reply and " +
+      "headers (a provider that fails before its first chunk is replaced by the next one, as without streaming). A " +
+      "streaming caller subscribes to an inbox of its own and publishes the request with it as the reply subject " +
+      "(a single-reply request would take the first chunk as its reply). To cancel, it unsubscribes: each chunk " +
+      "is published with a reply subject of the service's, so the server answers the next chunk with \"no " +
+      "responders\", and the service cancels the model call (the call's reservation is released, as for any " +
+      "failed call). Limits, usage, history and events are the same as without streaming.",
     "",
     "## Endpoints",
     "",
@@ -108,10 +119,15 @@ export async function renderContract(): Promise<string> {
       "**Reply**",
       "",
       schemaTables(reply),
+    );
+    const chunk = mod.chunk ? jsonSchema(mod.chunk, "output") : undefined;
+    if (chunk) out.push("", `**Stream chunk** (\`stream: true\`, header \`${STREAM_HEADER.name}: ${STREAM_HEADER.chunk}\`)`, "", schemaTables(chunk));
+    out.push(
       "",
       rawSchemas("JSON Schemas", [
         ["request_schema", request],
         ["response_schema", reply],
+        ...(chunk ? [["chunk_schema", chunk] as [string, typeof chunk]] : []),
       ]),
     );
   }

@@ -122,6 +122,23 @@ describe("two instances on one nats-server", () => {
     expect(await a.mem.recall({ channel: "#shared", query: "queen band", limit: 3 })).toEqual([]);
   });
 
+  it("holds the per-channel memory cap exactly when adds race on three instances", async () => {
+    const cap = { max_memories_per_channel: 5 };
+    const [a, b, c] = await Promise.all([instance(cap), instance(cap), instance(cap)]);
+    const ch = encodeName("#capped");
+    // Five essential facts among 25 lesser ones, added all at once across the instances.
+    const facts = Array.from({ length: 30 }, (_, i) => ({ content: `fact number ${i} about topic${i}`, importance: i % 6 === 0 ? 5 : 1 + (i % 4) }));
+    await Promise.all(facts.map((f, i) => [a, b, c][i % 3].mem.add({ channel: "#capped", category: "fact", ...f })));
+    await Promise.all([a, b, c].map((x) => x.mem.settled()));
+
+    expect(await a.kv.keys(`m.${ch}.*`)).toHaveLength(5);
+    const essential = facts.filter((f) => f.importance === 5).map((f) => f.content).sort();
+    for (const x of [a, b, c]) {
+      const kept = await x.mem.recall({ channel: "#capped", query: "fact topic", limit: 50 });
+      expect(kept.map((m) => m.content).sort()).toEqual(essential);
+    }
+  });
+
   it("keeps every turn of chats racing on both instances", async () => {
     const [a, b] = await Promise.all([
       instance({ summarize_after: 1000, history_messages: 1000, context_tokens: 100_000 }),

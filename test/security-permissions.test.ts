@@ -97,6 +97,11 @@ async function exerciseEverything(plugin: NatsConnection, ops: NatsConnection): 
   await call("memory_forget", { channel: "#perm", id: added.items?.[0]?.id ?? "missing" });
   for (let i = 0; i < 6; i++) await call("chat", { channel: "#perm", user: "alice", message: `message number ${i} about boats` });
   await call("complete", { messages: [{ role: "user", content: "Say hi" }], user: "bob" });
+  // A streamed reply: its chunks and its reply all reach the plugin.
+  const streamed = [];
+  for await (const part of createClient(plugin).chatStream({ channel: "#perm", user: "bob", message: "stream me a reply" })) streamed.push(part);
+  expect(streamed.length).toBeGreaterThan(2);
+  expect(streamed.at(-1)).toMatchObject({ success: true, content: expect.stringContaining("stream me a reply") });
   await call("summarize", { text: "Boats float on water. Sails catch wind. ".repeat(8), max_length: 10, user: "bob" });
   await call("chat", { channel: "#perm", user: "carol", message: "" }); // a validation error event
   await call("context_reset", { channel: "#perm" });
@@ -158,7 +163,8 @@ async function subscribeError(nc: NatsConnection, subject: string): Promise<Erro
 describe("the documented permission sets", () => {
   it("are all present in docs/security.md", () => {
     expect(Object.keys(PERMS).sort()).toEqual(["admin", "plugin", "service", "service-preprovisioned"]);
-    expect(PERMS.service.allow_responses).toBe(true);
+    // Any number of messages to a reply subject: a streamed reply's chunks, then the reply.
+    for (const set of ["service", "service-preprovisioned"]) expect(PERMS[set].allow_responses).toEqual({ max: -1, expires: "2m" });
     // The smaller set must really be smaller: no create or update of streams.
     expect(PERMS["service-preprovisioned"].publish!.allow!.some((s) => /CREATE\.(KV_)?ROSEY_LLM|UPDATE/.test(s.replace(/CONSUMER\.CREATE/, "")))).toBe(false);
   });

@@ -67,7 +67,7 @@ describe("describeIssues", () => {
       "colour: unknown field (select form fields: channel, persona)",
     );
     expect(message(schemas.ChatRequest, { channel: "#x", user: "u", message: "m", extra: 1 })).toBe(
-      "extra: unknown field (fields: channel, user, message, persona)",
+      "extra: unknown field (fields: channel, user, message, persona, stream)",
     );
   });
 

@@ -24,6 +24,31 @@ const ProviderConfig = z.strictObject({
 });
 export type ProviderConfig = z.infer<typeof ProviderConfig>;
 
+/** Where embeddings are asked for when no base URL is given. */
+export const OPENAI_EMBEDDINGS_URL = "https://api.openai.com/v1";
+
+/**
+ * The embeddings server memories and recall queries are sent to (any OpenAI-compatible
+ * `/embeddings`: OpenAI, Ollama, vLLM). Off while `model` is unset: recall is lexical then.
+ */
+const EmbeddingsConfig = z.strictObject({
+  model: z.string().min(1).optional(),
+  base_url: z.url().default(OPENAI_EMBEDDINGS_URL),
+  /** Unset with OpenAI's base URL: the openai provider's key (OPENAI_API_KEY) is used. */
+  api_key: z.string().optional(),
+  /** Asks for shorter vectors (OpenAI text-embedding-3 and servers that support `dimensions`). */
+  dimensions: posInt.max(8_192).optional(),
+  /** Budget of embedding a memory (memory_add, background backfill). */
+  timeout_ms: posInt.default(5_000),
+  /** Budget of embedding a recall query or chat message; recall is lexical when it runs out. */
+  query_timeout_ms: posInt.default(2_000),
+  /** Put before a query and before a memory's text, for models that expect them (nomic-embed-text). */
+  query_prefix: z.string().max(200).default(""),
+  document_prefix: z.string().max(200).default(""),
+  headers: z.record(z.string(), z.string()).default({}),
+});
+export type EmbeddingsConfig = z.infer<typeof EmbeddingsConfig>;
+
 const LimitOverride = z.strictObject({
   per_hour: nonNegInt.optional(),
 });
@@ -187,6 +212,7 @@ export const Config = z.strictObject({
       cache_channels: 1_000,
       cache_mb: 64,
     }),
+  embeddings: EmbeddingsConfig.prefault({}),
   personas: z.record(PersonaName, Persona.omit({ name: true, builtin: true })).default({}),
   log: z.strictObject({ level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info") }).default({ level: "info" }),
   data_dir: z.string().default(".data"),
@@ -251,6 +277,14 @@ export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list" | "b
   ["ROSEY_MARKER_TTL_SECONDS", ["storage", "marker_ttl_seconds"], "number"],
   ["ROSEY_MEMORY_CACHE_CHANNELS", ["memory", "cache_channels"], "number"],
   ["ROSEY_MEMORY_CACHE_MB", ["memory", "cache_mb"], "number"],
+  ["ROSEY_EMBEDDINGS_MODEL", ["embeddings", "model"], "string"],
+  ["ROSEY_EMBEDDINGS_BASE_URL", ["embeddings", "base_url"], "string"],
+  ["ROSEY_EMBEDDINGS_API_KEY", ["embeddings", "api_key"], "string"],
+  ["ROSEY_EMBEDDINGS_DIMENSIONS", ["embeddings", "dimensions"], "number"],
+  ["ROSEY_EMBEDDINGS_TIMEOUT_MS", ["embeddings", "timeout_ms"], "number"],
+  ["ROSEY_EMBEDDINGS_QUERY_TIMEOUT_MS", ["embeddings", "query_timeout_ms"], "number"],
+  ["ROSEY_EMBEDDINGS_QUERY_PREFIX", ["embeddings", "query_prefix"], "string"],
+  ["ROSEY_EMBEDDINGS_DOCUMENT_PREFIX", ["embeddings", "document_prefix"], "string"],
   ["ROSEY_DATA_DIR", ["data_dir"], "string"],
   ["LOG_LEVEL", ["log", "level"], "string"],
 ];
@@ -398,7 +432,27 @@ export function loadConfig(env: Env = process.env, readFile: (p: string) => stri
       );
     }
   }
+  checkEmbeddings(config);
   return config;
+}
+
+/**
+ * Embeddings need a model to be on; OpenAI's server also needs a key, and gets the openai
+ * provider's when the embeddings have none of their own (no other server is sent that key).
+ */
+function checkEmbeddings(config: Config): void {
+  const e = config.embeddings;
+  const isOpenAI = new URL(e.base_url).hostname === new URL(OPENAI_EMBEDDINGS_URL).hostname;
+  if (e.model === undefined) {
+    if (e.base_url !== OPENAI_EMBEDDINGS_URL || e.api_key !== undefined) {
+      throw new ConfigError(`invalid setting ${settingName("embeddings.model")}: an embedding model is needed to use the embeddings server (e.g. nomic-embed-text, text-embedding-3-small)`);
+    }
+    return;
+  }
+  if (e.api_key === undefined && isOpenAI) e.api_key = config.providers.defs.openai?.api_key;
+  if (e.api_key === undefined && isOpenAI) {
+    throw new ConfigError(`invalid setting ${settingName("embeddings.api_key")}: ${e.base_url} needs a key (or OPENAI_API_KEY)`);
+  }
 }
 
 /** Configuration with every default, for tests and tools; `overrides` are merged one level deep. */

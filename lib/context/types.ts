@@ -60,6 +60,12 @@ export interface CompletionOptions {
   provider?: string;
   /** Aborts the call (the runtime's per-request deadline). */
   signal?: AbortSignal;
+  /**
+   * Streams the reply: called with each piece of its content as the provider sends it, in
+   * order (the pieces add up to the content). A call that sent a piece never falls back to
+   * another provider: a failure after it ends the call.
+   */
+  onDelta?: (delta: string) => void;
 }
 
 export interface Completion {
@@ -223,6 +229,19 @@ export interface ConversationMemory {
 
 // ---------------------------------------------------------------- the context
 
+/**
+ * The caller's side of a streamed reply (a request with `stream: true`): pieces of the reply
+ * go to the caller as they are written, ahead of the final reply. When the caller stops
+ * listening, the request's `signal` aborts, with the reason a cancel has (an AbortError).
+ */
+export interface ReplyStream {
+  /**
+   * Sends the next piece of the reply's content; empty pieces, and any after the stream
+   * ended, are dropped. A function of its own: it may be passed on as `onDelta`.
+   */
+  readonly send: (delta: string) => void;
+}
+
 /** Counts one write against its user's and channel's write limits, or throws rate_limited. */
 export interface WriteLimiter {
   admit(w: { user?: string; channel?: string; admin: boolean }): Promise<void>;
@@ -248,8 +267,12 @@ export interface Ctx {
   usage: Usage;
   memory: ConversationMemory;
   personas: Personas;
-  /** Aborted when the request's deadline passes; pass to provider calls. */
+  /** Recall's embeddings server, when config.embeddings names a model. */
+  embeddings?: { status(): ProviderStatus };
+  /** Aborted when the request's deadline passes, or a streamed request's caller stops listening; pass to provider calls. */
   signal?: AbortSignal;
+  /** Present when the request asked for `stream: true` and has a reply subject to stream to. */
+  stream?: ReplyStream;
   /** The largest message the connection may send (the server's max_payload); list replies stay under it. */
   maxPayload?: number;
   /** True when the request arrived on an administrative subject (`<prefix>.llm.admin.>`). */

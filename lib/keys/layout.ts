@@ -80,7 +80,11 @@ export const BUCKET_LAYOUTS = {
         key: "c.<channel>.<id>",
         holds: "A create-once claim: the one instance that summarizes that stretch; deleted with the stretch, taken over by another instance after 60 s when its instance died. Expires after ROSEY_HISTORY_TTL_DAYS.",
       },
-      memory: { key: "m.<channel>.<id>", holds: "A long-term memory; the id hashes scope and content, so equal facts meet on one key. Goes with the bucket's max age, decay_days after its last use." },
+      memory: {
+        key: "m.<channel>.<id>",
+        holds:
+          "A long-term memory; the id hashes scope and content, so equal facts meet on one key. With embeddings on, also `embedding`: {model (with `@<dimensions>` when ROSEY_EMBEDDINGS_DIMENSIONS is set), vector: base64 of the unit vector's float32 little-endian values}, never sent in replies or events. Goes with the bucket's max age, decay_days after its last use.",
+      },
     },
   },
 } as const satisfies Record<string, { holds: string; keys: Record<string, KeyLayout> }>;

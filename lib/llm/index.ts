@@ -2,7 +2,8 @@
 // history summaries — and the one owner of its ticket: admit (rate limits and a token
 // reservation) → the provider call → settle (real tokens, usage) or release → events.
 // A refusal costs no provider call and is thrown as the contract's error (429 with
-// retry_after), after its error event; a failed call returns its reservation.
+// retry_after), after its error event; a failed call returns its reservation. A streamed
+// call (onDelta) takes the same path: only the reply's text also goes out as it arrives.
 import type { Completion, Ctx, Ticket } from "../context/types";
 import { RoseyError, isRoseyError } from "../errors";
 import { estimateMessagesTokens } from "../providers/tokens";
@@ -42,6 +43,8 @@ export interface CallRequest {
   promptBudget?: number;
   /** The service's own call: only the global budget applies (see Limiter.admit). */
   system?: boolean;
+  /** Streams the reply: each piece of its content as the provider sends it (see CompletionOptions.onDelta). */
+  onDelta?: (delta: string) => void;
 }
 
 /** What a successful call returns to its handler. */
@@ -128,6 +131,7 @@ export async function callModel(ctx: Ctx, req: CallRequest): Promise<CallResult>
       max_tokens: req.max_tokens,
       provider: req.provider,
       signal: ctx.signal,
+      onDelta: req.onDelta,
     });
   } catch (err) {
     await release(ticket);

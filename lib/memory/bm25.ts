@@ -53,7 +53,7 @@ export function ranksBefore(a: Ranked, b: Ranked): boolean {
 }
 
 /** Inserts into a list kept sorted by ranksBefore and at most `limit` long. */
-function insertTop(top: Ranked[], r: Ranked, limit: number): void {
+export function insertTop(top: Ranked[], r: Ranked, limit: number): void {
   if (top.length >= limit && !ranksBefore(r, top[top.length - 1])) return;
   let i = top.length;
   while (i > 0 && ranksBefore(r, top[i - 1])) i--;

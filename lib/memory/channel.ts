@@ -12,12 +12,15 @@
 //   s.<channel>.<first id>    a summary of the history keys first..last, which are then deleted
 //   c.<channel>.<first id>    create-once claim: the one instance that summarizes that stretch
 //   m.<channel>.<memory id>   a long-term memory; the id hashes scope + folded content, so
-//                             two instances adding the same fact meet on one key (CAS merge)
+//                             two instances adding the same fact meet on one key (CAS merge);
+//                             with its embedding when embeddings are on (vectors.ts), kept
+//                             in `vectors` here and never in the Memory recall returns
 import { Memory, type Message } from "../schemas";
 import type { KvEntry } from "../kv";
 import { decodeName } from "../keys";
 import { MemoryIndex, type Doc } from "./bm25";
-import type { StoredExchange, StoredSummary, StoredTurn } from "./types";
+import type { StoredExchange, StoredMemory, StoredSummary, StoredTurn } from "./types";
+import { decodeEmbedding, type MemoryVector } from "./vectors";
 
 /** The filter of a channel's keys. */
 export const channelFilter = (encoded: string) => `*.${encoded}.*`;
@@ -62,6 +65,8 @@ export interface ChannelState {
   /** Ids of the stretches claimed for summarization. */
   claims: Set<string>;
   memories: MemoryIndex;
+  /** The embeddings of memories stored with one, by memory id. */
+  vectors: Map<string, MemoryVector>;
   /** Keys of the channel whose stored value could not be read (skipped, but still there). */
   unreadable: Set<string>;
   /** Bytes the state takes, kept up to date by applyToChannel (an estimate, see below). */
@@ -79,6 +84,8 @@ const SUMMARY_BYTES = 260;
 const MEMORY_BYTES = 700;
 const TERM_BYTES = 140;
 const CLAIM_BYTES = 90;
+/** A vector's Map entry, object and typed array headers besides its 4 bytes a dimension. */
+const VECTOR_BYTES = 240;
 
 /** V8 keeps a string of Latin-1 characters in one byte a character, any other in two. */
 const textBytes = (...s: Array<string | undefined>) => s.reduce((n, x) => n + (x ? (/[^\u0000-\u00ff]/.test(x) ? 2 : 1) * x.length : 0), 0);
@@ -89,6 +96,7 @@ const historyBytes = (messages: HistoryMessage[]) =>
 const summaryBytes = (s: StoredSummary) => SUMMARY_BYTES + 2 * textBytes(s.summary) + textBytes(s.first, s.last);
 const docBytes = (d: Doc) =>
   MEMORY_BYTES + textBytes(d.memory.content, d.memory.channel, d.memory.user_id ?? "", d.memory.id) + d.tf.size * TERM_BYTES;
+const vectorBytes = (v: MemoryVector) => VECTOR_BYTES + v.vector.byteLength + textBytes(v.model);
 
 export function emptyChannel(encoded: string): ChannelState {
   return {
@@ -99,6 +107,7 @@ export function emptyChannel(encoded: string): ChannelState {
     summaries: new Map(),
     claims: new Set(),
     memories: new MemoryIndex(),
+    vectors: new Map(),
     unreadable: new Set(),
     bytes: 0,
     sweptAt: 0,
@@ -156,13 +165,19 @@ function setSummary(st: ChannelState, id: string, value: StoredSummary | null): 
   } else st.summaries.delete(id);
 }
 
-function setMemory(st: ChannelState, id: string, value: Memory | null, revision: number): void {
+function setMemory(st: ChannelState, id: string, value: Memory | null, revision: number, vector: MemoryVector | null): void {
   const cur = st.memories.get(id);
   if (cur) st.bytes -= docBytes(cur);
   if (value) st.memories.upsert(value, revision);
   else st.memories.remove(id);
   const now = st.memories.get(id);
   if (now) st.bytes += docBytes(now);
+  const old = st.vectors.get(id);
+  if (old) st.bytes -= vectorBytes(old);
+  if (vector && value) {
+    st.vectors.set(id, vector);
+    st.bytes += vectorBytes(vector);
+  } else st.vectors.delete(id);
 }
 
 function setClaim(st: ChannelState, id: string, present: boolean): void {
@@ -211,11 +226,13 @@ function applyValue(st: ChannelState, k: string, entry: KvEntry | null): void {
   } else if (kind === "m") {
     let memory: Memory | null = null;
     if (value !== null) {
+      // Parsing keeps the Memory's own fields: the embedding stays out of what recall returns.
       const parsed = Memory.safeParse(value);
       if (!parsed.success || parsed.data.id !== id) throw new Error("not a memory");
       memory = parsed.data;
     }
-    setMemory(st, id, memory, entry?.revision ?? 0);
+    // An unreadable embedding leaves the memory without one, for the backfill to redo.
+    setMemory(st, id, memory, entry?.revision ?? 0, decodeEmbedding((value as StoredMemory | null)?.embedding));
   }
 }
 

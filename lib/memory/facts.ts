@@ -8,8 +8,11 @@ import { key } from "../keys";
 import type { Memory } from "../schemas";
 import type { Doc, Ranked } from "./bm25";
 import type { ChannelState } from "./channel";
+import { fusedSearch } from "./fusion";
 import type { Store } from "./store";
 import { canonical, terms } from "./text";
+import type { StoredMemory } from "./types";
+import type { MemoryVector, Vectors } from "./vectors";
 
 /** Recall rewrites last_accessed at most this often per memory, to spare the bucket. */
 export const TOUCH_EVERY_MS = 60_000;
@@ -19,6 +22,14 @@ const DAY_MS = 86_400_000;
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/**
+ * The order in which memories leave a full channel, first out first: less important, then used
+ * longer ago, then older, then by id — the same on every instance. A memory just added was used
+ * last, so it goes first only when every other memory of the channel is more important.
+ */
+export const keepOrder = (a: Doc, b: Doc) =>
+  a.memory.importance - b.memory.importance || a.accessed - b.accessed || a.created - b.created || (a.memory.id < b.memory.id ? -1 : 1);
+
 /** Content-addressed id: the same fact in the same scope always lands on one key. */
 const memoryId = (userId: string | null, content: string) =>
   createHash("sha256")
@@ -27,13 +38,16 @@ const memoryId = (userId: string | null, content: string) =>
     .slice(0, 22);
 
 export interface Facts {
-  /** The best `limit` memories visible to `userId` for the query, recorded as used. */
-  find(encoded: string, st: ChannelState, query: string, userId: string | null, limit: number): Memory[];
+  /**
+   * The best `limit` memories visible to `userId` for the query, recorded as used: by words,
+   * and by meaning too when the query's vector is given.
+   */
+  find(encoded: string, st: ChannelState, query: string, userId: string | null, limit: number, vector?: MemoryVector): Memory[];
   add(encoded: string, st: ChannelState, m: AddMemory): Promise<Memory>;
   forget(encoded: string, st: ChannelState, q: { id?: string; user_id?: string }): Promise<number>;
 }
 
-export function createFacts(store: Store, config: Config, clock: Clock): Facts {
+export function createFacts(store: Store, config: Config, clock: Clock, vectors: Vectors): Facts {
   const mc = config.memory;
   const decayMs = mc.decay_days * DAY_MS;
   const visibleTo = (userId: string | null, at: number) => (d: Doc) =>
@@ -67,26 +81,34 @@ export function createFacts(store: Store, config: Config, clock: Clock): Facts {
     return out;
   }
 
-  /** Evicts the least important, least recently used memories above the channel cap. */
-  async function enforceCap(encoded: string, st: ChannelState, keepId: string): Promise<void> {
-    // The channel may not hold the kept memory yet (it was not cached when written).
-    const over = st.memories.size + (st.memories.get(keepId) ? 0 : 1) - mc.max_memories_per_channel;
+  /**
+   * Keeps the channel at its cap: the least important, least recently used memories above it go.
+   * The channel is read again after the add's write, and every instance picks victims in one
+   * order (keepOrder). Of adds racing on several instances, the one whose read starts last sees
+   * all of them and brings the channel down to the cap; the others see a part of what it sees,
+   * so their victims are among its victims. The channel never ends above the cap.
+   */
+  async function enforceCap(encoded: string): Promise<void> {
+    const st = await store.channel(encoded);
+    const over = st.memories.size - mc.max_memories_per_channel;
     if (over <= 0) return;
-    const victims = [...st.memories.values()]
-      .filter((d) => d.memory.id !== keepId)
-      .sort((a, b) => a.memory.importance - b.memory.importance || a.accessed - b.accessed || a.created - b.created)
-      .slice(0, over);
+    const victims = [...st.memories.values()].sort(keepOrder).slice(0, over);
     await Promise.all(victims.map((d) => store.remove(key("m", encoded, d.memory.id))));
   }
 
   return {
-    find(encoded, st, query, userId, limit) {
+    find(encoded, st, query, userId, limit, vector) {
       if (st.memories.size === 0 || limit <= 0) return [];
       const at = clock.now();
       const visible = visibleTo(userId, at);
       const q = terms(query);
       // A query with no searchable word (all stop words) asks for what matters most.
-      const found = q.length > 0 ? st.memories.search(q, visible, limit) : st.memories.top(visible, limit);
+      const found =
+        q.length === 0
+          ? st.memories.top(visible, limit)
+          : vector
+            ? fusedSearch(st, q, vector, visible, limit)
+            : st.memories.search(q, visible, limit);
       sweep(encoded, st, at);
       return touch(encoded, st, found, at);
     },
@@ -96,7 +118,10 @@ export function createFacts(store: Store, config: Config, clock: Clock): Facts {
       const at = clock.now();
       const near = st.memories.nearDuplicate(m.content, userId);
       const id = near?.memory.id ?? memoryId(userId, m.content);
-      const fresh: Memory = {
+      // One embedding call before the write, so the memory is stored with its vector; when
+      // none can be had it is stored without, and the backfill embeds it later.
+      const embedding = await vectors.document(st, id, near?.memory.content ?? m.content);
+      const fresh: StoredMemory = {
         id,
         channel: m.channel,
         user_id: userId,
@@ -105,17 +130,25 @@ export function createFacts(store: Store, config: Config, clock: Clock): Facts {
         importance: m.importance,
         created_at: iso(at),
         last_accessed: iso(at),
+        ...(embedding && { embedding }),
       };
       // CAS: the same fact may be added on another instance right now; both meet on this key.
-      const r = await store.cas<Memory>(key("m", encoded, id), (cur) => ({
+      const r = await store.cas<StoredMemory>(key("m", encoded, id), (cur) => ({
         value: cur
-          ? { ...cur, importance: Math.max(cur.importance, m.importance), last_accessed: iso(Math.max(at, Date.parse(cur.last_accessed))) }
+          ? {
+              ...cur,
+              importance: Math.max(cur.importance, m.importance),
+              last_accessed: iso(Math.max(at, Date.parse(cur.last_accessed))),
+              ...(embedding && { embedding }),
+            }
           : fresh,
         result: undefined,
       }));
-      await enforceCap(encoded, st, id);
+      await enforceCap(encoded);
       sweep(encoded, st, at);
-      return r.value!;
+      // The reply carries the memory, never its vector.
+      const { embedding: _vector, ...stored } = r.value!;
+      return stored;
     },
 
     async forget(encoded, st, q) {

@@ -6,8 +6,13 @@
 // trip, nothing when no other instance wrote), and evicted, least recently used first, past
 // the configured count and size. So an instance's memory follows its active channels, not
 // what is stored, and every read sees what any instance stored before it began.
+//
+// With an embedder (config.embeddings), memories are stored with their vectors and recall
+// fuses words and meaning (vectors.ts, fusion.ts); each use of a channel may start embedding a
+// few of its memories stored without one.
 import { randomBytes } from "node:crypto";
 import type { PreparedChannel } from "../context/types";
+import type { Memory } from "../schemas";
 import { encodeName, key } from "../keys";
 import type { ChannelState } from "./channel";
 import { createContextBuilder } from "./context";
@@ -16,6 +21,7 @@ import { createHistory } from "./history";
 import { createStore } from "./store";
 import { createSummaries } from "./summaries";
 import type { MemoryOptions, MemoryService } from "./types";
+import { createVectors } from "./vectors";
 
 interface Prepared extends PreparedChannel {
   readonly done: Promise<ChannelState | null>;
@@ -27,8 +33,22 @@ export function createMemory(opts: MemoryOptions): MemoryService {
   const store = createStore(opts);
   const history = createHistory(store, clock);
   const summaries = createSummaries({ ...opts, store, instance: opts.instance ?? randomBytes(6).toString("base64url") });
-  const facts = createFacts(store, config, clock);
+  const vectors = createVectors(store, opts.embedder, clock);
+  const facts = createFacts(store, config, clock, vectors);
   const buildContext = createContextBuilder(config);
+
+  /** The channel, up to date, with its backfill of vectors started. */
+  async function channel(encoded: string): Promise<ChannelState> {
+    const st = await store.channel(encoded);
+    vectors.backfill(encoded, st);
+    return st;
+  }
+
+  /** Facts of the channel for the query, by words and, when the query can be embedded, by meaning. */
+  async function find(encoded: string, st: ChannelState, query: string, userId: string | null, limit: number): Promise<Memory[]> {
+    const vector = limit > 0 ? await vectors.query(st, query) : undefined;
+    return facts.find(encoded, st, query, userId, limit, vector);
+  }
 
   return {
     prepare(channel): Prepared {
@@ -39,7 +59,8 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       const encoded = encodeName(channel);
       const ahead = prepared?.channel === channel ? await (prepared as Prepared).done : null;
       const st = ahead ?? (await store.channel(encoded));
-      return buildContext(st, facts.find(encoded, st, message, user, config.memory.memories_in_context), user, message, persona);
+      vectors.backfill(encoded, st);
+      return buildContext(st, await find(encoded, st, message, user, config.memory.memories_in_context), user, message, persona);
     },
 
     async record(channel, user, message, reply) {
@@ -50,12 +71,12 @@ export function createMemory(opts: MemoryOptions): MemoryService {
 
     async add(m) {
       const encoded = encodeName(m.channel);
-      return facts.add(encoded, await store.channel(encoded), m);
+      return facts.add(encoded, await channel(encoded), m);
     },
 
     async recall(q) {
       const encoded = encodeName(q.channel);
-      return facts.find(encoded, await store.channel(encoded), q.query, q.user_id ?? null, q.limit);
+      return find(encoded, await channel(encoded), q.query, q.user_id ?? null, q.limit);
     },
 
     async forget(q) {

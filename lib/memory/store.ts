@@ -6,7 +6,7 @@
 // Writes go to KV first and are then applied to the cached channel with the revision KV
 // returned, so this instance reads its own writes at once; history keys (exchanges,
 // summaries, claims) carry storage.history_ttl_days as their TTL. Background work (summaries,
-// last_accessed touches, decay sweeps) is tracked so settled() can wait for it and never
+// last_accessed touches, decay sweeps, embedding backfills) is tracked so settled() can wait for it and never
 // ends as an unhandled rejection.
 import { casUpdate, GroupCache, staleAfter, type CasResult, type Kv, type KvWriteOptions } from "../kv";
 import { applyToChannel, channelFilter, emptyChannel, type ChannelState } from "./channel";

@@ -2,7 +2,8 @@
 import type { Config } from "../config";
 import type { Clock, ConversationMemory, Events, Logger, Providers } from "../context/types";
 import type { Kv } from "../kv";
-import type { Message } from "../schemas";
+import type { Embedder } from "../providers/embeddings";
+import type { Memory, Message } from "../schemas";
 
 /** Writes a summary of a stretch of history (the summarization prompt and the transcript). */
 export type Summarizer = (req: { channel: string; messages: Message[]; signal?: AbortSignal }) => Promise<string>;
@@ -22,11 +23,13 @@ export interface MemoryOptions {
    * accounting). When it throws, a plain summary is stored, as when the provider fails.
    */
   summarizer?: Summarizer;
+  /** Embeds memories and queries, for recall by meaning beside words; none: recall by words only. */
+  embedder?: Embedder;
 }
 
 /** ConversationMemory plus the lifecycle calls the runtime and tests use. */
 export interface MemoryService extends ConversationMemory {
-  /** Waits for background work: summarizations, last_accessed touches, decay sweeps. */
+  /** Waits for background work: summarizations, last_accessed touches, decay sweeps, embedding backfills. */
   settled(): Promise<void>;
   /** Channels held in RAM and the bytes they take (estimated). */
   cached(): { channels: number; bytes: number };
@@ -74,4 +77,18 @@ export interface StoredSummary {
 export interface StoredClaim {
   instance: string;
   at: number;
+}
+
+/**
+ * A long-term memory as stored (key `m.<channel>.<id>`): the Memory, and its embedding once
+ * it has one.
+ */
+export interface StoredMemory extends Memory {
+  embedding?: StoredEmbedding;
+}
+
+/** A memory's embedding: the model, and the unit vector as base64 of float32 little-endian values. */
+export interface StoredEmbedding {
+  model: string;
+  vector: string;
 }

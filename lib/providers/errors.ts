@@ -15,6 +15,8 @@ export interface FailureInput {
   connection?: boolean;
   /** The server answered 2xx with a body that is not a chat completion. */
   malformed?: boolean;
+  /** The server reported an error inside a streamed reply (an `error` event after a 200). */
+  streamError?: boolean;
   /** The call was cut short from outside: the request deadline or the caller's signal. */
   aborted?: "deadline" | "caller";
   /** The request could not even be built or sent as given (a local, final problem). */
@@ -75,6 +77,7 @@ export function classifyFailure(input: FailureInput, nowMs: number = Date.now())
   }
   if (input.unsendable) return { kind: "final", reason: "client_error", message: `request not sent${text ? `: ${text}` : ""}` };
   if (input.timeout) return { kind: "retryable", reason: "timeout", message: `timed out${text ? `: ${text}` : ""}` };
+  if (input.streamError) return { kind: "retryable", reason: "server_error", message: `error event in the stream${text ? `: ${text}` : ""}` };
   if (input.malformed) return { kind: "retryable", reason: "malformed", message: `malformed response${text ? `: ${text}` : ""}` };
   // Anything else that never produced an HTTP answer is a transport problem worth retrying.
   return { kind: "retryable", reason: "connection", message: `connection failed${text ? `: ${text}` : ""}` };

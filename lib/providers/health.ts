@@ -5,6 +5,7 @@
 // Health is per instance, in memory: it is each instance's own view of the network path to
 // a provider, and a fresh instance should probe for itself rather than trust a stale verdict.
 import type { Clock } from "../context/types";
+import type { ProviderStatus } from "../schemas";
 
 /** Where the breaker stands now. */
 export type HealthState = "closed" | "open" | "half_open";
@@ -81,4 +82,12 @@ export class Health {
     if (this.lastError !== undefined) snap.last_error = this.lastError;
     return snap;
   }
+}
+
+/** A provider's entry in status, from its breaker's numbers. */
+export function providerStatus(name: string, model: string, s: HealthSnapshot): ProviderStatus {
+  const st: ProviderStatus = { name, model, healthy: s.state === "closed", consecutive_failures: s.consecutive_failures };
+  if (s.last_error !== undefined) st.last_error = s.last_error;
+  if (s.state !== "closed" && s.cooldown_until !== undefined) st.cooldown_until = new Date(s.cooldown_until).toISOString();
+  return st;
 }

@@ -1,6 +1,6 @@
-// The HTTP transport of OpenAI-compatible providers: one POST with a JSON body, the whole
-// reply read into memory, over node:http(s) with a pool of keep-alive connections per
-// provider. It has the shape of the part of fetch the provider uses, so a fetch (a proxy, a
+// The HTTP transport of OpenAI-compatible providers: one POST with a JSON body, the reply
+// read whole (text) or as it arrives (body, for streamed replies), over node:http(s) with a
+// pool of keep-alive connections per provider. It has the shape of the part of fetch the provider uses, so a fetch (a proxy, a
 // test's spy) can stand in for it. On Node 20 a request through node:http costs a fraction
 // of the CPU of one through global fetch (bench/providers.bench.ts, BENCHMARKS.md).
 import http from "node:http";
@@ -10,7 +10,10 @@ import https from "node:https";
 export interface HttpReply {
   status: number;
   headers: { get(name: string): string | null };
+  /** The whole body. Read either this or `body`, once. */
   text(): Promise<string>;
+  /** The body as it arrives. */
+  body?: AsyncIterable<Uint8Array> | null;
 }
 
 /** What the provider sends: fetch accepts it. */
@@ -42,6 +45,16 @@ function headerReader(headers: http.IncomingHttpHeaders): HttpReply["headers"] {
   };
 }
 
+/** The whole body of a response as text; rejects when the connection breaks before its end. */
+function readAll(res: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on("data", (c: Buffer) => chunks.push(c));
+    res.once("error", reject);
+    res.once("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+  });
+}
+
 /**
  * A transport with its own keep-alive pool. Errors are node's: a refused or reset connection
  * rejects with its `code` (ECONNREFUSED, ECONNRESET…), an aborted signal with an AbortError,
@@ -69,17 +82,12 @@ export function createTransport(): Transport {
           headers: { ...init.headers, "content-length": String(Buffer.byteLength(init.body)) },
         },
         (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("error", fail);
-          res.on("end", () => {
-            done();
-            const text = Buffer.concat(chunks).toString("utf8");
-            resolve({ status: res.statusCode ?? 0, headers: headerReader(res.headers), text: async () => text });
-          });
+          // The signal aborts the body too, until it is read or cut.
+          res.once("close", done);
+          resolve({ status: res.statusCode ?? 0, headers: headerReader(res.headers), text: () => readAll(res), body: res });
         },
       );
-      // One listener on the signal, let go when the request ends (node's own `signal` option
+      // One listener on the signal, let go when the response ends (node's own `signal` option
       // costs more per request: it tracks the stream's end).
       const onAbort = () => req.destroy(new DOMException("The operation was aborted", "AbortError"));
       const done = () => init.signal.removeEventListener("abort", onAbort);

@@ -1,6 +1,7 @@
 // Public surface of the provider layer. How a provider talks to its server (./http.ts) stays inside.
 export { createProviders } from "./registry";
 export { createOpenAIProvider, mapChatResponse, type OpenAIProviderOptions } from "./openai";
+export { createEmbedder, mapEmbeddings, refusedText, unitVector, type Embedder, type EmbedderDeps, type EmbeddingPurpose } from "./embeddings";
 export { createOfflineProvider, OFFLINE_PREFIX, truncateToTokens } from "./offline";
 export { estimateMessagesTokens, estimateTokens } from "./tokens";
 export { classifyFailure, parseRetryAfter, redactSecrets, statusKind, ProviderFailure, isProviderFailure, type FailureInput } from "./errors";

@@ -4,6 +4,7 @@
 // back, labelled "[offline]" (bounded by max_tokens), so the whole service runs and is
 // testable with no API key; token counts come from the estimate in ./tokens. A summary
 // carries no label: it is the caller's own text, and the reply's provider says "offline".
+// Asked to stream, it sends its reply word by word.
 import type { Completion, CompletionOptions, Provider } from "../context/types";
 import type { Message } from "../schemas";
 import { extractiveSummary } from "./extractive";
@@ -40,6 +41,11 @@ function echo(messages: Message[], options: CompletionOptions): { content: strin
   return { content: `${OFFLINE_PREFIX} ${text}`.trim(), truncated };
 }
 
+/** A text in pieces of one word each, with the spaces before it: the pieces add up to the text. */
+function wordPieces(text: string): string[] {
+  return text.split(/(?<=\S)(?=\s)/).filter(Boolean);
+}
+
 /** The built-in deterministic provider: summarizes summarize prompts, echoes the rest; estimated tokens. */
 export function createOfflineProvider(model = "offline-echo-1", name = "offline"): Provider {
   return {
@@ -52,6 +58,7 @@ export function createOfflineProvider(model = "offline-echo-1", name = "offline"
       const { content, truncated } = wanted
         ? { content: extractiveSummary(wanted.text, { maxWords: wanted.max_length, style: wanted.style }), truncated: false }
         : echo(messages, options);
+      if (options.onDelta) for (const piece of wordPieces(content)) options.onDelta(piece);
       const prompt = estimateMessagesTokens(messages);
       const completion = estimateTokens(content);
       return {

@@ -1,12 +1,15 @@
 // An OpenAI-compatible provider (OpenAI, OpenRouter, Ollama, vLLM, llama.cpp, LM Studio):
-// POST /chat/completions through a keep-alive transport (./http.ts). This file retries with
-// full-jitter backoff, honours Retry-After, and never sleeps or waits past the request
-// deadline. Failures leave as ProviderFailure, answers as Completion.
+// POST /chat/completions through a keep-alive transport (./http.ts), streamed when the
+// caller passes onDelta (./chat-stream.ts). This file retries with full-jitter backoff,
+// honours Retry-After, never sleeps or waits past the request deadline, and never retries
+// once a piece of a streamed reply went out. Failures leave as ProviderFailure, answers as
+// Completion.
 import type { ProviderConfig } from "../config";
 import type { Completion, CompletionOptions, Logger } from "../context/types";
 import type { Message } from "../schemas";
+import { readChatStream, StreamFailure } from "./chat-stream";
 import { classifyFailure, ProviderFailure, redactSecrets, type FailureInput } from "./errors";
-import { createTransport, type HttpReply, type Transport } from "./http";
+import { createTransport, type HttpPost, type HttpReply, type Transport } from "./http";
 import { backoffDelay, DEFAULT_BACKOFF, isDeadlineReason, sleep } from "./retry";
 import { estimateMessagesTokens, estimateTokens } from "./tokens";
 import type { BackoffOptions, DeadlineProvider, FailureInfo } from "./types";
@@ -67,7 +70,7 @@ export function mapChatResponse(body: unknown, messages: Message[], provider: st
 }
 
 /** Why an attempt was cut short by us, if it was. */
-type CutShort = "timeout" | "deadline" | "caller" | undefined;
+export type CutShort = "timeout" | "deadline" | "caller" | undefined;
 
 /** Turns whatever the transport threw into plain facts for classifyFailure. */
 function describeError(err: unknown, cut: CutShort): FailureInput {
@@ -93,6 +96,73 @@ function errorDetail(text: string): string {
   return text.trim().slice(0, 200);
 }
 
+/** True for a reply sent as server-sent events. */
+const isEventStream = (res: HttpReply) => (res.headers.get("content-type") ?? "").toLowerCase().includes("text/event-stream");
+
+/**
+ * The headers of every request to a server: JSON both ways, the key, and the configured
+ * headers (OpenRouter's attribution, a proxy's) last.
+ */
+export function requestHeaders(apiKey: string | undefined, configured: Record<string, string>): Record<string, string> {
+  return {
+    "content-type": "application/json",
+    accept: "application/json",
+    "user-agent": USER_AGENT,
+    ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}),
+    ...configured,
+  };
+}
+
+/**
+ * Sends one POST and returns the answer, its body read whole (`text`) unless `leave(res)`
+ * says the caller reads it as it arrives. What goes wrong leaves as the failure `fail` makes
+ * of it: the transport's error (cut short as `cut()` says, if it was), a status other than
+ * 2xx with the error text of its body.
+ */
+async function post(
+  transport: Transport,
+  url: string,
+  init: HttpPost,
+  cut: () => CutShort,
+  fail: (input: FailureInput) => ProviderFailure,
+  leave: (res: HttpReply) => boolean = () => false,
+): Promise<{ res: HttpReply; text?: string }> {
+  let res: HttpReply;
+  let text: string | undefined;
+  try {
+    res = await transport(url, init);
+    if (res.status < 200 || res.status > 299 || !leave(res)) text = await res.text();
+  } catch (err) {
+    throw fail(describeError(err, cut()));
+  }
+  if (res.status < 200 || res.status > 299) throw fail({ status: res.status, headers: res.headers, message: errorDetail(text ?? "") });
+  return { res, text };
+}
+
+/** A body parsed as JSON, or the malformed failure `fail` makes. */
+function parseJson(text: string, fail: (input: FailureInput) => ProviderFailure): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw fail({ malformed: true, message: "body is not valid JSON" });
+  }
+}
+
+/**
+ * Sends one POST and returns its body parsed as JSON. What goes wrong leaves as the failure
+ * `fail` makes of it: the transport's error (cut short as `cut()` says, if it was), a status
+ * other than 2xx with the error text of its body, a body that is not JSON.
+ */
+export async function postJson(
+  transport: Transport,
+  url: string,
+  init: HttpPost,
+  cut: () => CutShort,
+  fail: (input: FailureInput) => ProviderFailure,
+): Promise<unknown> {
+  return parseJson((await post(transport, url, init, cut, fail)).text!, fail);
+}
+
 /** Builds an OpenAI-compatible provider from its config entry. */
 export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvider {
   const { name, def, log } = opts;
@@ -101,25 +171,26 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
   const scrub = (text: string) => redactSecrets(text, [def.api_key]);
   const transport: Transport = opts.fetch ?? createTransport();
   const url = `${(def.base_url ?? OPENAI_BASE_URL).replace(/\/+$/, "")}/chat/completions`;
-  // The same for every request; configured headers (OpenRouter's attribution, a proxy's) come last.
-  const headers: Record<string, string> = {
-    "content-type": "application/json",
-    accept: "application/json",
-    "user-agent": USER_AGENT,
-    ...(def.api_key ? { authorization: `Bearer ${def.api_key}` } : {}),
-    ...def.headers,
-  };
+  const headers = requestHeaders(def.api_key, def.headers);
 
-  /** One HTTP attempt bounded by `budget` ms and the outer signal. */
-  async function attempt(messages: Message[], options: CompletionOptions, budget: number, timeoutIsDeadline: boolean, outer?: AbortSignal) {
+  /** One HTTP attempt bounded by timeout_ms, the deadline (performance.now() ms) and the outer signal. */
+  async function attempt(messages: Message[], options: CompletionOptions, deadlineAt: number, outer?: AbortSignal) {
     const ctl = new AbortController();
     let cut: CutShort;
     // One timer covers the whole attempt, reading the body included: a server that sends
-    // its headers and then stalls is cut off like one that never answers.
-    const timer = setTimeout(() => {
-      cut = timeoutIsDeadline ? "deadline" : "timeout";
-      ctl.abort();
-    }, budget);
+    // its headers and then stalls is cut off like one that never answers. A streamed reply
+    // restarts it with each piece (a stream is stalled, not long, when it runs out), still
+    // never past the deadline.
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      const budget = Math.min(def.timeout_ms, deadlineAt - performance.now());
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        cut = budget < def.timeout_ms ? "deadline" : "timeout";
+        ctl.abort();
+      }, budget);
+    };
+    arm();
     const onOuter = () => {
       cut = isDeadlineReason(outer?.reason) ? "deadline" : "caller";
       ctl.abort();
@@ -131,31 +202,33 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
       return new ProviderFailure(name, { ...info, message: scrub(info.message) });
     };
     try {
+      const given = options.onDelta;
+      const stream = given && ((d: string) => (arm(), given(d)));
       const body = JSON.stringify({
         model: def.model,
         messages,
         ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
         ...(options.max_tokens !== undefined ? { max_tokens: options.max_tokens } : {}),
+        // The usage block comes in a last chunk; a server that sends none leaves the estimate.
+        ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
       });
-      let status: number;
-      let replyHeaders: HttpReply["headers"];
-      let text: string;
-      try {
-        const res = await transport(url, { method: "POST", headers, body, signal: ctl.signal });
-        ({ status, headers: replyHeaders } = res);
-        text = await res.text();
-      } catch (err) {
-        throw fail(describeError(err, cut));
-      }
-      if (status < 200 || status > 299) throw fail({ status, headers: replyHeaders, message: errorDetail(text) });
+      const init = { method: "POST" as const, headers, body, signal: ctl.signal };
+      // An event stream is read as it arrives; anything else (an error, a server that
+      // answered in one piece) whole.
+      const { res, text } = await post(transport, url, init, () => cut, fail, (r) => !!(stream && r.body && isEventStream(r)));
       let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        throw fail({ malformed: true, message: "body is not valid JSON" });
+      if (text !== undefined) parsed = parseJson(text, fail);
+      else {
+        try {
+          parsed = await readChatStream(res.body!, stream!);
+        } catch (err) {
+          throw fail(!cut && err instanceof StreamFailure ? err.input : describeError(err, cut));
+        }
       }
       const mapped = mapChatResponse(parsed, messages, name, def.model);
       if (!mapped) throw fail({ malformed: true, message: "no choices[0].message" });
+      // A server that ignored `stream` answered in one piece: that piece is the whole stream.
+      if (stream && text !== undefined && mapped.content) stream(mapped.content);
       return mapped;
     } finally {
       clearTimeout(timer);
@@ -166,22 +239,23 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
   return {
     name,
     model: def.model,
-    async complete(messages, options, signal, deadline) {
+    async complete(messages, given, signal, deadline) {
       const started = performance.now();
+      // Once a piece of a streamed reply went out, a retry would send the reply again.
+      let sent = false;
+      const options = given.onDelta ? { ...given, onDelta: (d: string) => ((sent = true), given.onDelta!(d)) } : given;
       const outer = signal ?? options.signal;
       const deadlineAt = deadline ?? started + opts.deadline_ms;
       let last: FailureInfo | undefined;
       for (let n = 0; n <= def.max_retries; n++) {
-        const remaining = deadlineAt - performance.now();
-        if (remaining <= 0) throw new ProviderFailure(name, deadlineInfo(last), n);
-        const budget = Math.min(def.timeout_ms, remaining);
+        if (deadlineAt <= performance.now()) throw new ProviderFailure(name, deadlineInfo(last), n);
         try {
-          const done = await attempt(messages, options, budget, budget < def.timeout_ms, outer);
+          const done = await attempt(messages, options, deadlineAt, outer);
           return { ...done, latency_ms: performance.now() - started };
         } catch (err) {
           const info = (err as ProviderFailure).info;
           last = info;
-          if (info.kind === "final" || n === def.max_retries) throw new ProviderFailure(name, info, n + 1);
+          if (info.kind === "final" || n === def.max_retries || sent) throw new ProviderFailure(name, info, n + 1);
           const wait = info.retry_after_ms ?? backoffDelay(n, backoff, random);
           // Waiting past the deadline only to fail then helps no one: give up now and let
           // the registry try the next provider while the caller still has time.

@@ -9,12 +9,16 @@
 // model). A 400/422 says *this request* is unacceptable, not that the provider is down: it
 // neither marks the provider unhealthy nor falls through to the next provider (that would
 // hide a caller's mistake behind another model's answer); it ends the call as provider_error.
+//
+// A streamed call (onDelta) falls back like any other until the first piece of a reply went
+// to the caller; after that, a failure ends the call: another model would not continue the
+// same reply.
 import type { Config } from "../config";
 import type { Completion, CompletionOptions, Providers } from "../context/types";
 import { RoseyError } from "../errors";
 import type { Message, ProviderStatus } from "../schemas";
 import { classifyFailure, isProviderFailure, ProviderFailure, redactSecrets, shortFailure } from "./errors";
-import { Health } from "./health";
+import { Health, providerStatus } from "./health";
 import { createOfflineProvider } from "./offline";
 import { createOpenAIProvider } from "./openai";
 import { DEFAULT_BACKOFF, isDeadlineReason } from "./retry";
@@ -28,7 +32,7 @@ interface Entry {
 }
 
 /** Final errors that say the provider itself is unusable (key, permissions, model), not the request. */
-const PROVIDER_WIDE = new Set(["auth", "not_found"]);
+export const PROVIDER_WIDE = new Set(["auth", "not_found"]);
 
 /** Builds the registry for `config.providers.chain`; throws at start-up for a chain name without a definition. */
 export function createProviders(config: Config, deps: ProvidersDeps): Providers {
@@ -133,6 +137,14 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
         const callOptions: CompletionOptions = {};
         if (options.temperature !== undefined) callOptions.temperature = options.temperature;
         if (options.max_tokens !== undefined) callOptions.max_tokens = options.max_tokens;
+        let sent = false;
+        const onDelta = options.onDelta;
+        if (onDelta) {
+          callOptions.onDelta = (d) => {
+            sent = true;
+            onDelta(d);
+          };
+        }
 
         const failures: ProviderFailure[] = [];
         const skipped: Entry[] = [];
@@ -152,7 +164,8 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
             const f = asFailure(e.name, err, signal);
             if (f.info.reason === "aborted") {
               e.health.neutral();
-              throw new RoseyError("provider_unavailable", "Request cancelled before a provider answered", { provider: e.name });
+              const when = sent ? "while the reply was being sent" : "before a provider answered";
+              throw new RoseyError("provider_unavailable", `Request cancelled ${when}`, { provider: e.name });
             }
             if (f.info.kind === "final" && !PROVIDER_WIDE.has(f.info.reason) && f.info.reason !== "deadline") {
               e.health.neutral();
@@ -171,6 +184,11 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
               consecutive_failures: snap.consecutive_failures,
               cooldown_until: snap.state === "open" && snap.cooldown_until ? iso(snap.cooldown_until) : undefined,
             });
+            if (sent) {
+              throw new RoseyError("provider_unavailable", `Provider ${shortFailure(e.name, f.info)} failed while the reply was being sent`, {
+                provider: e.name,
+              });
+            }
             if (f.info.reason === "deadline") break;
           }
         }
@@ -182,18 +200,7 @@ export function createProviders(config: Config, deps: ProvidersDeps): Providers 
     },
 
     status(): ProviderStatus[] {
-      return entries.map((e) => {
-        const s = e.health.snapshot();
-        const st: ProviderStatus = {
-          name: e.name,
-          model: e.provider.model,
-          healthy: s.state === "closed",
-          consecutive_failures: s.consecutive_failures,
-        };
-        if (s.last_error !== undefined) st.last_error = s.last_error;
-        if (s.state !== "closed" && s.cooldown_until !== undefined) st.cooldown_until = iso(s.cooldown_until);
-        return st;
-      });
+      return entries.map((e) => providerStatus(e.name, e.provider.model, e.health.snapshot()));
     },
 
     current() {

@@ -50,12 +50,23 @@ export const Temperature = z.number().min(0).max(2);
 /** Who a call counts against: limits, quotas and usage are kept per user and per channel. */
 const countedUser = Name.describe("User the call counts against (limits, quotas, usage).");
 const countedChannel = Name.describe("Channel the call counts against (limits, usage).");
+/** Asks for the reply piece by piece as the model writes it (see StreamChunk). */
+// Optional rather than defaulted, so typed requests written before it still type-check;
+// absent means false, which the JSON Schema says as its default.
+const stream = z
+  .boolean()
+  .optional()
+  .meta({ default: false })
+  .describe(
+    "Send the reply as it is written: chunk messages (header `Rosey-Stream: chunk`) to the reply subject, then the usual reply (see Streaming under Conventions).",
+  );
 
 export const ChatRequest = z.strictObject({
   channel: Name.describe("Channel of the conversation: its history, memories and persona are used."),
   user: Name.describe("Who is speaking; counted against this user's limits and usage."),
   message: text(16_000).describe("The user's message."),
   persona: PersonaName.optional().describe("Persona for this request only, instead of the channel's."),
+  stream,
 });
 export type ChatRequest = z.infer<typeof ChatRequest>;
 
@@ -71,6 +82,7 @@ export const CompleteRequest = z.strictObject({
     .describe("Use only this provider, without fallback; provider_unavailable when it is down."),
   user: countedUser.optional(),
   channel: countedChannel.optional(),
+  stream,
 });
 export type CompleteRequest = z.infer<typeof CompleteRequest>;
 
@@ -205,6 +217,20 @@ export const ChatResponse = z.object({
 });
 export type ChatResponse = z.input<typeof ChatResponse>;
 
+/**
+ * The header that marks a chunk message of a streamed reply: `Rosey-Stream: chunk`. The
+ * final reply (or error) of the same request carries no such header.
+ */
+export const STREAM_HEADER = { name: "Rosey-Stream", chunk: "chunk" } as const;
+
+export const StreamChunk = z
+  .object({
+    delta: z.string().min(1).describe("The next piece of the reply's content: the chunks, in index order, add up to the final reply's content."),
+    index: z.number().int().min(0).describe("Position of the chunk in its reply: 0, 1, 2…"),
+  })
+  .describe("A piece of a reply being written, sent to the reply subject of a request with `stream: true`.");
+export type StreamChunk = z.infer<typeof StreamChunk>;
+
 export const SummaryResponse = z.object({
   success: succeeded,
   summary: z
@@ -299,6 +325,7 @@ export const StatusResponse = z.object({
   uptime_seconds: z.number().min(0).default(0).describe("Seconds since the answering instance started."),
   instance: z.string().optional().describe("Id of the answering instance (its micro service id)."),
   providers: z.array(ProviderStatus).default([]).describe("Every provider of the chain, in order."),
+  embeddings: ProviderStatus.optional().describe("The embeddings server recall uses, when one is configured (name `embeddings`)."),
   ...failure,
 });
 export type StatusResponse = z.input<typeof StatusResponse>;

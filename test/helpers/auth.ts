@@ -14,8 +14,11 @@ export const secret = (label: string) => `${label}-${randomBytes(12).toString("h
 export interface Permissions {
   publish?: { allow?: string[]; deny?: string[] };
   subscribe?: { allow?: string[]; deny?: string[] };
-  /** Lets the user answer requests it received (publish to their reply subjects) and nothing more. */
-  allow_responses?: boolean;
+  /**
+   * Lets the user answer requests it received (publish to their reply subjects) and nothing
+   * more: one message each (`true`), or `max` messages (-1: any number) within `expires`.
+   */
+  allow_responses?: boolean | { max?: number; expires?: string };
 }
 
 export interface ConfUser {

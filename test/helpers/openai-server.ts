@@ -1,6 +1,9 @@
 // A real local HTTP server speaking the OpenAI chat-completions API, for provider tests.
 // Each /v1/chat/completions request takes the next scripted behaviour (or the default),
-// and every request is recorded with its headers and body.
+// and every request is recorded with its headers and body. A request with `stream: true`
+// gets its reply as server-sent events, as OpenAI sends them: a chunk per piece of the
+// content, one with the finish reason, one with the usage block when the request asked
+// (`stream_options.include_usage`), then `data: [DONE]`.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
@@ -14,7 +17,7 @@ export interface Usage {
 /** What the server does with one chat request. */
 export type Behaviour =
   /** A normal answer (after `delay_ms` when given: "slow"). `content` defaults to an echo of the last user message. */
-  | { kind: "reply"; content?: string; usage?: Usage | false; model?: string; finish_reason?: string; delay_ms?: number }
+  | ({ kind: "reply"; content?: string; usage?: Usage | false; model?: string; finish_reason?: string; delay_ms?: number } & StreamShape)
   /** An HTTP error with an OpenAI-style error body and optional Retry-After headers. */
   | { kind: "error"; status: number; message?: string; retry_after?: string; retry_after_ms?: string }
   /** 200 with content-type JSON and a body that is not JSON. */
@@ -26,6 +29,22 @@ export type Behaviour =
   /** Sends the status line and headers, then never sends the body. */
   | { kind: "stall_body" };
 
+/** How a reply is streamed, when the request asks for it. */
+export interface StreamShape {
+  /** The pieces of the content, in order (default: the content cut before each space). */
+  deltas?: string[];
+  /** Wait between pieces (default 0: all at once). */
+  interval_ms?: number;
+  /** After this many pieces the server closes the connection, without finish reason or [DONE]. */
+  cut_after?: number;
+  /** After this many pieces the server sends an error event and ends the reply. */
+  error_after?: number;
+  /** After this many pieces the server sends nothing more and keeps the connection open. */
+  stall_after?: number;
+  /** Answer in one piece, as a server that does not stream would. */
+  ignore_stream?: boolean;
+}
+
 /** One request as the server saw it. */
 export interface RecordedRequest {
   method: string;
@@ -35,6 +54,8 @@ export interface RecordedRequest {
   body: any;
   /** Date.now() when the request arrived. */
   at: number;
+  /** performance.now() when each piece of a streamed reply was written. */
+  pieces_at: number[];
 }
 
 /** Handle on a running fake server. */
@@ -54,18 +75,32 @@ export interface FakeOpenAI {
   models: string[];
   /** TCP connections accepted so far (keep-alive reuse shows as fewer connections than requests). */
   connections(): number;
+  /** Streamed replies the client closed before their end. */
+  abandoned(): number;
   close(): Promise<void>;
 }
 
 export const DEFAULT_USAGE: Usage = { prompt_tokens: 12, completion_tokens: 5, total_tokens: 17 };
 
-async function readBody(req: IncomingMessage): Promise<string> {
+export async function readBody(req: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString("utf8");
 }
 
-function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+/** The chunk objects of a streamed reply, as OpenAI sends them, the first `pieces` of them with content. */
+function streamEvents(b: StreamShape, content: string, base: Record<string, unknown>, finish: string, usage: Usage | undefined) {
+  const pieces = (b.deltas ?? content.split(/(?<=\S)(?=\s)/).filter(Boolean)).slice(0, b.error_after);
+  const events: unknown[] = pieces.map((p, i) => ({ ...base, choices: [{ index: 0, delta: i === 0 ? { role: "assistant", content: p } : { content: p }, finish_reason: null }] }));
+  if (b.error_after !== undefined) events.push({ error: { message: "scripted stream error", type: "server_error" } });
+  else {
+    events.push({ ...base, choices: [{ index: 0, delta: {}, finish_reason: finish }] });
+    if (usage) events.push({ ...base, choices: [], usage });
+  }
+  return { events, pieces: pieces.length };
+}
+
+export function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text), ...headers });
   res.end(text);
@@ -89,7 +124,8 @@ export async function startOpenAIServer(opts: { default?: Behaviour; models?: st
       /* keep the raw text */
     }
     const path = (req.url ?? "/").split("?")[0];
-    requests.push({ method: req.method ?? "", path, headers: { ...req.headers }, body, at: Date.now() });
+    const record: RecordedRequest = { method: req.method ?? "", path, headers: { ...req.headers }, body, at: Date.now(), pieces_at: [] };
+    requests.push(record);
 
     if (req.method === "GET" && path === "/v1/models") {
       return json(res, 200, { object: "list", data: models.map((id) => ({ id, object: "model", created: 0, owned_by: "test" })) });
@@ -103,14 +139,19 @@ export async function startOpenAIServer(opts: { default?: Behaviour; models?: st
         const send = () => {
           const messages: Array<{ role: string; content: string }> = Array.isArray(body?.messages) ? body.messages : [];
           const lastUser = [...messages].reverse().find((m) => m.role === "user")?.content ?? "";
+          const content = b.content ?? `echo: ${lastUser}`;
+          const usage = b.usage === false ? undefined : (b.usage ?? DEFAULT_USAGE);
+          const base = { id: `chatcmpl-${++n}`, created: Math.floor(Date.now() / 1000), model: b.model ?? body?.model ?? "test-model" };
+          if (body?.stream === true && !b.ignore_stream) {
+            const reply = streamEvents(b, content, { ...base, object: "chat.completion.chunk" }, b.finish_reason ?? "stop", body?.stream_options?.include_usage ? usage : undefined);
+            return stream(res, reply, b, record);
+          }
           const reply: Record<string, unknown> = {
-            id: `chatcmpl-${++n}`,
+            ...base,
             object: "chat.completion",
-            created: Math.floor(Date.now() / 1000),
-            model: b.model ?? body?.model ?? "test-model",
-            choices: [{ index: 0, message: { role: "assistant", content: b.content ?? `echo: ${lastUser}` }, finish_reason: b.finish_reason ?? "stop" }],
+            choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: b.finish_reason ?? "stop" }],
           };
-          if (b.usage !== false) reply.usage = b.usage ?? DEFAULT_USAGE;
+          if (usage) reply.usage = usage;
           json(res, 200, reply);
         };
         if (!b.delay_ms) return send();
@@ -141,6 +182,38 @@ export async function startOpenAIServer(opts: { default?: Behaviour; models?: st
     }
   });
 
+  let abandoned = 0;
+  /** Writes the events one by one, `interval_ms` apart, then [DONE]; `cut_after` pieces: the connection closes. */
+  function stream(res: ServerResponse, { events, pieces }: { events: unknown[]; pieces: number }, b: StreamShape, record: RecordedRequest): void {
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+    let i = 0;
+    let ended = false;
+    res.on("close", () => void (ended || abandoned++));
+    const step = () => {
+      if (res.destroyed) return;
+      if (i === b.stall_after) return;
+      if (i === b.cut_after) {
+        ended = true;
+        res.destroy();
+        return;
+      }
+      if (i === events.length) {
+        ended = true;
+        // An error event ends the reply without [DONE].
+        res.end(b.error_after === undefined ? "data: [DONE]\n\n" : undefined);
+        return;
+      }
+      if (i < pieces) record.pieces_at.push(performance.now());
+      res.write(`data: ${JSON.stringify(events[i++])}\n\n`);
+      const t = setTimeout(() => {
+        timers.delete(t);
+        step();
+      }, b.interval_ms ?? 0);
+      timers.add(t);
+    };
+    step();
+  }
+
   let connections = 0;
   server.on("connection", () => void connections++);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -154,6 +227,7 @@ export async function startOpenAIServer(opts: { default?: Behaviour; models?: st
     setDefault: (b) => void (fallback = b),
     models,
     connections: () => connections,
+    abandoned: () => abandoned,
     close: () =>
       new Promise<void>((resolve) => {
         for (const t of timers) clearTimeout(t);
