@@ -8,7 +8,6 @@
 // written again since is left alone. At most MAX_QUEUED wait; more are met again at a later
 // load of their channel.
 import type { Logger } from "../lib/context";
-import { isKvConflict } from "../lib/kv";
 import type { StaleMarker } from "./kv-reads";
 import type { TtlKV } from "./provision";
 import { isWrongLastSequence } from "./kv";
@@ -28,7 +27,7 @@ export function markerRetirer(kv: Pick<TtlKV, "delete">, bucket: string, log: Lo
       await kv.delete(key, { previousSeq: revision });
     } catch (err) {
       // Written again, or already replaced by another instance: nothing to do.
-      if (isKvConflict(err) || isWrongLastSequence(err)) return;
+      if (isWrongLastSequence(err)) return;
       log.warn("old delete marker not replaced", { bucket, key, error: (err as Error).message });
     }
   };
