@@ -2,7 +2,8 @@
 // nats-server; the same figures first over empty buckets, then after loading (straight into
 // the memory bucket, in the stored format, many writes in flight) SCALE_CHANNELS channels of
 // 10 memories and 10 exchanges each (100,000 + 100,000 by default). For each, a fresh
-// instance as a separate process (`node dist/runtime/cli.js start`, offline provider):
+// instance as a separate process (`node dist/runtime/cli.js start` with the flags `npm start`
+// passes, offline provider):
 // time until it answers $SRV.PING and its first request, RSS after start and after
 // SCALE_CHATS chats over 1,000 random channels, first chat and first recall on channels it
 // never read (p50/p99), hot chat p50. And how one channel's keys are best read cold:
@@ -13,13 +14,14 @@
 // Knobs: SCALE_CHANNELS (default 10000), SCALE_CHATS (default 10000).
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { connect, createInbox, type NatsConnection } from "nats";
 import { defaultConfig } from "../lib/config";
 import { encodeName } from "../lib/keys";
 import type { Memory } from "../lib/schemas";
+import { NODE_FLAGS } from "../runtime/heap";
 import { provisionBuckets, provisionStream } from "../runtime/provision";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { abortRun, children, guardRun, rssMiB } from "./harness";
@@ -58,6 +60,14 @@ async function pool(n: number, width: number, fn: (i: number) => Promise<unknown
     while (next < n) await fn(next++);
   }));
 }
+
+/** Where an instance's memory goes, measured apart from this run (see the text); kept beside the code. */
+const MEMORY_NOTES = `Where the memory goes, measured on an instance after the same chats (separate runs: a heap snapshot, \`process.memoryUsage()\`, \`v8.getHeapSpaceStatistics()\` and /proc/<pid>/status; load average 2–5). Full buckets, RSS 175–190 MiB =
+- **44 MiB mapped from the node binary** (RssFile; a bare \`node\` maps 34). The default UTC calendar no longer asks Intl for time zone data, which mapped 6 MiB more of ICU.
+- **the V8 heap, about 110 MiB**: 64 MiB alive after a full collection, of which the 1,000 cached channels take about 37 MiB (37 KiB per channel of 10 memories and 20-odd exchanges, four to five times their text: strings, the recall index's postings, parsed documents) and code, schemas and modules the rest; the old generation may grow to live × 1.45 before a full collection (runtime/heap.ts); the young generation is 2 × 8 MiB (\`npm start\` passes --max-semi-space-size=8; V8's default is 2 × 16).
+- **20–25 MiB of other anonymous memory**: malloc arenas, thread stacks, buffers (MALLOC_ARENA_MAX=2 saved 5 MiB: not pursued).
+
+The growing factor trades RSS for CPU (service CPU for the 10,000 chats / RSS after, one run each): V8's default 10.8 s / 187 MiB empty, 13.8 s / 325 MiB full; × 1.45 (the default now) 11.0 s / 123 MiB and 15.0 s / 188 MiB; × 1.3 12.5 s / 116 MiB and 17.6–21.2 s / 180 MiB; × 1.1 full 175 MiB at 25 % more CPU again. A semi-space of 8 MiB costs no CPU measurably and saves 8–10 MiB. The 14 handler bundles each carry their own copy of lib/ (packages, zod among them, are shared): 2 MiB of heap in all, not worth a shared chunk. So over full buckets RSS is bounded by the channel cache, not by what is stored: ROSEY_MEMORY_CACHE_CHANNELS=500 gave 162 MiB at 16 % more service CPU per chat (half of the chats then load their channel). **≤ 150 MiB with 1,000 cached channels of this size is not met**: it needs a leaner cached channel (lib/memory), not a smaller heap. Before these settings: 195 MiB empty, 339 MiB full.`;
 
 /** Writes CHANNELS channels of memories and exchanges into the bucket, interleaved; returns seconds. */
 async function load(nc: NatsConnection): Promise<number> {
@@ -109,7 +119,7 @@ interface Figures {
 /** A fresh instance: its process, and when it answered PING and its first request (ms from spawn). */
 async function start(nc: NatsConnection, env: NodeJS.ProcessEnv, cold: () => number): Promise<{ child: ChildProcess; pingMs: number; firstMs: number }> {
   const t0 = performance.now();
-  const child = spawn(process.execPath, [join(root, "dist", "runtime", "cli.js"), "start"], { cwd: root, env, stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, join(root, "dist", "runtime", "cli.js"), "start"], { cwd: root, env, stdio: ["ignore", "ignore", "pipe"] });
   children.push(child);
   let log = "";
   child.stderr!.on("data", (d: Buffer) => void (log = (log + d.toString()).slice(-4_000)));
@@ -192,6 +202,7 @@ async function loaders(nc: NatsConnection, channels: number[]): Promise<{ direct
 
 async function main() {
   const started = performance.now();
+  const loadStart = loadavg()[0].toFixed(1);
   const storeDir = mkdtempSync(join(tmpdir(), "rosey-scale-bench-"));
   server = await startNatsServer({ storeDir });
   const nc = await connect({ servers: server.url, name: "bench-scale" });
@@ -239,9 +250,9 @@ async function main() {
       "",
       `Command: \`${COMMAND}\` (run took ${seconds} s).`,
       "",
-      `One nats-server v${nc.info?.version} (file store, loopback) on a ${cpus().length}-core machine (${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}) shared with other work while it ran. ` +
+      `One nats-server v${nc.info?.version} (file store, loopback) on a ${cpus().length}-core machine (${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}) shared with other work while it ran (load average ${loadStart} at the start, ${loadavg()[0].toFixed(1)} at the end). ` +
         `Full: ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} memories and ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} exchanges in ${CHANNELS.toLocaleString("en")} channels, written straight into ${BUCKET} in the stored format, interleaved (${info.state.messages.toLocaleString("en")} messages, ${(info.state.bytes / 2 ** 20).toFixed(0)} MiB in the stream, loaded in ${loadSeconds.toFixed(0)} s with 1,024 writes in flight). ` +
-        `Each column: fresh instances (\`node dist/runtime/cli.js start\`, offline provider, default cache: 1,000 channels / 64 MB) each started as a separate process while a client sends $SRV.PING every 20 ms; the first request is a memory_recall sent the moment PING is answered; the last of ${STARTS} instances then serves the rest. ` +
+        `Each column: fresh instances (\`node ${NODE_FLAGS.join(" ")} dist/runtime/cli.js start\` as \`npm start\` runs it, offline provider, default cache: 1,000 channels / 64 MB) each started as a separate process while a client sends $SRV.PING every 20 ms; the first request is a memory_recall sent the moment PING is answered; the last of ${STARTS} instances then serves the rest. ` +
         `Cold: the first request of that instance for that channel, one at a time, ${COLD_SAMPLES} channels each. Then ${CHATS.toLocaleString("en")} chats over ${CHAT_CHANNELS.toLocaleString("en")} random channels (${IN_FLIGHT} in flight), then ${HOT_SAMPLES} chats one at a time on 20 of those channels (hot).`,
       "",
       "| | empty buckets | full buckets | target |",
@@ -260,6 +271,8 @@ async function main() {
         `ordered consumer filtered to the channel (a KV watch) p50 ${p(consumer, 50)}, p99 ${p(consumer, 99)}.`,
       "",
       "Nothing is read at start: an instance loads a channel on its first request for it (one batched direct get of that channel's keys; on a replicated bucket the stream leader's last revision for the channel is asked concurrently), and before each later request asks the bucket what changed in the channel since (one round trip, nothing when no other instance wrote). So start time and RSS follow the channels in use, not what is stored; a cold request costs one round trip more than the same request on an empty channel, whose load finds nothing. RSS after the chats: the empty column is what an instance takes under this load with nothing to hold; the full column adds the 1,000 channels it then holds (10 memories and 20-odd exchanges each), bounded by ROSEY_MEMORY_CACHE_CHANNELS and ROSEY_MEMORY_CACHE_MB whatever the bucket holds.",
+      "",
+      MEMORY_NOTES,
     ].join("\n");
     writeSection("scale", md);
     console.log(md);

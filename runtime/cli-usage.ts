@@ -1,8 +1,9 @@
 // `rosey-llm usage`: the usage bucket as a table — one row per day, user / channel / the
 // whole service, and provider — read straight from KV, since the `usage` endpoint answers
-// for today only. A user's or a channel's current day is still in the limits bucket (the
-// usage bucket gets it when their next day starts, lib/limiter/history.ts), so it is read
-// there. Keys are matched with the layouts of lib/keys/layout.ts.
+// for today only. A user's or a channel's last day is still in the limits bucket until the
+// usage bucket has it (when their next day starts, or the sweep finds it finished:
+// lib/limiter/history.ts), so it is read there unless the usage bucket has it already.
+// Keys are matched with the layouts of lib/keys/layout.ts.
 import type { NatsConnection } from "nats";
 import type { Config } from "../lib/config";
 import { BUCKET_LAYOUTS, keyFilter, parseKey } from "../lib/keys/layout";
@@ -53,8 +54,11 @@ export async function usageRows(nc: NatsConnection, config: Config, q: UsageQuer
   const since = cal.date(now - (q.days - 1) * 86_400_000);
 
   const totals = new Map<string, Row>();
+  /** Days of a user or channel read from the usage bucket: the limits bucket's copy of them is not counted again. */
+  const kept = new Set<string>();
   const add = (day: string, scope: string, name: string, doc: HistoryDoc) => {
     if (day < since) return;
+    kept.add([day, scope, name].join("\n"));
     for (const [provider, v] of Object.entries(doc.by_provider ?? {})) {
       const id = [day, scope, name, provider].join("\n");
       const row = totals.get(id) ?? [day, scope, name, provider, 0, 0];
@@ -87,7 +91,7 @@ export async function usageRows(nc: NatsConnection, config: Config, q: UsageQuer
         const parts = parseKey(LIVE[scope].key, k);
         const entry = parts ? await limits.get(k) : null;
         const d = entry && (JSON.parse(dec.decode(entry.value)) as UserDoc | ChannelDoc).d;
-        if (d) add(d.w, scope, parts![scope], historyDoc(d));
+        if (d && !kept.has([d.w, scope, parts![scope]].join("\n"))) add(d.w, scope, parts![scope], historyDoc(d));
       }
     }),
   );

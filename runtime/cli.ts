@@ -15,6 +15,7 @@ import { usageTable } from "./cli-usage";
 import { connectNats } from "./connect";
 import { startEmbedded, urlFile } from "./embedded";
 import { parseSince, replayEvents } from "./replay";
+import { tuneHeap } from "./heap";
 import { installLastResort } from "./last-resort";
 import { VERSION, startService, type RunningService } from "./service";
 import { formatTable } from "./table";
@@ -76,6 +77,7 @@ async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
 const pad = (s: unknown, n: number) => String(s).padEnd(n);
 
 async function cmdStart(config: Config): Promise<void> {
+  tuneHeap();
   const log = createLogger(config.log.level);
   let embedded: Awaited<ReturnType<typeof startEmbedded>> | undefined;
   let running: RunningService | undefined;

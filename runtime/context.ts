@@ -15,6 +15,7 @@ import { createEmbedder, createProviders } from "../lib/providers";
 import { createUsage } from "../lib/usage";
 import { natsKv } from "./kv";
 import { streamReads } from "./kv-reads";
+import { markerRetirer } from "./markers";
 import { BUCKETS, retryLeaderless, type Buckets } from "./provision";
 
 /**
@@ -59,16 +60,19 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
   // Set below; the memory's summarizer needs the whole context, and runs only once it exists.
   let ctx!: Ctx;
   // Limits, quotas, the global budget and today's usage share the limits bucket: a call's
-  // accounting and its usage are the same writes. Finished days go to the usage bucket.
+  // accounting and its usage are the same writes. Finished days go to the usage bucket, found
+  // by a walk of the limits bucket in the background (scan).
   const limits = natsKv(buckets.limits, BUCKETS.limits, jsm);
   const history = natsKv(buckets.usage, BUCKETS.usage, jsm);
-  const limiter = createLimiter({ kv: limits, config: chatLimitsConfig(config), clock, events, log, instance: instance.id, history });
+  const { scan } = streamReads(nc, jsm, BUCKETS.limits, config.replicas > 1);
+  const limiter = createLimiter({ kv: { ...limits, scan }, config: chatLimitsConfig(config), clock, events, log, instance: instance.id, history });
   const writes = createWriteLimiter({ kv: limits, config: config.limits, clock });
   const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
-  // Memory and personas read groups of keys (a channel's, the definitions) straight from the bucket streams.
+  // Memory and personas read groups of keys (a channel's, the definitions) straight from the
+  // bucket streams; markers of older versions met there are replaced by expiring ones.
   const grouped = (name: keyof typeof BUCKETS) => ({
     ...natsKv(buckets[name], BUCKETS[name], jsm),
-    ...streamReads(nc, jsm, BUCKETS[name], config.replicas > 1),
+    ...streamReads(nc, jsm, BUCKETS[name], config.replicas > 1, markerRetirer(buckets[name], BUCKETS[name], log)),
   });
   const personas = createPersonas({ kv: grouped("personas"), config, log, clock });
   const embeddings = createEmbedder(config, { log, clock, fetch: opts.fetch });

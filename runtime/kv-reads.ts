@@ -7,6 +7,8 @@
 //   changes(filter, after) what changed under the filter after a revision: one batched
 //                          direct get of the messages under the filter after `after`
 //                          (nothing, usually).
+//   scan(filter, from, n)  the next n messages under the filter from a revision on, for
+//                          background walks of a whole bucket: one batched direct get.
 //
 // A direct get is answered by any replica of the stream, and a replica may be behind. So on
 // a replicated bucket each read also asks the stream leader (`$JS.API.STREAM.MSG.GET`, which
@@ -19,7 +21,9 @@
 //
 // Deleted keys are KV delete/purge markers (headers `KV-Operation: DEL|PURGE`) or markers the
 // server writes when a key expires (`Nats-Marker-Reason`, an empty value: our values are never
-// empty); a snapshot leaves them out.
+// empty); a snapshot leaves them out. A marker without a `Nats-TTL` header was written by a
+// version before markers expired: a snapshot that meets one reports it (`onStaleMarkers`), so
+// that it can be replaced by one that expires (runtime/markers.ts).
 import { createInbox, type JetStreamManager, type MsgHdrs, type NatsConnection } from "nats";
 import type { Kv, KvChange, KvEntry } from "../lib/kv";
 import { retryLeaderless } from "./provision";
@@ -39,6 +43,14 @@ interface StoredMsg {
   key: string;
   revision: number;
   value: Uint8Array | null;
+  /** A deletion whose marker never expires (see the header). */
+  stale?: boolean;
+}
+
+/** A marker that does not expire, at its revision. */
+export interface StaleMarker {
+  key: string;
+  revision: number;
 }
 
 const DELETE_HEADER = /^(KV-Operation:\s*(DEL|PURGE)|Nats-Marker-Reason:)/im;
@@ -51,6 +63,12 @@ function isDeletion(headers: MsgHdrs | string | undefined): boolean {
   return op === "DEL" || op === "PURGE" || headers.has("Nats-Marker-Reason");
 }
 
+/** True for a deletion marker that carries no TTL (see the header). */
+function isStale(headers: MsgHdrs | string | undefined): boolean {
+  if (!isDeletion(headers)) return false;
+  return typeof headers === "string" ? !/^Nats-TTL:/im.test(headers) : !headers!.has("Nats-TTL");
+}
+
 const toChange = (m: StoredMsg): KvChange => ({
   key: m.key,
   revision: m.revision,
@@ -61,7 +79,13 @@ const toChange = (m: StoredMsg): KvChange => ({
  * Group reads over the bucket `bucket` (see the header); `replicated` when the bucket has
  * more than one replica.
  */
-export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: string, replicated: boolean): Required<Pick<Kv, "snapshot" | "changes">> {
+export function streamReads(
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  bucket: string,
+  replicated: boolean,
+  onStaleMarkers?: (markers: StaleMarker[]) => void,
+): Required<Pick<Kv, "snapshot" | "changes" | "scan">> {
   const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
   const subject = (filter: string) => prefix + filter;
@@ -86,7 +110,7 @@ export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: s
     const m = body.message!;
     const hdrs = m.hdrs ? Buffer.from(m.hdrs, "base64").toString("latin1") : undefined;
     const value = new Uint8Array(Buffer.from(m.data ?? "", "base64"));
-    return { key: m.subject.slice(prefix.length), revision: m.seq, value: isDeletion(hdrs) || value.length === 0 ? null : value };
+    return { key: m.subject.slice(prefix.length), revision: m.seq, value: isDeletion(hdrs) || value.length === 0 ? null : value, stale: isStale(hdrs) };
   }
 
   /**
@@ -107,7 +131,8 @@ export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: s
           const status = err ? 500 : h?.code ?? 0;
           if (!err && status === 0 && h) {
             const subj = h.get("Nats-Subject");
-            msgs.push({ key: subj.slice(prefix.length), revision: Number(h.get("Nats-Sequence")), value: isDeletion(h) || m.data.length === 0 ? null : m.data });
+            const value = isDeletion(h) || m.data.length === 0 ? null : m.data;
+            msgs.push({ key: subj.slice(prefix.length), revision: Number(h.get("Nats-Sequence")), value, stale: isStale(h) });
             return;
           }
           clearTimeout(timer);
@@ -128,13 +153,24 @@ export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: s
   async function leaderSnapshot(filter: string): Promise<{ entries: KvEntry[]; revision: number }> {
     const info = await retryLeaderless(() => jsm.streams.info(stream, { subjects_filter: subject(filter) }), true);
     const keys = Object.keys(info.state.subjects ?? {}).map((s) => s.slice(prefix.length));
-    const entries: KvEntry[] = [];
+    const msgs: StoredMsg[] = [];
     for (let i = 0; i < keys.length; i += 64) {
-      const got = await Promise.all(keys.slice(i, i + 64).map((k) => leaderLast(k)));
-      for (const m of got) if (m?.value) entries.push({ key: m.key, value: m.value, revision: m.revision });
+      for (const m of await Promise.all(keys.slice(i, i + 64).map((k) => leaderLast(k)))) if (m) msgs.push(m);
     }
-    return { entries, revision: info.state.last_seq };
+    return { entries: live(msgs), revision: info.state.last_seq };
   }
+
+  /** The live entries of a snapshot's messages; markers that never expire are reported. */
+  const live = (msgs: StoredMsg[]): KvEntry[] => {
+    const entries: KvEntry[] = [];
+    const stale: StaleMarker[] = [];
+    for (const m of msgs) {
+      if (m.value) entries.push({ key: m.key, value: m.value, revision: m.revision });
+      else if (m.stale) stale.push({ key: m.key, revision: m.revision });
+    }
+    if (stale.length) onStaleMarkers?.(stale);
+    return entries;
+  };
 
   const hasWildcard = (filter: string) => /(^|\.)(\*|>)(\.|$)/.test(filter);
 
@@ -150,11 +186,7 @@ export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: s
       const [last, batch] = await Promise.all([authority(filter), retryLeaderless(() => directBatch({ multi_last: [subject(filter)] }), true)]);
       if (batch.status === 404 && !last) return { entries: [], revision: 0 };
       // Complete, and as new as the leader (when a replica may have answered): the usual case.
-      if (batch.status === 204 && batch.upTo >= (last?.revision ?? 0)) {
-        const entries: KvEntry[] = [];
-        for (const m of batch.msgs) if (m.value) entries.push({ key: m.key, value: m.value, revision: m.revision });
-        return { entries, revision: batch.upTo };
-      }
+      if (batch.status === 204 && batch.upTo >= (last?.revision ?? 0)) return { entries: live(batch.msgs), revision: batch.upTo };
       return leaderSnapshot(filter);
     },
 
@@ -175,6 +207,15 @@ export function streamReads(nc: NatsConnection, jsm: JetStreamManager, bucket: s
       const newest = batch.msgs.at(-1)?.revision ?? 0;
       if (batch.status !== 204 || batch.pending > 0 || newest < (last?.revision ?? 0)) return null;
       return { changes: batch.msgs.map(toChange), revision: newest };
+    },
+
+    // Any replica may answer: a walk that trails the leader by a moment finds the newest
+    // writes at its next step, which is all a background walk needs.
+    async scan(filter, from, max) {
+      const batch = await retryLeaderless(() => directBatch({ seq: Math.max(1, from), next_by_subj: subject(filter), batch: max }), true);
+      if (batch.status === 404) return { changes: [], more: false };
+      if (batch.status !== 204) throw new Error(`${stream}: direct get answered ${batch.status}`);
+      return { changes: batch.msgs.map(toChange), more: batch.pending > 0 };
     },
   };
 }

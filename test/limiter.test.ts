@@ -549,4 +549,15 @@ describe("calendar: cached days", () => {
     expect(cal.date(Date.parse("2024-03-31T22:30:00Z"))).toBe("2024-04-01");
     expect(cal.date(Date.parse("2024-03-31T21:30:00Z"))).toBe("2024-03-31");
   });
+
+  it("computes UTC days without time zone data, as the time zone database has them", () => {
+    const utc = calendar("UTC");
+    const viaIntl = calendar("Etc/UTC");
+    for (const iso of ["2024-02-28T23:59:59.999Z", "2024-02-29T00:00:00Z", "2023-12-31T23:59:59.999Z", "2024-07-01T12:34:56Z"]) {
+      const t = Date.parse(iso);
+      expect(utc.date(t)).toBe(viaIntl.date(t));
+      expect(utc.day(t)).toEqual(viaIntl.day(t));
+    }
+    expect(utc.day(Date.parse("2024-02-29T05:00:00Z"))).toEqual({ id: "2024-02-29", start: Date.parse("2024-02-29T00:00:00Z"), end: Date.parse("2024-03-01T00:00:00Z") });
+  });
 });

@@ -121,12 +121,12 @@ describe("personas read from the bucket on use", () => {
     expect(await b.select("#inn", "pirate")).toMatchObject({ name: "pirate" });
   });
 
-  it("stores nothing but definitions and selections", async () => {
+  it("stores nothing but definitions, their count and selections", async () => {
     const { kv, personas } = setup();
     await personas.define({ name: "teacher", description: "", system_prompt: "Teach." });
     await personas.select("#old", "teacher");
     await personas.forChannel("#other");
-    expect((await kv.keys()).sort()).toEqual(["def.teacher", `sel.${encodeName("#old")}`]);
+    expect((await kv.keys()).sort()).toEqual(["def.teacher", "index", `sel.${encodeName("#old")}`]);
   });
 
   it("skips a malformed stored definition or selection with a log line naming the key", async () => {

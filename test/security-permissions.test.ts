@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type NatsConnection } from "nats";
 import { createClient } from "../lib/client";
+import type { RuntimeLimiter } from "../lib/limiter";
 import type { MemoryService } from "../lib/memory/types";
 import { projectRoot } from "../runtime/nats-server";
 import { replayEvents } from "../runtime/replay";
@@ -205,6 +206,8 @@ describe("the service under the full service set (provisions its own state)", ()
     await svc.nc.flush();
     [plugin, quiz, ops] = await Promise.all([login(srv, "trivia"), login(srv, "quiz"), login(srv, "ops")]);
     expectAllAnswered(await exerciseEverything(plugin, ops));
+    // The background sweep of finished usage days takes a step.
+    await (svc.ctx.limiter as RuntimeLimiter).sweep();
     await (svc.ctx.memory as MemoryService).settled();
     await svc.ctx.events.flush();
     await svc.nc.flush();
@@ -388,6 +391,7 @@ describe("the service under the smaller set, with state provisioned by an operat
     await svc.nc.flush();
     try {
       expectAllAnswered(await exerciseEverything(plugin, ops));
+      await (svc.ctx.limiter as RuntimeLimiter).sweep();
       await (svc.ctx.memory as MemoryService).settled();
       await svc.ctx.events.flush();
       const types = await eventTypes(root);

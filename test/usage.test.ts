@@ -86,6 +86,23 @@ describe("usage recorded by settled calls", () => {
   });
 });
 
+describe("a channel's usage across midnight", () => {
+  it("usage of a day the channel's document has left does not replace the new day", async () => {
+    const kv = new MemoryKv("LIMITS");
+    const clock = clockAt("2024-05-01T23:59:59Z");
+    const a = accounting(kv, clock, {}, "a");
+    const b = accounting(kv, clock, {}, "b");
+    // A's call waits to be written with the channel's next admission...
+    await call(a.limiter, { user: "x", channel: "#mid" }, "offline", 4);
+    // ...while B starts the channel's next day.
+    clock.t = Date.parse("2024-05-02T00:00:01Z");
+    await call(b.limiter, { user: "y", channel: "#mid" }, "offline", 6);
+    await (b.limiter as RuntimeLimiter).close();
+    await (a.limiter as RuntimeLimiter).close();
+    expect(await b.usage.get({ channel: "#mid" })).toMatchObject({ requests_today: 1, tokens_today: 6 });
+  });
+});
+
 describe("usage history", () => {
   it("keeps a user's and a channel's day in the usage bucket once their next day starts, and the instance's share from its first call", async () => {
     const clock = clockAt("2024-05-01T23:59:00Z");

@@ -54,6 +54,8 @@ const LimitOverride = z.strictObject({
 });
 
 const validTimeZone = (tz: string) => {
+  // The default needs no check (nor the time zone data a check loads: lib/limiter/calendar.ts).
+  if (tz === "UTC") return true;
   try {
     new Intl.DateTimeFormat("en-US", { timeZone: tz });
     return true;
@@ -175,6 +177,8 @@ export const Config = z.strictObject({
       usage_max_age_days: posInt.default(400),
       /** Full: defining a persona or selecting one for a new channel gets storage_full. */
       personas_max_bytes: posInt.default(64 * MiB),
+      /** Personas persona_define may have defined at once (built-in and configured ones aside); one more gets storage_full. */
+      personas_max_defined: posInt.default(1_000),
       /** Full: new memories, exchanges and summaries get storage_full; updates and deletes still work. */
       memory_max_bytes: posInt.default(GiB),
       /** How long a stored exchange or summary of a channel's conversation is kept. */
@@ -267,6 +271,7 @@ export const ENV: ReadonlyArray<[string, Path, "string" | "number" | "list" | "b
   ["ROSEY_USAGE_MAX_BYTES", ["storage", "usage_max_bytes"], "number"],
   ["ROSEY_USAGE_MAX_AGE_DAYS", ["storage", "usage_max_age_days"], "number"],
   ["ROSEY_PERSONAS_MAX_BYTES", ["storage", "personas_max_bytes"], "number"],
+  ["ROSEY_PERSONAS_MAX_DEFINED", ["storage", "personas_max_defined"], "number"],
   ["ROSEY_MEMORY_MAX_BYTES", ["storage", "memory_max_bytes"], "number"],
   ["ROSEY_HISTORY_TTL_DAYS", ["storage", "history_ttl_days"], "number"],
   ["ROSEY_MARKER_TTL_SECONDS", ["storage", "marker_ttl_seconds"], "number"],

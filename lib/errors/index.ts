@@ -17,7 +17,7 @@ export const MEANING = {
   provider_error: "A provider refused the request in a way retrying will not fix (its key, the request itself).",
   provider_unavailable: "No provider of the chain (or the one forced) answered: down, cooling down or out of time.",
   storage_full:
-    "A bucket reached its size limit (or JetStream its storage) and refused a new key; the message names the setting to raise. Nothing was changed.",
+    "A bucket reached its size limit (or JetStream its storage, or the defined personas their count limit) and refused a new key; the message names the setting to raise. Nothing was changed.",
   internal: "Anything else, a handler timeout included; the message hides details, the service log has them.",
 } as const satisfies Record<ErrorCode, string>;
 

@@ -46,13 +46,17 @@ export const BUCKET_LAYOUTS = {
   },
   usage: {
     holds:
-      "Daily usage history by user, channel and instance; a user's or channel's day is copied here when their next day starts, an instance's while it serves.",
+      "Daily usage history by user, channel and instance; a user's or channel's finished day is copied here once, when their next day starts or by the sweep of documents nobody wrote since; an instance's while it serves.",
     keys: {
       user: { key: "d.<day>.u.<user>", holds: "One user's day: {requests, tokens, by_provider: {<provider>: {requests, tokens}}}." },
       channel: { key: "d.<day>.c.<channel>", holds: "One channel's day, same document." },
       instance: {
         key: "d.<day>.i.<instance>",
         holds: "One instance's share of the service's day, same document; a read sums the day's shares.",
+      },
+      sweep: {
+        key: "sweep",
+        holds: "{seq, done?}: where the sweep of finished days stands in the limits bucket (the next revision to read) and the last day it walked to its end.",
       },
     },
   },
@@ -61,6 +65,10 @@ export const BUCKET_LAYOUTS = {
     keys: {
       definition: { key: "def.<persona>", holds: "A defined persona: {name, description, system_prompt, temperature?, owner?}." },
       selection: { key: "sel.<channel>", holds: "The persona a channel selected." },
+      index: {
+        key: "index",
+        holds: "{names: {<persona>: ms}}: the defined personas, counted against ROSEY_PERSONAS_MAX_DEFINED; a new name is counted here by compare-and-set before its definition is written.",
+      },
     },
   },
   memory: {

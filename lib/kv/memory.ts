@@ -26,7 +26,7 @@ export class MemoryKv implements Kv {
   /** Revision of each deleted key's deletion, as a bucket's delete marker has one. */
   private readonly deleted = new Map<string, number>();
   /** Counts operations, so tests can assert how many round trips a path costs. */
-  readonly ops = { get: 0, put: 0, create: 0, update: 0, delete: 0, keys: 0, snapshot: 0, changes: 0 };
+  readonly ops = { get: 0, put: 0, create: 0, update: 0, delete: 0, keys: 0, snapshot: 0, changes: 0, scan: 0 };
 
   constructor(
     readonly bucket = "TEST",
@@ -91,6 +91,18 @@ export class MemoryKv implements Kv {
   async changes(filter: string, after: number): Promise<{ changes: KvChange[]; revision: number }> {
     this.ops.changes++;
     this.expire();
+    return { changes: this.since(filter, after), revision: this.seq };
+  }
+
+  async scan(filter: string, from: number, max: number): Promise<{ changes: KvChange[]; more: boolean }> {
+    this.ops.scan++;
+    this.expire();
+    const all = this.since(filter, from - 1);
+    return { changes: all.slice(0, max), more: all.length > max };
+  }
+
+  /** Every key's last write or deletion under `filter` after revision `after`, in revision order. */
+  private since(filter: string, after: number): KvChange[] {
     const out: KvChange[] = [];
     for (const e of this.data.values()) {
       if (e.revision > after && matchesFilter(filter, e.key)) out.push({ key: e.key, entry: { ...e, value: e.value.slice() }, revision: e.revision });
@@ -98,7 +110,7 @@ export class MemoryKv implements Kv {
     for (const [key, revision] of this.deleted) {
       if (revision > after && matchesFilter(filter, key)) out.push({ key, entry: null, revision });
     }
-    return { changes: out.sort((a, b) => a.revision - b.revision), revision: this.seq };
+    return out.sort((a, b) => a.revision - b.revision);
   }
 
   private write(key: string, value: Uint8Array, opts?: KvWriteOptions): number {

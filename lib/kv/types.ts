@@ -58,6 +58,13 @@ export interface Kv {
    * many to list (read a snapshot instead). One round trip; nothing when nothing changed.
    */
   changes?(filter: string, after: number): Promise<{ changes: KvChange[]; revision: number } | null>;
+  /**
+   * Up to `max` of the messages under `filter` at revision `from` or later, in revision order
+   * (a deleted key's marker as entry null), and whether more follow. One round trip; a
+   * message replaced since is gone, so a walk meets each key at most once, at its last write.
+   * Optional: used by background walks of a whole bucket (lib/limiter/sweep.ts).
+   */
+  scan?(filter: string, from: number, max: number): Promise<{ changes: KvChange[]; more: boolean }>;
 }
 
 /** Thrown when a create finds the key present, or an update finds another revision. */

@@ -35,22 +35,25 @@ export function calendar(timeZone: string): Calendar {
   return c;
 }
 
-function makeCalendar(timeZone: string): Calendar {
+/** The local date `YYYY-MM-DD` of an instant in `timeZone`. */
+function dateIn(timeZone: string): (t: number) => string {
+  // UTC, the default, needs no time zone data: Intl would map several MB of it into the process.
+  if (timeZone === "UTC") return (t) => new Date(t).toISOString().slice(0, 10);
   const fmt = new Intl.DateTimeFormat("en-US", {
     timeZone,
     year: "numeric",
     month: "2-digit",
     day: "2-digit",
   });
-  const parts = (t: number) => {
+  return (t) => {
     const p: Record<string, number> = {};
     for (const { type, value } of fmt.formatToParts(t)) if (type !== "literal") p[type] = Number(value);
-    return p as { year: number; month: number; day: number };
-  };
-  const date = (t: number) => {
-    const p = parts(t);
     return `${String(p.year).padStart(4, "0")}-${String(p.month).padStart(2, "0")}-${String(p.day).padStart(2, "0")}`;
   };
+}
+
+function makeCalendar(timeZone: string): Calendar {
+  const date = dateIn(timeZone);
   // First instant whose local date is `d` (YYYY-MM-DD). Offsets lie within ±14 h, so the
   // start is within a day and a half of UTC midnight of the same date; ISO dates compare
   // as strings.

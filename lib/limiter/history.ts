@@ -1,9 +1,11 @@
 // Daily usage history in the ROSEY_LLM_USAGE bucket (kept storage.usage_max_age_days), for
 // `rosey-llm usage`: the limiter's own documents hold only the current day.
 //
-//   d.<day>.u.<user>, d.<day>.c.<channel>   a user's or a channel's day, copied by the write
-//       that starts their next day (the compare-and-set that replaces the old day, so exactly
-//       one instance copies it); until then the day is read from u.<user> / c.<channel>.
+//   d.<day>.u.<user>, d.<day>.c.<channel>   a user's or a channel's finished day, written
+//       once (create-once: whoever comes second finds it there): by the write that starts
+//       their next day, or by the sweep (sweep.ts) that walks the documents nobody wrote
+//       since their day ended, before the limits bucket's max age drops them; until then the
+//       day is read from u.<user> / c.<channel>.
 //   d.<day>.i.<instance>   an instance's share of the service's day, copied after its first
 //       settled call of the day and then with each write of its lease (heartbeats: every
 //       10 s while it serves), and when its lease is taken back.
@@ -11,7 +13,7 @@
 // failed one is logged and the day's figures stay where they were.
 import type { Logger } from "../context/types";
 import { key } from "../keys";
-import type { Kv } from "../kv";
+import { isKvConflict, type Kv } from "../kv";
 import type { DayUsage, Spend } from "./types";
 
 /** A day's document in the usage bucket (the layout lib/keys/layout.ts documents). */
@@ -37,19 +39,27 @@ export function historyKey(docKey: string, day: string): string {
 }
 
 export interface History {
-  /** Copies a finished day of the document under `docKey`. */
-  copy(docKey: string, day: DayUsage | (Spend & { w?: string }), dayId?: string): void;
+  /** Copies the day so far of the document under `docKey` (an instance's share: written again as it grows). */
+  copy(docKey: string, day: Spend, dayId: string): void;
+  /** Keeps a finished day of a user's or channel's document, unless it is kept already. */
+  keep(docKey: string, day: DayUsage): Promise<void>;
 }
 
 /** Writes history to `kv`; without one (tests, tools) nothing is kept. */
 export function createHistory(kv: Kv | undefined, log: Logger): History {
+  const failed = (k: string) => (err: unknown) => log.warn("usage history not written", { key: k, error: (err as Error).message });
   return {
-    copy(docKey, day, dayId = (day as DayUsage).w) {
+    copy(docKey, day, dayId) {
       if (!kv) return;
       const k = historyKey(docKey, dayId);
-      kv.put(k, enc.encode(JSON.stringify(historyDoc(day)))).catch((err) =>
-        log.warn("usage history not written", { key: k, error: (err as Error).message }),
-      );
+      kv.put(k, enc.encode(JSON.stringify(historyDoc(day)))).catch(failed(k));
+    },
+    async keep(docKey, day) {
+      if (!kv) return;
+      const k = historyKey(docKey, day.w);
+      await kv.create(k, enc.encode(JSON.stringify(historyDoc(day)))).catch((err) => {
+        if (!isKvConflict(err)) throw err;
+      });
     },
   };
 }

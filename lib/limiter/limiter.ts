@@ -70,6 +70,7 @@ import { GlobalPool, type Origin } from "./lease";
 import { HOUR, MINUTE, countIn } from "./log";
 import { createHistory } from "./history";
 import { createPending } from "./pending";
+import { createSweeper } from "./sweep";
 import {
   addChannelUsage,
   admitChannel,
@@ -137,6 +138,12 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
   const batcher = createBatcher(kv, { onRetry: () => void stats.casRetries++ });
   const pending = createPending(batcher, events, log);
   const history = createHistory(opts.history, log);
+  // Finished days of users and channels nobody writes any more go to history before their documents expire.
+  const raw = opts.kv;
+  const sweeper =
+    opts.history && raw.scan
+      ? createSweeper({ scan: (...a) => raw.scan!(...a), usage: opts.history, history, calendar: cal, clock, log, settings: opts.sweep })
+      : undefined;
   const cross: Cross = (ev) => pending.crossing(ev, ev.scope === "user" ? ev.user : ev.channel, clock.now());
   const instance = opts.instance ?? randomUUID();
   const pool = new GlobalPool({
@@ -176,7 +183,7 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
     });
     if (out.wrote) {
       pending.publish(k, [...out.result.fired, ...stale]);
-      if (ended) history.copy(k, ended);
+      if (ended) void history.keep(k, ended).catch((err) => log.warn("usage history not written", { key: k, error: (err as Error).message }));
     }
     return out;
   }
@@ -468,7 +475,10 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
       return user !== undefined && (r.per_minute === 0 || r.per_hour === 0 || r.per_day === 0);
     },
 
+    sweep: () => (sweeper ? sweeper.step() : Promise.resolve({ read: 0, kept: 0, done: true })),
+
     async close() {
+      sweeper?.stop();
       if (flushTimer) clearTimeout(flushTimer);
       flushTimer = undefined;
       await flushUsage();

@@ -243,7 +243,12 @@ export function undoChannel(cur: ChannelDoc | undefined, now: number): Decided<C
   return { value: { ...cur, ...withoutEntry(cur, now) }, refusals: [], fired: [] };
 }
 
-/** Adds usage to a channel's day. */
+/**
+ * Adds usage to a channel's day. Usage of a day the document has already left (it waited
+ * here while another instance started the channel's next day) is not written: it would
+ * replace the new day, and the old one is closed.
+ */
 export function addChannelUsage(cur: ChannelDoc | undefined, day: string, usage: Spend): Decided<ChannelDoc> {
+  if (cur?.d && cur.d.w > day) return { value: undefined, refusals: [], fired: [] };
   return { value: { ...cur, d: addSpend(channelDay(cur?.d, day), usage) }, refusals: [], fired: [] };
 }

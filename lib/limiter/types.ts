@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { Config } from "../config";
 import type { Clock, Events, Limiter, Logger } from "../context/types";
 import type { Kv } from "../kv";
+import type { SweepSettings, SweepStep } from "./sweep";
 import { ThresholdEvent } from "../schemas";
 
 /** A threshold event stored with the write that crossed the threshold, until its publish is acknowledged (pending.ts). */
@@ -126,6 +127,8 @@ export interface LimiterOptions {
   heartbeatMs?: number;
   /** How long a lease stays valid without renewal (default 30 s). */
   leaseTtlMs?: number;
+  /** Timing of the sweep that keeps finished days in history (sweep.ts); runs when `history` is given and `kv` can scan. */
+  sweep?: Partial<SweepSettings>;
   /** How long a call's channel usage waits for the channel's next admission before it is written on its own (default 1 s; at most 1.5 times that). */
   usageFlushMs?: number;
 }
@@ -154,6 +157,8 @@ export interface RuntimeLimiter extends Limiter {
   readonly stats: LimiterStats;
   /** This instance's channel usage not yet stored (usage reads add it). */
   readonly pendingUsage: PendingUsage;
+  /** One step of the sweep of finished days (sweep.ts) now; done at once without one. */
+  sweep(): Promise<SweepStep>;
   /** Writes pending channel usage and returns this instance's lease; call when the runtime drains. */
   close(): Promise<void>;
 }

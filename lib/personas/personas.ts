@@ -5,7 +5,8 @@
 // redefined or deleted (an operator changes them in the configuration, which may also
 // replace a built-in's prompt under its own name).
 //
-// Keys: def.<name> (a defined persona), sel.<encoded channel> (a channel's selection).
+// Keys: def.<name> (a defined persona), sel.<encoded channel> (a channel's selection),
+// index (the defined names, counted against storage.personas_max_defined: count.ts).
 //
 // Consistency: reads go through a cache of groups of keys (lib/kv/group-cache.ts): the
 // definitions as one group (`def.*`), each channel's selection as a group of its own. Every
@@ -18,7 +19,9 @@ import { PersonaName } from "../schemas";
 import { invalid, notFound } from "../errors";
 import { encodeName, key } from "../keys";
 import { GroupCache, staleAfter, type KvEntry } from "../kv";
+import { settingName } from "../config";
 import { BUILTIN_PERSONAS } from "./builtins";
+import { createDefinedCount } from "./count";
 import type { PersonasOptions, PersonasService, StoredPersona, StoredSelection } from "./types";
 
 const enc = new TextEncoder();
@@ -99,6 +102,13 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
   });
 
   const definitions = () => cache.use(DEFS) as Promise<Map<string, StoredPersona>>;
+  const count = createDefinedCount({
+    kv,
+    max: config.storage.personas_max_defined,
+    setting: settingName("storage.personas_max_defined"),
+    clock: opts.clock ?? { now: () => Date.now() },
+    log,
+  });
   /** True for no selection (the default) or a built-in/operator persona. */
   const isFixed = (name: string | undefined) => name === undefined || fixed.has(name);
 
@@ -177,7 +187,16 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
       const stored: StoredPersona = { name: p.name, description: p.description ?? "", system_prompt: p.system_prompt };
       if (p.temperature !== undefined) stored.temperature = p.temperature;
       if (p.owner !== undefined) stored.owner = p.owner;
-      await write(DEFS, defKey(p.name), stored);
+      // A new name takes one of the places storage.personas_max_defined allows; an update none.
+      const defs = await definitions();
+      const isNew = !defs.has(p.name);
+      if (isNew) await count.admit(p.name, defs);
+      try {
+        await write(DEFS, defKey(p.name), stored);
+      } catch (err) {
+        if (isNew) await count.release(p.name);
+        throw err;
+      }
       return fromStored(stored);
     },
 
@@ -187,6 +206,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
       const k = defKey(name);
       await kv.delete(k);
       cache.deleted(DEFS, k);
+      await count.release(name);
       return p;
     },
   };
