@@ -21,17 +21,16 @@ export const RELATED_WEIGHT = 0.5;
 /** At most this many related terms present in the index are matched for one query term. */
 export const MAX_RELATED = 32;
 
-/** One indexed memory. */
+/** One indexed memory. Its terms are not kept here: the postings hold them with their counts. */
 export interface Doc {
   memory: Memory;
   revision: number;
-  tf: Map<string, number>;
+  /** Terms in the content, and distinct ones. */
   len: number;
+  distinct: number;
   /** last_accessed in ms, parsed once. */
   accessed: number;
   created: number;
-  /** Word set for near-duplicate checks, computed on first use. */
-  words?: Set<string>;
 }
 
 /** A memory and its relevance to the query that found it. */
@@ -64,10 +63,12 @@ export function insertTop(top: Ranked[], r: Ranked, limit: number): void {
 export class MemoryIndex {
   private readonly docs = new Map<string, Doc>();
   /**
-   * Ids of the memories holding each term. Arrays rather than Sets: most postings of a
-   * channel hold one or two ids, and an array of one takes a fraction of a Set's memory.
+   * The memories holding each term, as one flat array of pairs: id, then how often the term
+   * occurs in it. Most postings of a channel hold one or two memories, and a small array takes
+   * a fraction of a Set's or Map's memory; keeping the counts here spares each memory a map of
+   * its own terms (a memory is re-tokenized on the rare occasions it leaves the index).
    */
-  private readonly postings = new Map<string, string[]>();
+  private readonly postings = new Map<string, Array<string | number>>();
   private totalLen = 0;
 
   /** `related` gives the terms a query term may also match; exactTerms turns that off. */
@@ -98,16 +99,15 @@ export class MemoryIndex {
       return;
     }
     if (old) this.remove(memory.id);
-    const tf = new Map<string, number>();
-    const ts = terms(memory.content);
-    for (const t of ts) tf.set(t, (tf.get(t) ?? 0) + 1);
-    for (const t of tf.keys()) {
+    const tf = termCounts(memory.content);
+    for (const [t, n] of tf) {
       const p = this.postings.get(t);
-      if (p) p.push(memory.id);
-      else this.postings.set(t, [memory.id]);
+      if (p) p.push(memory.id, n);
+      else this.postings.set(t, [memory.id, n]);
     }
-    this.docs.set(memory.id, { memory, revision, tf, len: ts.length, accessed, created });
-    this.totalLen += ts.length;
+    const len = sum(tf.values());
+    this.docs.set(memory.id, { memory, revision, len, distinct: tf.size, accessed, created });
+    this.totalLen += len;
   }
 
   /** Marks a memory used now, ahead of the write that stores it. */
@@ -121,11 +121,11 @@ export class MemoryIndex {
   remove(id: string): Doc | undefined {
     const doc = this.docs.get(id);
     if (!doc) return undefined;
-    for (const t of doc.tf.keys()) {
+    for (const t of termCounts(doc.memory.content).keys()) {
       const p = this.postings.get(t);
       if (!p) continue;
-      if (p.length === 1) this.postings.delete(t);
-      else p.splice(p.indexOf(id), 1);
+      if (p.length === 2) this.postings.delete(t);
+      else p.splice(p.indexOf(id), 2);
     }
     this.docs.delete(id);
     this.totalLen -= doc.len;
@@ -164,11 +164,13 @@ export class MemoryIndex {
     const post = this.postings.get(term);
     if (!post) return;
     const n = this.docs.size;
+    const holders = post.length / 2;
     const avgdl = this.totalLen / n || 1;
-    const idf = Math.log(1 + (n - post.length + 0.5) / (post.length + 0.5));
-    for (const id of post) {
+    const idf = Math.log(1 + (n - holders + 0.5) / (holders + 0.5));
+    for (let i = 0; i < post.length; i += 2) {
+      const id = post[i] as string;
+      const f = post[i + 1] as number;
       const d = this.docs.get(id)!;
-      const f = d.tf.get(term)!;
       const s = (weight * idf * f * (K1 + 1)) / (f + K1 * (1 - B + (B * d.len) / avgdl));
       if (s > (best.get(id) ?? 0)) best.set(id, s);
     }
@@ -187,19 +189,30 @@ export class MemoryIndex {
    */
   nearDuplicate(content: string, userId: string | null): Doc | undefined {
     const mine = dedupeKey(content);
-    const rare = [...new Set(terms(content))]
+    const rare = [...termCounts(content).keys()]
       .map((t) => this.postings.get(t))
-      .filter((p): p is string[] => !!p)
+      .filter((p): p is Array<string | number> => !!p)
       .sort((a, b) => a.length - b.length)
       .slice(0, 2);
     for (const post of rare) {
-      for (const id of post) {
-        const d = this.docs.get(id)!;
-        if (d.memory.user_id !== userId) continue;
-        d.words ??= dedupeKey(d.memory.content);
-        if (jaccard(mine, d.words) >= NEAR_DUPLICATE) return d;
+      for (let i = 0; i < post.length; i += 2) {
+        const d = this.docs.get(post[i] as string)!;
+        if (d.memory.user_id === userId && jaccard(mine, dedupeKey(d.memory.content)) >= NEAR_DUPLICATE) return d;
       }
     }
     return undefined;
   }
 }
+
+/** How often each term occurs in a text. */
+function termCounts(text: string): Map<string, number> {
+  const tf = new Map<string, number>();
+  for (const t of terms(text)) tf.set(t, (tf.get(t) ?? 0) + 1);
+  return tf;
+}
+
+const sum = (xs: Iterable<number>) => {
+  let n = 0;
+  for (const x of xs) n += x;
+  return n;
+};
