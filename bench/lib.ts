@@ -10,8 +10,8 @@ export function percentile(samples: number[], p: number): number {
   return s[i];
 }
 
-/** Formats milliseconds with 3 significant digits. */
-export const ms = (x: number) => `${x.toPrecision(3)} ms`;
+/** Formats milliseconds with 3 significant digits (whole milliseconds from 1,000 up). */
+export const ms = (x: number) => `${x >= 1000 ? Math.round(x).toLocaleString("en-US") : x.toPrecision(3)} ms`;
 
 /** The median of samples. */
 export const median = (xs: number[]) => percentile(xs, 50);

@@ -24,7 +24,7 @@ import type { Memory } from "../lib/schemas";
 import { NODE_FLAGS } from "../runtime/heap";
 import { provisionBuckets, provisionStream } from "../runtime/provision";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
-import { abortRun, children, guardRun, rssMiB } from "./harness";
+import { abortRun, children, cpuMs, guardRun, rssMiB } from "./harness";
 import { ms, percentile, writeSection } from "./lib";
 
 const COMMAND = "npm run bench  (this section alone: node build.mjs --quiet && node --import tsx bench/scale.bench.ts)";
@@ -37,6 +37,8 @@ const HOT_SAMPLES = 300;
 const IN_FLIGHT = 16;
 /** Starts per column; start figures are their median. */
 const STARTS = 3;
+/** The third column's channel cache (ROSEY_MEMORY_CACHE_MB): room for every channel the load uses. */
+const BIG_CACHE_MB = 64;
 const BUCKET = "ROSEY_LLM_MEMORY";
 const root = process.cwd();
 const enc = new TextEncoder();
@@ -62,12 +64,12 @@ async function pool(n: number, width: number, fn: (i: number) => Promise<unknown
 }
 
 /** Where an instance's memory goes, measured apart from this run (see the text); kept beside the code. */
-const MEMORY_NOTES = `Where the memory goes, measured on an instance after the same chats (separate runs: a heap snapshot, \`process.memoryUsage()\`, \`v8.getHeapSpaceStatistics()\` and /proc/<pid>/status; load average 2–5). Full buckets, RSS 175–190 MiB =
+const MEMORY_NOTES = `Where the memory goes, measured on an instance after the same chats with all 1,000 channels held (separate runs: a heap snapshot, \`process.memoryUsage()\`, \`v8.getHeapSpaceStatistics()\` and /proc/<pid>/status; load average 2–5). RSS 175–190 MiB =
 - **44 MiB mapped from the node binary** (RssFile; a bare \`node\` maps 34). The default UTC calendar no longer asks Intl for time zone data, which mapped 6 MiB more of ICU.
-- **the V8 heap, about 110 MiB**: 64 MiB alive after a full collection, of which the 1,000 cached channels take about 37 MiB (37 KiB per channel of 10 memories and 20-odd exchanges, four to five times their text: strings, the recall index's postings, parsed documents) and code, schemas and modules the rest; the old generation may grow to live × 1.45 before a full collection (runtime/heap.ts); the young generation is 2 × 8 MiB (\`npm start\` passes --max-semi-space-size=8; V8's default is 2 × 16).
+- **the V8 heap, about 110 MiB**: 64 MiB alive after a full collection, of which the 1,000 cached channels took about 37 MiB (32 KiB each since the recall index keeps term counts in its postings: in-process measurement of 1,000 such channels, 19 KiB for the 10 memories, 10 for the 20 exchanges, the rest the channel's maps) and code, schemas and modules the rest; the old generation may grow to live × 1.45 before a full collection (runtime/heap.ts); the young generation is 2 × 8 MiB (\`npm start\` passes --max-semi-space-size=8; V8's default is 2 × 16).
 - **20–25 MiB of other anonymous memory**: malloc arenas, thread stacks, buffers (MALLOC_ARENA_MAX=2 saved 5 MiB: not pursued).
 
-The growing factor trades RSS for CPU (service CPU for the 10,000 chats / RSS after, one run each): V8's default 10.8 s / 187 MiB empty, 13.8 s / 325 MiB full; × 1.45 (the default now) 11.0 s / 123 MiB and 15.0 s / 188 MiB; × 1.3 12.5 s / 116 MiB and 17.6–21.2 s / 180 MiB; × 1.1 full 175 MiB at 25 % more CPU again. A semi-space of 8 MiB costs no CPU measurably and saves 8–10 MiB. The 14 handler bundles each carry their own copy of lib/ (packages, zod among them, are shared): 2 MiB of heap in all, not worth a shared chunk. So over full buckets RSS is bounded by the channel cache, not by what is stored: ROSEY_MEMORY_CACHE_CHANNELS=500 gave 162 MiB at 16 % more service CPU per chat (half of the chats then load their channel). **≤ 150 MiB with 1,000 cached channels of this size is not met**: it needs a leaner cached channel (lib/memory), not a smaller heap. Before these settings: 195 MiB empty, 339 MiB full.`;
+The growing factor trades RSS for CPU (service CPU for the 10,000 chats / RSS after, one run each, all channels held): V8's default 10.8 s / 187 MiB empty, 13.8 s / 325 MiB full; × 1.45 (the default now) 11.0 s / 123 MiB and 15.0 s / 188 MiB; × 1.3 12.5 s / 116 MiB and 17.6–21.2 s / 180 MiB; × 1.1 full 175 MiB at 25 % more CPU again. A semi-space of 8 MiB costs no CPU measurably and saves 8–10 MiB. The 14 handler bundles each carry their own copy of lib/ (packages, zod among them, are shared): 2 MiB of heap in all, not worth a shared chunk. So over full buckets RSS is set by the channel cache, not by what is stored, and its default size (ROSEY_MEMORY_CACHE_MB=12) is chosen to keep an instance under 150 MiB: in runs of this benchmark with the slimmer index, 12 MB gave 148 MiB, 16 MB 155 MiB, 64 MB 180 MiB. Before these settings: 195 MiB empty, 339 MiB full.`;
 
 /** Writes CHANNELS channels of memories and exchanges into the bucket, interleaved; returns seconds. */
 async function load(nc: NatsConnection): Promise<number> {
@@ -114,6 +116,8 @@ interface Figures {
   coldRecall: number[];
   hotChat: number[];
   chatsPerSecond: number;
+  /** CPU time of the instance (user + system) per chat of the load. */
+  cpuPerChat: number;
 }
 
 /** A fresh instance: its process, and when it answered PING and its first request (ms from spawn). */
@@ -165,14 +169,16 @@ async function measure(nc: NatsConnection, env: NodeJS.ProcessEnv, cold: () => n
 
   const chatChannels = Array.from({ length: CHAT_CHANNELS }, () => Math.floor(rand() * CHANNELS));
   const tc = performance.now();
+  const cpu0 = cpuMs(child.pid!);
   await pool(CHATS, IN_FLIGHT, (i) => chat(nc, chatChannels[Math.floor(rand() * chatChannels.length)], i));
   const chatsPerSecond = CHATS / ((performance.now() - tc) / 1000);
-  console.log(`  ${CHATS} chats at ${chatsPerSecond.toFixed(0)}/s`);
+  const cpuPerChat = (cpuMs(child.pid!) - cpu0) / CHATS;
+  console.log(`  ${CHATS} chats at ${chatsPerSecond.toFixed(0)}/s, ${cpuPerChat.toFixed(2)} ms of CPU each`);
   const hotChat: number[] = [];
   for (let i = 0; i < HOT_SAMPLES; i++) hotChat.push(await chat(nc, chatChannels[i % 20], i));
   const rssAfter = rssMiB(child.pid!);
   await stop(child);
-  return { pingMs, firstMs, rssStart, rssAfter, coldChat, coldRecall, hotChat, chatsPerSecond };
+  return { pingMs, firstMs, rssStart, rssAfter, coldChat, coldRecall, hotChat, chatsPerSecond, cpuPerChat };
 }
 
 /** Latency of reading one channel's keys cold, two ways, over `channels` distinct channels. */
@@ -238,11 +244,16 @@ async function main() {
     const info = await jsm.streams.info(`KV_${BUCKET}`);
     console.log(`loaded ${info.state.messages} messages in ${loadSeconds.toFixed(0)} s\nfull buckets:`);
     const full = await measure(nc, env, cold);
+    // The same over full buckets with a cache that holds every channel of the load.
+    console.log(`full buckets, ${BIG_CACHE_MB} MB cache:`);
+    const fullBig = await measure(nc, { ...env, ROSEY_MEMORY_CACHE_MB: String(BIG_CACHE_MB) }, cold);
     const coldChannels = Array.from({ length: 200 }, () => cold());
     const { direct, consumer } = await loaders(nc, coldChannels);
 
-    const row = (name: string, e: string, f: string, target = "") => `| ${name} | ${e} | ${f} | ${target} |`;
+    const cols = [empty, full, fullBig];
+    const row = (name: string, f: (x: Figures) => string, target = "") => `| ${name} | ${cols.map(f).join(" | ")} | ${target} |`;
     const p = (xs: number[], q: number) => ms(percentile(xs, q));
+    const p50p99 = (xs: number[]) => `${p(xs, 50)} / ${p(xs, 99)}`;
     const mib = (x: number) => `${x.toFixed(0)} MiB`;
     const seconds = ((performance.now() - started) / 1000).toFixed(0);
     const md = [
@@ -252,25 +263,26 @@ async function main() {
       "",
       `One nats-server v${nc.info?.version} (file store, loopback) on a ${cpus().length}-core machine (${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}) shared with other work while it ran (load average ${loadStart} at the start, ${loadavg()[0].toFixed(1)} at the end). ` +
         `Full: ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} memories and ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} exchanges in ${CHANNELS.toLocaleString("en")} channels, written straight into ${BUCKET} in the stored format, interleaved (${info.state.messages.toLocaleString("en")} messages, ${(info.state.bytes / 2 ** 20).toFixed(0)} MiB in the stream, loaded in ${loadSeconds.toFixed(0)} s with 1,024 writes in flight). ` +
-        `Each column: fresh instances (\`node ${NODE_FLAGS.join(" ")} dist/runtime/cli.js start\` as \`npm start\` runs it, offline provider, default cache: 1,000 channels / 64 MB) each started as a separate process while a client sends $SRV.PING every 20 ms; the first request is a memory_recall sent the moment PING is answered; the last of ${STARTS} instances then serves the rest. ` +
+        `Each column: fresh instances (\`node ${NODE_FLAGS.join(" ")} dist/runtime/cli.js start\` as \`npm start\` runs it, offline provider, default channel cache: 1,000 channels / ${defaultConfig().memory.cache_mb} MB, except in the third column) each started as a separate process while a client sends $SRV.PING every 20 ms; the first request is a memory_recall sent the moment PING is answered; the last of ${STARTS} instances then serves the rest. ` +
         `Cold: the first request of that instance for that channel, one at a time, ${COLD_SAMPLES} channels each. Then ${CHATS.toLocaleString("en")} chats over ${CHAT_CHANNELS.toLocaleString("en")} random channels (${IN_FLIGHT} in flight), then ${HOT_SAMPLES} chats one at a time on 20 of those channels (hot).`,
       "",
-      "| | empty buckets | full buckets | target |",
-      "|---|---|---|---|",
-      row(`PING answered, from process spawn (median of ${STARTS} starts)`, ms(empty.pingMs), ms(full.pingMs), "full within 0.5 s of empty"),
-      row(`first request answered, from process spawn (median of ${STARTS} starts)`, ms(empty.firstMs), ms(full.firstMs), ""),
-      row("RSS after start (first request answered)", mib(empty.rssStart), mib(full.rssStart), "≤ 150 MiB"),
-      row(`RSS after ${CHATS.toLocaleString("en")} chats over ${CHAT_CHANNELS.toLocaleString("en")} channels`, mib(empty.rssAfter), mib(full.rssAfter), "≤ 150 MiB"),
-      row("first chat on a cold channel, p50 / p99", `${p(empty.coldChat, 50)} / ${p(empty.coldChat, 99)}`, `${p(full.coldChat, 50)} / ${p(full.coldChat, 99)}`, ""),
-      row("first recall on a cold channel, p50 / p99", `${p(empty.coldRecall, 50)} / ${p(empty.coldRecall, 99)}`, `${p(full.coldRecall, 50)} / ${p(full.coldRecall, 99)}`, "p99 ≤ 20 ms"),
-      row("hot chat, p50 / p99", `${p(empty.hotChat, 50)} / ${p(empty.hotChat, 99)}`, `${p(full.hotChat, 50)} / ${p(full.hotChat, 99)}`, "unchanged"),
-      row(`chats/s, ${IN_FLIGHT} in flight`, empty.chatsPerSecond.toFixed(0), full.chatsPerSecond.toFixed(0), ""),
+      `| | empty buckets | full buckets | full buckets, ${BIG_CACHE_MB} MB cache | target |`,
+      "|---|---|---|---|---|",
+      row(`PING answered, from process spawn (median of ${STARTS} starts)`, (x) => ms(x.pingMs), "full within 0.5 s of empty"),
+      row(`first request answered, from process spawn (median of ${STARTS} starts)`, (x) => ms(x.firstMs)),
+      row("RSS after start (first request answered)", (x) => mib(x.rssStart), "≤ 150 MiB"),
+      row(`RSS after ${CHATS.toLocaleString("en")} chats over ${CHAT_CHANNELS.toLocaleString("en")} channels`, (x) => mib(x.rssAfter), "≤ 150 MiB"),
+      row("first chat on a cold channel, p50 / p99", (x) => p50p99(x.coldChat)),
+      row("first recall on a cold channel, p50 / p99", (x) => p50p99(x.coldRecall), "p99 ≤ 20 ms"),
+      row("hot chat, p50 / p99", (x) => p50p99(x.hotChat), "unchanged"),
+      row(`chats/s, ${IN_FLIGHT} in flight`, (x) => x.chatsPerSecond.toFixed(0)),
+      row("service CPU per chat of that load", (x) => ms(x.cpuPerChat)),
       "",
       `Reading one channel's keys cold (10 memories and 10 exchanges among ${info.state.messages.toLocaleString("en")} messages), straight against the stream, 100 channels each way: ` +
         `batched direct get (\`multi_last\`, what the service does) p50 ${p(direct, 50)}, p99 ${p(direct, 99)}; ` +
         `ordered consumer filtered to the channel (a KV watch) p50 ${p(consumer, 50)}, p99 ${p(consumer, 99)}.`,
       "",
-      "Nothing is read at start: an instance loads a channel on its first request for it (one batched direct get of that channel's keys; on a replicated bucket the stream leader's last revision for the channel is asked concurrently), and before each later request asks the bucket what changed in the channel since (one round trip, nothing when no other instance wrote). So start time and RSS follow the channels in use, not what is stored; a cold request costs one round trip more than the same request on an empty channel, whose load finds nothing. RSS after the chats: the empty column is what an instance takes under this load with nothing to hold; the full column adds the 1,000 channels it then holds (10 memories and 20-odd exchanges each), bounded by ROSEY_MEMORY_CACHE_CHANNELS and ROSEY_MEMORY_CACHE_MB whatever the bucket holds.",
+      "Nothing is read at start: an instance loads a channel on its first request for it (one batched direct get of that channel's keys; on a replicated bucket the stream leader's last revision for the channel is asked concurrently), and before each later request asks the bucket what changed in the channel since (one round trip, nothing when no other instance wrote). So start time and RSS follow the channels in use, not what is stored; a cold request costs one round trip more than the same request on an empty channel, whose load finds nothing. RSS after the chats: the empty column is what an instance takes under this load with nothing to hold; the full columns add the channels it then holds (10 memories and 20-odd exchanges each, about 32 KiB of heap), bounded by ROSEY_MEMORY_CACHE_CHANNELS and ROSEY_MEMORY_CACHE_MB whatever the bucket holds: with the default, the channels that fit in its megabytes (some 380 of these); in the third column, all 1,000. A channel not held costs its load instead of the check a held one gets: one round trip either way, plus parsing its keys and indexing its memories (CPU row).",
       "",
       MEMORY_NOTES,
     ].join("\n");

@@ -199,7 +199,7 @@ export const Config = z.strictObject({
       /** Channels whose memory this instance keeps in RAM between uses (least recently used go first). */
       cache_channels: posInt.default(1_000),
       /** Megabytes those channels may take, estimated from what they hold. */
-      cache_mb: posInt.default(64),
+      cache_mb: posInt.default(12),
     })
     .default({
       history_messages: 20,
@@ -210,7 +210,7 @@ export const Config = z.strictObject({
       max_memories_per_channel: 100,
       decay_days: 90,
       cache_channels: 1_000,
-      cache_mb: 64,
+      cache_mb: 12,
     }),
   embeddings: EmbeddingsConfig.prefault({}),
   personas: z.record(PersonaName, Persona.omit({ name: true, builtin: true })).default({}),
