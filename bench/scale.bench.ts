@@ -1,7 +1,8 @@
 // Scale benchmark: does an instance stay small and quick to start whatever is stored? One
 // nats-server; the same figures first over empty buckets, then after loading (straight into
 // the memory bucket, in the stored format, many writes in flight) SCALE_CHANNELS channels of
-// 10 memories and 10 exchanges each (100,000 + 100,000 by default). For each, a fresh
+// 10 memories, 10 exchanges and a summary of 10 more (deleted, as summarized exchanges are)
+// each (100,000 + 100,000 + 100,000 summarized by default). For each, a fresh
 // instance as a separate process (`node dist/runtime/cli.js start` with the flags `npm start`
 // passes, offline provider):
 // time until it answers $SRV.PING and its first request, RSS after start and after
@@ -17,7 +18,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { connect, createInbox, type NatsConnection } from "nats";
+import { connect, createInbox, Empty, headers, type NatsConnection } from "nats";
 import { defaultConfig } from "../lib/config";
 import { encodeName } from "../lib/keys";
 import type { Memory } from "../lib/schemas";
@@ -77,22 +78,38 @@ async function load(nc: NatsConnection): Promise<number> {
   const t = performance.now();
   const at = new Date().toISOString();
   const writes: Array<[string, Uint8Array]> = [];
+  // Summarized exchanges: stored, then deleted as the service deletes them once summarized
+  // (a delete marker that expires), their summary kept.
+  const markers: string[] = [];
+  const exchangeId = (daysAgo: number, i: number) => `${(Date.now() - daysAgo * 86_400_000 + i).toString(36).padStart(9, "0")}-${String(i).padStart(5, "0")}-load`;
+  const exchange = (i: number) => enc.encode(JSON.stringify({ user: `user${i}`, message: sentence(8 + Math.floor(rand() * 8)), reply: sentence(15 + Math.floor(rand() * 15)), at: Date.now() }));
   for (let c = 0; c < CHANNELS; c++) {
     const ch = encodeName(channelName(c));
     for (let i = 0; i < PER_CHANNEL; i++) {
       const id = `b${c}x${i}`.padEnd(22, "0");
       const memory: Memory = { id, channel: channelName(c), user_id: i % 3 ? null : `user${i}`, category: "fact", content: sentence(6 + Math.floor(rand() * 10)), importance: 1 + (i % 5), created_at: at, last_accessed: at };
       writes.push([`m.${ch}.${id}`, enc.encode(JSON.stringify(memory))]);
-      const exchange = { user: `user${i}`, message: sentence(8 + Math.floor(rand() * 8)), reply: sentence(15 + Math.floor(rand() * 15)), at: Date.now() };
-      writes.push([`t.${ch}.${(Date.now() - 86_400_000 + i).toString(36).padStart(9, "0")}-${String(i).padStart(5, "0")}-load`, enc.encode(JSON.stringify(exchange))]);
+      writes.push([`t.${ch}.${exchangeId(1, i)}`, exchange(i)]);
+      writes.push([`t.${ch}.${exchangeId(2, i)}`, exchange(i)]);
+      markers.push(`t.${ch}.${exchangeId(2, i)}`);
     }
+    const summary = { summary: sentence(40), message_count: 2 * PER_CHANNEL, first: exchangeId(2, 0), last: exchangeId(2, PER_CHANNEL - 1), at: Date.now() };
+    writes.push([`s.${ch}.${summary.first}`, enc.encode(JSON.stringify(summary))]);
   }
   // Channels written over time: one channel's keys are spread over the whole stream.
-  for (let i = writes.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [writes[i], writes[j]] = [writes[j], writes[i]];
-  }
+  const shuffle = <T>(xs: T[]) => {
+    for (let i = xs.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [xs[i], xs[j]] = [xs[j], xs[i]];
+    }
+  };
+  shuffle(writes);
+  shuffle(markers);
   await pool(writes.length, 1_024, (i) => js.publish(`$KV.${BUCKET}.${writes[i][0]}`, writes[i][1]));
+  const marker = headers();
+  marker.set("KV-Operation", "DEL");
+  marker.set("Nats-TTL", `${defaultConfig().storage.marker_ttl_seconds}s`);
+  await pool(markers.length, 1_024, (i) => js.publish(`$KV.${BUCKET}.${markers[i]}`, Empty, { headers: marker }));
   return (performance.now() - t) / 1000;
 }
 
@@ -262,7 +279,7 @@ async function main() {
       `Command: \`${COMMAND}\` (run took ${seconds} s).`,
       "",
       `One nats-server v${nc.info?.version} (file store, loopback) on a ${cpus().length}-core machine (${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}) shared with other work while it ran (load average ${loadStart} at the start, ${loadavg()[0].toFixed(1)} at the end). ` +
-        `Full: ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} memories and ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} exchanges in ${CHANNELS.toLocaleString("en")} channels, written straight into ${BUCKET} in the stored format, interleaved (${info.state.messages.toLocaleString("en")} messages, ${(info.state.bytes / 2 ** 20).toFixed(0)} MiB in the stream, loaded in ${loadSeconds.toFixed(0)} s with 1,024 writes in flight). ` +
+        `Full: ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} memories, ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} exchanges and ${(CHANNELS * PER_CHANNEL).toLocaleString("en")} summarized exchanges (stored, then deleted with an expiring marker as the service does, a summary of them kept) in ${CHANNELS.toLocaleString("en")} channels, written straight into ${BUCKET} in the stored format, interleaved (${info.state.messages.toLocaleString("en")} messages, ${(info.state.bytes / 2 ** 20).toFixed(0)} MiB in the stream, loaded in ${loadSeconds.toFixed(0)} s with 1,024 writes in flight). ` +
         `Each column: fresh instances (\`node ${NODE_FLAGS.join(" ")} dist/runtime/cli.js start\` as \`npm start\` runs it, offline provider, default channel cache: 1,000 channels / ${defaultConfig().memory.cache_mb} MB, except in the third column) each started as a separate process while a client sends $SRV.PING every 20 ms; the first request is a memory_recall sent the moment PING is answered; the last of ${STARTS} instances then serves the rest. ` +
         `Cold: the first request of that instance for that channel, one at a time, ${COLD_SAMPLES} channels each. Then ${CHATS.toLocaleString("en")} chats over ${CHAT_CHANNELS.toLocaleString("en")} random channels (${IN_FLIGHT} in flight), then ${HOT_SAMPLES} chats one at a time on 20 of those channels (hot).`,
       "",
@@ -278,7 +295,7 @@ async function main() {
       row(`chats/s, ${IN_FLIGHT} in flight`, (x) => x.chatsPerSecond.toFixed(0)),
       row("service CPU per chat of that load", (x) => ms(x.cpuPerChat)),
       "",
-      `Reading one channel's keys cold (10 memories and 10 exchanges among ${info.state.messages.toLocaleString("en")} messages), straight against the stream, 100 channels each way: ` +
+      `Reading one channel's keys cold (10 memories, 10 exchanges, a summary and 10 delete markers among ${info.state.messages.toLocaleString("en")} messages), straight against the stream, 100 channels each way: ` +
         `batched direct get (\`multi_last\`, what the service does) p50 ${p(direct, 50)}, p99 ${p(direct, 99)}; ` +
         `ordered consumer filtered to the channel (a KV watch) p50 ${p(consumer, 50)}, p99 ${p(consumer, 99)}.`,
       "",
