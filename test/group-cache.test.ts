@@ -9,7 +9,7 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /** A cache whose groups are `g.<name>.*`, each state a map of key → value text. */
-function cacheOver(kv: Kv, opts: { maxGroups?: number; staleAfterMs?: number; now?: () => number } = {}) {
+function cacheOver(kv: Kv, opts: { maxGroups?: number; maxBytes?: number; staleAfterMs?: number; now?: () => number } = {}) {
   return new GroupCache<Map<string, string>>({
     kv,
     name: "test",
@@ -18,7 +18,7 @@ function cacheOver(kv: Kv, opts: { maxGroups?: number; staleAfterMs?: number; no
     apply: (st, k, e: KvEntry | null) => (e ? st.set(k, dec.decode(e.value)) : st.delete(k)),
     bytes: (st) => st.size * 100,
     maxGroups: opts.maxGroups ?? 10,
-    maxBytes: 1_000_000,
+    maxBytes: opts.maxBytes ?? 1_000_000,
     staleAfterMs: opts.staleAfterMs,
     clock: { now: opts.now ?? (() => Date.now()) },
     log: silentLogger,
@@ -115,5 +115,23 @@ describe("group cache", () => {
     expect(cache.stats()).toEqual({ groups: 3, bytes: cache.stats().bytes });
     expect(cache.peek("n5")?.get("g.n5.k")).toBe("v");
     expect(cache.peek("n0")).toBeUndefined();
+  });
+
+  it("keeps the group in use when it alone is larger than maxBytes, and only it", async () => {
+    const kv = new MemoryKv();
+    const cache = cacheOver(kv, { maxBytes: 1_000 }); // 100 bytes a key
+    await put(kv, "g.small.k", "v");
+    await cache.use("small");
+    for (let i = 0; i < 20; i++) await put(kv, `g.big.${i}`, "v");
+    await cache.use("big");
+    expect(cache.peek("small")).toBeUndefined();
+    // Used again: brought up to date, not loaded again.
+    await cache.use("big");
+    expect(kv.ops.snapshot).toBe(2);
+    expect(cache.stats().groups).toBe(1);
+    // Another group's use lets it go.
+    await cache.use("small");
+    expect(cache.peek("big")).toBeUndefined();
+    expect(cache.stats().groups).toBe(1);
   });
 });

@@ -11,8 +11,8 @@
 // Uses of one group never read concurrently: a use that arrives while a read is in flight
 // waits for it, then joins the one next read, which starts after it arrived. Writes this
 // instance makes are applied at once (wrote, deleted), the newer revision of a key winning.
-// Bounded by count and bytes, least recently used out first; a group that holds nothing is
-// not kept. A group not read for staleAfterMs is loaded afresh rather than brought up to
+// Bounded by count and bytes, least recently used out first (the group just used stays, so
+// the bound is the larger of the limit and one group); a group that holds nothing is not kept. A group not read for staleAfterMs is loaded afresh rather than brought up to
 // date: a deletion is only seen through its marker, and markers expire (keep it well below
 // their lifetime).
 // A value the group cannot read is logged (key named, value not) and skipped. A failed read
@@ -236,7 +236,9 @@ export class GroupCache<S> {
     }
     if (!this.o.keepEmpty && g.loaded && !g.running && g.live.size === 0) return this.drop(g);
     for (const old of this.groups.values()) {
-      if (this.groups.size <= this.o.maxGroups && this.total <= this.o.maxBytes) break;
+      // The group in use stays, even alone above the limit: a channel larger than the whole
+      // cache would otherwise be loaded again on every use.
+      if (old === g || (this.groups.size <= this.o.maxGroups && this.total <= this.o.maxBytes)) break;
       this.drop(old);
     }
   }
