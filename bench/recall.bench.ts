@@ -17,7 +17,7 @@ import { silentLogger } from "../lib/log";
 import { createMemory, exactTerms, MemoryIndex, STOP_WORDS, terms, words, wordnetTerms, type RelatedTerms } from "../lib/memory";
 import { applyToChannel, emptyChannel, type ChannelState } from "../lib/memory/channel";
 import { fusedSearch, similar } from "../lib/memory/fusion";
-import { encodeEmbedding, type MemoryVector } from "../lib/memory/vectors";
+import { encodeEmbedding, type MemoryVector } from "../lib/memory/embedding";
 import { createEmbedder, unitVector, type Embedder } from "../lib/providers";
 import type { Memory } from "../lib/schemas";
 import { fixtureMemories, indexRanker, loadParaphraseFixture, scoreRecall, type Ranker, type RecallScore } from "../test/helpers/paraphrase";

@@ -7,7 +7,7 @@ import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ConfigInput } from "../lib/config";
 import { encodeName } from "../lib/keys";
-import { decodeEmbedding } from "../lib/memory/vectors";
+import { decodeEmbedding } from "../lib/memory/embedding";
 import { endpointSubject, type EndpointName } from "../lib/subjects";
 import { natsKv } from "../runtime/kv";
 import { BUCKETS } from "../runtime/provision";

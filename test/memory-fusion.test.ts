@@ -6,7 +6,7 @@ import type { KvEntry } from "../lib/kv";
 import { terms, type Doc, type Ranked } from "../lib/memory";
 import { applyToChannel, emptyChannel, type ChannelState } from "../lib/memory/channel";
 import { fuse, fusedSearch, RRF_K, similar } from "../lib/memory/fusion";
-import { decodeEmbedding, encodeEmbedding, type MemoryVector } from "../lib/memory/vectors";
+import { decodeEmbedding, encodeEmbedding, type MemoryVector } from "../lib/memory/embedding";
 import { unitVector } from "../lib/providers";
 import type { Memory } from "../lib/schemas";
 import { conceptVector } from "./helpers/embeddings-server";

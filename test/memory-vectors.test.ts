@@ -7,7 +7,8 @@ import type { Events, Providers } from "../lib/context";
 import { MemoryKv } from "../lib/kv";
 import { silentLogger } from "../lib/log";
 import { createMemory, type MemoryService } from "../lib/memory";
-import { BACKFILL_BATCH, BACKFILL_EVERY_MS, decodeEmbedding } from "../lib/memory/vectors";
+import { decodeEmbedding } from "../lib/memory/embedding";
+import { BACKFILL_BATCH, BACKFILL_EVERY_MS } from "../lib/memory/vectors";
 import { createEmbedder } from "../lib/providers";
 import { useEmbeddingsServer } from "./helpers/embeddings-server";
 

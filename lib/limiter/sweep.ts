@@ -23,21 +23,10 @@ import type { Clock, Logger } from "../context/types";
 import { isKvConflict, type Kv, type KvChange } from "../kv";
 import type { Calendar } from "./calendar";
 import type { History } from "./history";
-import { ChannelDoc, UserDoc, type DayUsage } from "./types";
+import { ChannelDoc, UserDoc, type DayUsage, type SweepSettings, type SweepStep } from "./types";
 
 /** Key of the walk's position in the usage bucket. */
 export const SWEEP_KEY = "sweep";
-
-export interface SweepSettings {
-  /** Messages read per step (default 256). */
-  batch: number;
-  /** A day is finished this long after it ended (default 10 minutes). */
-  graceMs: number;
-  /** Steps come this often while there is nothing to walk (default 60 s; 0: only when sweep() is called). */
-  idleMs: number;
-  /** ...and this often while a walk is under way (default 250 ms). */
-  busyMs: number;
-}
 
 export const SWEEP_DEFAULTS: SweepSettings = { batch: 256, graceMs: 10 * 60_000, idleMs: 60_000, busyMs: 250 };
 
@@ -54,14 +43,6 @@ export interface SweepOptions {
 }
 
 /** What one step did. */
-export interface SweepStep {
-  /** Messages read. */
-  read: number;
-  /** Days found finished and kept (or found kept already). */
-  kept: number;
-  /** The walk reached an open day or the end: nothing more to do until the next day. */
-  done: boolean;
-}
 
 export interface Sweeper {
   /** One step now (tests, and the timer). */

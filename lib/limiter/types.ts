@@ -3,7 +3,6 @@ import { z } from "zod";
 import type { Config } from "../config";
 import type { Clock, Events, Limiter, Logger } from "../context/types";
 import type { Kv } from "../kv";
-import type { SweepSettings, SweepStep } from "./sweep";
 import { ThresholdEvent } from "../schemas";
 
 /** A threshold event stored with the write that crossed the threshold, until its publish is acknowledged (pending.ts). */
@@ -168,3 +167,25 @@ export interface RuntimeLimiter extends Limiter {
  * document is never dropped; 48 h leaves a margin. Idle documents expire with it.
  */
 export const LIMITS_TTL_MS = 48 * 3_600_000;
+
+/** How the sweep of finished days walks the limits bucket (sweep.ts). */
+export interface SweepSettings {
+  /** Messages read per step (default 256). */
+  batch: number;
+  /** A day is finished this long after it ended (default 10 minutes). */
+  graceMs: number;
+  /** Steps come this often while there is nothing to walk (default 60 s; 0: only when sweep() is called). */
+  idleMs: number;
+  /** ...and this often while a walk is under way (default 250 ms). */
+  busyMs: number;
+}
+
+/** What one step of the sweep did. */
+export interface SweepStep {
+  /** Messages read. */
+  read: number;
+  /** Days found finished and kept (or found kept already). */
+  kept: number;
+  /** The walk reached an open day or the end: nothing more to do until the next day. */
+  done: boolean;
+}

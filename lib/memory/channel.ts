@@ -20,7 +20,7 @@ import type { KvEntry } from "../kv";
 import { decodeName } from "../keys";
 import { MemoryIndex, type Doc } from "./bm25";
 import type { StoredExchange, StoredMemory, StoredSummary, StoredTurn } from "./types";
-import { decodeEmbedding, type MemoryVector } from "./vectors";
+import { decodeEmbedding, type MemoryVector } from "./embedding";
 
 /** The filter of a channel's keys. */
 export const channelFilter = (encoded: string) => `*.${encoded}.*`;

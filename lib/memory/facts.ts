@@ -12,7 +12,8 @@ import { fusedSearch } from "./fusion";
 import type { Store } from "./store";
 import { canonical, terms } from "./text";
 import type { StoredMemory } from "./types";
-import type { MemoryVector, Vectors } from "./vectors";
+import type { MemoryVector } from "./embedding";
+import type { Vectors } from "./vectors";
 
 /** Recall rewrites last_accessed at most this often per memory, to spare the bucket. */
 export const TOUCH_EVERY_MS = 60_000;

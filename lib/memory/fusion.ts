@@ -5,7 +5,7 @@
 // matters. Ties go as in any recall: importance, then recency of use (ranksBefore).
 import { insertTop, type Doc, type Ranked } from "./bm25";
 import type { ChannelState } from "./channel";
-import type { MemoryVector } from "./vectors";
+import type { MemoryVector } from "./embedding";
 
 /** The usual constant of reciprocal rank fusion: how little a first rank counts more than a tenth. */
 export const RRF_K = 60;

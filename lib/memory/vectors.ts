@@ -15,13 +15,8 @@ import type { Doc } from "./bm25";
 import type { ChannelState } from "./channel";
 import type { Store } from "./store";
 import { terms } from "./text";
+import { decodeEmbedding, encodeEmbedding, type MemoryVector } from "./embedding";
 import type { StoredEmbedding, StoredMemory } from "./types";
-
-/** A vector and the model it comes from. */
-export interface MemoryVector {
-  model: string;
-  vector: Float32Array;
-}
 
 /** Query vectors kept, most recently used last. */
 export const QUERY_CACHE = 256;
@@ -33,27 +28,6 @@ export const BACKFILL_BATCH = 16;
 export const BACKFILL_EVERY_MS = 1_000;
 /** Memories whose text the server refused, not offered again (cleared when full). */
 const REFUSED_KEPT = 1_024;
-
-/** The stored form of a unit vector. */
-export function encodeEmbedding(model: string, vector: Float32Array): StoredEmbedding {
-  const buf = Buffer.allocUnsafe(vector.length * 4);
-  for (let i = 0; i < vector.length; i++) buf.writeFloatLE(vector[i], i * 4);
-  return { model, vector: buf.toString("base64") };
-}
-
-/** The vector of a stored embedding; null when absent or not one. */
-export function decodeEmbedding(e: unknown): MemoryVector | null {
-  const s = e as StoredEmbedding | null | undefined;
-  if (typeof s !== "object" || s === null || typeof s.model !== "string" || typeof s.vector !== "string") return null;
-  const buf = Buffer.from(s.vector, "base64");
-  if (buf.length === 0 || buf.length % 4 !== 0) return null;
-  const vector = new Float32Array(buf.length / 4);
-  for (let i = 0; i < vector.length; i++) {
-    vector[i] = buf.readFloatLE(i * 4);
-    if (!Number.isFinite(vector[i])) return null;
-  }
-  return { model: s.model, vector };
-}
 
 export interface Vectors {
   /** The query's vector, when the channel holds vectors of the embedder's model to compare it with. */
