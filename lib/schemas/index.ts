@@ -104,7 +104,12 @@ export const MemoryCategory = z.enum(["fact", "preference", "topic"]).describe("
 export type MemoryCategory = z.infer<typeof MemoryCategory>;
 
 /** Importance of a memory: ranks recall after relevance. */
-const Importance = z.number().int().min(1).max(5).describe("1 (trivia) to 5 (essential); ranks recall after relevance.");
+const Importance = z
+  .number()
+  .int()
+  .min(1)
+  .max(5)
+  .describe("1 (trivia) to 5 (essential); ranks recall after relevance, and a full channel keeps its most important memories.");
 
 export const MemoryAddRequest = z.strictObject({
   channel: Name.describe("Channel the memory belongs to."),
