@@ -63,10 +63,9 @@ function isDeletion(headers: MsgHdrs | string | undefined): boolean {
   return op === "DEL" || op === "PURGE" || headers.has("Nats-Marker-Reason");
 }
 
-/** True for a deletion marker that carries no TTL (see the header). */
-function isStale(headers: MsgHdrs | string | undefined): boolean {
-  if (!isDeletion(headers)) return false;
-  return typeof headers === "string" ? !/^Nats-TTL:/im.test(headers) : !headers!.has("Nats-TTL");
+/** True for the headers of a deletion marker that carry no TTL (see the header). */
+function lacksTtl(headers: MsgHdrs | string): boolean {
+  return typeof headers === "string" ? !/^Nats-TTL:/im.test(headers) : !headers.has("Nats-TTL");
 }
 
 const toChange = (m: StoredMsg): KvChange => ({
@@ -110,7 +109,8 @@ export function streamReads(
     const m = body.message!;
     const hdrs = m.hdrs ? Buffer.from(m.hdrs, "base64").toString("latin1") : undefined;
     const value = new Uint8Array(Buffer.from(m.data ?? "", "base64"));
-    return { key: m.subject.slice(prefix.length), revision: m.seq, value: isDeletion(hdrs) || value.length === 0 ? null : value, stale: isStale(hdrs) };
+    const deleted = isDeletion(hdrs);
+    return { key: m.subject.slice(prefix.length), revision: m.seq, value: deleted || value.length === 0 ? null : value, stale: deleted && lacksTtl(hdrs!) };
   }
 
   /**
@@ -131,8 +131,8 @@ export function streamReads(
           const status = err ? 500 : h?.code ?? 0;
           if (!err && status === 0 && h) {
             const subj = h.get("Nats-Subject");
-            const value = isDeletion(h) || m.data.length === 0 ? null : m.data;
-            msgs.push({ key: subj.slice(prefix.length), revision: Number(h.get("Nats-Sequence")), value, stale: isStale(h) });
+            const deleted = isDeletion(h);
+            msgs.push({ key: subj.slice(prefix.length), revision: Number(h.get("Nats-Sequence")), value: deleted || m.data.length === 0 ? null : m.data, stale: deleted && lacksTtl(h) });
             return;
           }
           clearTimeout(timer);

@@ -11,7 +11,7 @@
 import type { Config } from "../config";
 import type { Clock, Logger } from "../context/types";
 import type { ProviderStatus } from "../schemas";
-import { classifyFailure, isProviderFailure, ProviderFailure, redactSecrets, shortFailure, type FailureInput } from "./errors";
+import { failureOf, isProviderFailure, ProviderFailure, redactSecrets, shortFailure } from "./errors";
 import { Health, providerStatus } from "./health";
 import { createTransport, type Transport } from "./http";
 import { postJson, requestHeaders, type CutShort } from "./openai";
@@ -98,10 +98,7 @@ export function createEmbedder(config: Config, deps: EmbedderDeps): Embedder | u
   const prefix = { query: e.query_prefix, document: e.document_prefix };
   log.info("embeddings on", { model, base_url: e.base_url });
 
-  const fail = (input: FailureInput) => {
-    const info = classifyFailure(input);
-    return new ProviderFailure(NAME, { ...info, message: scrub(info.message) });
-  };
+  const fail = failureOf(NAME, scrub);
 
   /** One request within the purpose's budget. */
   async function request(texts: string[], purpose: EmbeddingPurpose): Promise<Float32Array[]> {

@@ -134,6 +134,17 @@ export class ProviderFailure extends Error {
   }
 }
 
+/**
+ * The failures of one server: what went wrong, classified, as a ProviderFailure named after
+ * it, with its secrets (`scrub`) taken out of the message.
+ */
+export function failureOf(provider: string, scrub: (text: string) => string): (input: FailureInput) => ProviderFailure {
+  return (input) => {
+    const info = classifyFailure(input);
+    return new ProviderFailure(provider, { ...info, message: scrub(info.message) });
+  };
+}
+
 /** True for a ProviderFailure from any bundle's copy of this module. */
 export function isProviderFailure(err: unknown): err is ProviderFailure {
   return err instanceof Error && err.name === "ProviderFailure" && "info" in err && "provider" in err;

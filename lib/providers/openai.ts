@@ -8,7 +8,7 @@ import type { ProviderConfig } from "../config";
 import type { Completion, CompletionOptions, Logger } from "../context/types";
 import type { Message } from "../schemas";
 import { readChatStream, StreamFailure } from "./chat-stream";
-import { classifyFailure, ProviderFailure, redactSecrets, type FailureInput } from "./errors";
+import { classifyFailure, failureOf, ProviderFailure, redactSecrets, type FailureInput } from "./errors";
 import { createTransport, type HttpPost, type HttpReply, type Transport } from "./http";
 import { backoffDelay, DEFAULT_BACKOFF, isDeadlineReason, sleep } from "./retry";
 import { estimateMessagesTokens, estimateTokens } from "./tokens";
@@ -168,7 +168,7 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
   const { name, def, log } = opts;
   const backoff = opts.backoff ?? DEFAULT_BACKOFF;
   const random = opts.random ?? Math.random;
-  const scrub = (text: string) => redactSecrets(text, [def.api_key]);
+  const fail = failureOf(name, (text) => redactSecrets(text, [def.api_key]));
   const transport: Transport = opts.fetch ?? createTransport();
   const url = `${(def.base_url ?? OPENAI_BASE_URL).replace(/\/+$/, "")}/chat/completions`;
   const headers = requestHeaders(def.api_key, def.headers);
@@ -197,10 +197,6 @@ export function createOpenAIProvider(opts: OpenAIProviderOptions): DeadlineProvi
     };
     if (outer?.aborted) onOuter();
     else outer?.addEventListener("abort", onOuter, { once: true });
-    const fail = (input: FailureInput) => {
-      const info = classifyFailure(input);
-      return new ProviderFailure(name, { ...info, message: scrub(info.message) });
-    };
     try {
       const given = options.onDelta;
       const stream = given && ((d: string) => (arm(), given(d)));
