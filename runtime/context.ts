@@ -7,7 +7,7 @@ import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
 import type { Config } from "../lib/config";
 import type { Clock, Ctx, InstanceInfo, Logger } from "../lib/context";
 import { createEvents } from "../lib/events";
-import { createLimiter, createWriteLimiter } from "../lib/limiter";
+import { createLimiter, createWriteLimiter, LIMITS_TTL_MS } from "../lib/limiter";
 import { summarizeHistory } from "../lib/llm";
 import { createMemory } from "../lib/memory";
 import { createPersonas } from "../lib/personas";
@@ -59,15 +59,6 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
   const providers = createProviders(config, { log, clock, fetch: opts.fetch });
   // Set below; the memory's summarizer needs the whole context, and runs only once it exists.
   let ctx!: Ctx;
-  // Limits, quotas, the global budget and today's usage share the limits bucket: a call's
-  // accounting and its usage are the same writes. Finished days go to the usage bucket, found
-  // by a walk of the limits bucket in the background (scan).
-  const limits = natsKv(buckets.limits, BUCKETS.limits, jsm);
-  const history = natsKv(buckets.usage, BUCKETS.usage, jsm);
-  const { scan } = streamReads(nc, jsm, BUCKETS.limits, config.replicas > 1);
-  const limiter = createLimiter({ kv: { ...limits, scan }, config: chatLimitsConfig(config), clock, events, log, instance: instance.id, history });
-  const writes = createWriteLimiter({ kv: limits, config: config.limits, clock });
-  const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
   // Memory and personas read groups of keys (a channel's, the definitions) straight from the
   // bucket streams; markers of older versions met there are replaced by expiring ones.
   const grouped = (name: keyof typeof BUCKETS) => ({
@@ -88,6 +79,17 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
     summarizer: (req) => summarizeHistory(ctx, req),
     embedder: embeddings,
   });
+  // Limits, quotas, the global budget and today's usage share the limits bucket: a call's
+  // accounting and its usage are the same writes. A channel's document lies among the
+  // channel's memory keys, so that its admission proves the channel's memory (lib/memory/
+  // limits-doc.ts). Finished days go to the usage bucket, found by a walk of the limits
+  // bucket in the background (scan).
+  const limits = memory.channelLimits(natsKv(buckets.limits, BUCKETS.limits, jsm), LIMITS_TTL_MS / 1000);
+  const history = natsKv(buckets.usage, BUCKETS.usage, jsm);
+  const { scan } = streamReads(nc, jsm, BUCKETS.limits, config.replicas > 1);
+  const limiter = createLimiter({ kv: { ...limits, scan }, config: chatLimitsConfig(config), clock, events, log, instance: instance.id, history });
+  const writes = createWriteLimiter({ kv: limits, config: config.limits, clock });
+  const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
   ctx = { config, clock, log, instance, events, providers, limiter, writes, usage, memory, personas, embeddings };
   return {
     ctx,

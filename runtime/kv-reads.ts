@@ -181,12 +181,16 @@ export function streamReads(
     async snapshot(filter) {
       if (!hasWildcard(filter)) {
         const m = await leaderLast(filter);
-        return m?.value ? { entries: [{ key: m.key, value: m.value, revision: m.revision }], revision: m.revision } : { entries: [], revision: m?.revision ?? 0 };
+        const revision = m?.revision ?? 0;
+        return m?.value ? { entries: [{ key: m.key, value: m.value, revision }], revision, last: revision } : { entries: [], revision, last: revision };
       }
       const [last, batch] = await Promise.all([authority(filter), retryLeaderless(() => directBatch({ multi_last: [subject(filter)] }), true)]);
-      if (batch.status === 404 && !last) return { entries: [], revision: 0 };
+      if (batch.status === 404 && !last) return { entries: [], revision: 0, last: 0 };
       // Complete, and as new as the leader (when a replica may have answered): the usual case.
-      if (batch.status === 204 && batch.upTo >= (last?.revision ?? 0)) return { entries: live(batch.msgs), revision: batch.upTo };
+      // The last message of each key, markers included: the newest of them is the filter's last.
+      if (batch.status === 204 && batch.upTo >= (last?.revision ?? 0)) {
+        return { entries: live(batch.msgs), revision: batch.upTo, last: batch.msgs.reduce((n, m) => Math.max(n, m.revision), 0) };
+      }
       return leaderSnapshot(filter);
     },
 

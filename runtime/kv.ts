@@ -3,7 +3,7 @@
 // space into a `storage_full` error naming the setting to raise. Markers of removed or
 // expired keys (the server's are empty PUTs to nats.js 2.29) read as absent.
 import type { JetStreamManager, KV, KvEntry as NatsKvEntry } from "nats";
-import { KvConflictError, type Kv, type KvEntry, type KvWriteOptions } from "../lib/kv";
+import { KvConflictError, type Kv, type KvEntry, type KvPutOptions } from "../lib/kv";
 import { isMarker, type TtlKV } from "./provision";
 import { isStorageFull, storageFullError } from "./storage";
 
@@ -20,7 +20,10 @@ async function writing<T>(bucket: string, op: () => Promise<T>): Promise<T> {
   try {
     return await op();
   } catch (err) {
-    if (isWrongLastSequence(err)) throw new KvConflictError((err as Error).message);
+    if (isWrongLastSequence(err)) {
+      const found = /wrong last sequence: (\d+)/i.exec((err as Error).message)?.[1];
+      throw new KvConflictError((err as Error).message, found === undefined ? undefined : Number(found));
+    }
     if (isStorageFull(err)) throw storageFullError(bucket, err);
     throw err;
   }
@@ -45,9 +48,9 @@ async function listKeys(jsm: JetStreamManager, bucket: string, filter: string): 
 export function natsKv(kv: KV, bucket: string, jsm?: JetStreamManager): Kv {
   const ttlKv = kv as TtlKV;
   /** The write options for the handle, refusing a TTL a plain nats.js handle would silently drop. */
-  const options = (opts?: KvWriteOptions) => {
-    if (opts?.ttlSeconds === undefined) return undefined;
-    if (ttlKv.ttlWrites !== true) throw new Error(`${bucket}: this bucket handle cannot write a TTL (open it with provisionBuckets)`);
+  const options = (opts?: KvPutOptions) => {
+    if (opts?.ttlSeconds === undefined && opts?.within === undefined) return undefined;
+    if (ttlKv.ttlWrites !== true) throw new Error(`${bucket}: this bucket handle cannot write a TTL or within a filter (open it with provisionBuckets)`);
     return opts;
   };
   return {
@@ -59,8 +62,10 @@ export function natsKv(kv: KV, bucket: string, jsm?: JetStreamManager): Kv {
     put: (key, value, opts) => writing(bucket, () => ttlKv.put(key, value, options(opts))),
     create: (key, value, opts) => writing(bucket, () => ttlKv.create(key, value, options(opts))),
     update: (key, value, revision, opts) => writing(bucket, () => ttlKv.update(key, value, revision, options(opts))),
-    async delete(key) {
-      await writing(bucket, () => kv.delete(key));
+    async delete(key, opts) {
+      if (!opts?.within) return void (await writing(bucket, () => kv.delete(key)));
+      if (ttlKv.ttlWrites !== true) throw new Error(`${bucket}: this bucket handle cannot write within a filter (open it with provisionBuckets)`);
+      return writing(bucket, () => (ttlKv.delete as unknown as (k: string, o: object) => Promise<number>)(key, opts));
     },
     async keys(filter = ">") {
       if (jsm) return listKeys(jsm, bucket, filter);

@@ -27,7 +27,7 @@ import {
   type StreamConfig,
 } from "nats";
 import { settingName, type Config } from "../lib/config";
-import type { KvWriteOptions } from "../lib/kv";
+import type { KvWriteOptions, Within } from "../lib/kv";
 import { BUCKETS, EVENTS_STREAM, bucketLimits, eventsLimits, isStorageFull, type BucketKind, type StoreLimits } from "./storage";
 
 export { BUCKETS, EVENTS_STREAM };
@@ -38,7 +38,7 @@ export { BUCKETS, EVENTS_STREAM };
  */
 export interface TtlKV extends KV {
   readonly ttlWrites: true;
-  put(key: string, data: Uint8Array, opts?: Partial<KvPutOptions> & KvWriteOptions): Promise<number>;
+  put(key: string, data: Uint8Array, opts?: Partial<KvPutOptions> & KvWriteOptions & { within?: Within }): Promise<number>;
   create(key: string, data: Uint8Array, opts?: KvWriteOptions): Promise<number>;
   update(key: string, data: Uint8Array, version: number, opts?: KvWriteOptions): Promise<number>;
 }
@@ -164,10 +164,15 @@ export async function retryLeaderless<T>(op: () => Promise<T>, idempotent: boole
 /** True for JetStream's "wrong last sequence": the key moved on from the expected revision. */
 const isConflict = (err: unknown) => (err as { api_error?: { err_code?: number } } | null)?.api_error?.err_code === 10071;
 
-/** Headers of a write with a time-to-live (whole seconds), plus any others given. */
-function ttlHeaders(ttlSeconds: number | undefined, extra: Record<string, string> = {}) {
+/**
+ * Headers of a write with a time-to-live (whole seconds), plus any others given. A write
+ * `within` a filter names it: the expected sequence (sent as the key's, below) is then the
+ * last one under the whole filter (nats-server 2.11+).
+ */
+function ttlHeaders(ttlSeconds: number | undefined, extra: Record<string, string> = {}, within?: { subject: string }) {
   const entries = Object.entries(extra);
   if (ttlSeconds !== undefined) entries.push(["Nats-TTL", `${ttlSeconds}s`]);
+  if (within) entries.push(["Nats-Expected-Last-Subject-Sequence-Subject", within.subject]);
   if (entries.length === 0) return undefined;
   const h = headers();
   for (const [k, v] of entries) h.set(k, v);
@@ -206,15 +211,16 @@ export function leaderTolerant(kv: KV, js: JetStreamClient, bucket: string, budg
     const last = await retryLeaderless(() => jsm.streams.getMessage(`KV_${bucket}`, { last_by_subj: subject }), true, budgetMs).catch(() => null);
     return last?.header.get("Nats-Msg-Id") === msgID ? last.seq : undefined;
   };
-  const write = (key: string, data: Uint8Array, previous?: number, opts?: KvWriteOptions) =>
-    publish(key, data, previous, ttlHeaders(opts?.ttlSeconds));
+  const filterSubject = (within?: Within) => within && { subject: `$KV.${bucket}.${within.filter}` };
+  const write = (key: string, data: Uint8Array, previous?: number, opts?: KvWriteOptions & { within?: Within }) =>
+    publish(key, data, opts?.within?.last ?? previous, ttlHeaders(opts?.ttlSeconds, {}, filterSubject(opts?.within)));
   const overrides: Partial<TtlKV> = {
     ttlWrites: true,
     get: (key, opts) => retryLeaderless(() => kv.get(key, opts), true, budgetMs),
     put: (key, data, opts) => write(key, data, opts?.previousSeq, opts),
-    async delete(key, opts) {
-      await publish(key, Empty, opts?.previousSeq, ttlHeaders(markerTtlSeconds, { "KV-Operation": "DEL" }));
-    },
+    // nats.js's delete returns nothing; this one returns the marker's revision.
+    delete: ((key: string, opts?: { previousSeq?: number; within?: Within }) =>
+      publish(key, Empty, opts?.within?.last ?? opts?.previousSeq, ttlHeaders(markerTtlSeconds, { "KV-Operation": "DEL" }, filterSubject(opts?.within)))) as unknown as TtlKV["delete"],
     update: (key, data, version, opts) => write(key, data, version, opts),
     async create(key, data, opts) {
       try {

@@ -8,8 +8,8 @@ import { handle } from "../handlers/chat";
 import { defaultConfig } from "../lib/config";
 import type { Completion, Ctx, Ticket } from "../lib/context";
 import { notFound } from "../lib/errors";
-import { MemoryKv } from "../lib/kv";
-import { createLimiter } from "../lib/limiter";
+import { MemoryKv, type KvPutOptions, type KvWriteOptions } from "../lib/kv";
+import { createLimiter, LIMITS_TTL_MS } from "../lib/limiter";
 import { summarizeHistory } from "../lib/llm";
 import { silentLogger } from "../lib/log";
 import { createMemory } from "../lib/memory";
@@ -52,6 +52,7 @@ function traced(parts: Partial<Ctx> = {}) {
     },
     memory: {
       prepare: (channel: string) => ({ channel, done: Promise.resolve(null) }),
+      provable: () => false,
       context: async () => (log.push("context"), [{ role: "user", content: "alice: hi" }]),
       record: async () => void log.push("record"),
     } as unknown as Ctx["memory"],
@@ -176,17 +177,23 @@ class SteppedKv extends MemoryKv {
   override get(k: string) {
     return this.rounds.run(`read ${this.short()}`, () => super.get(k));
   }
-  override put(k: string, v: Uint8Array) {
-    return this.rounds.run(`write ${this.short()}`, () => super.put(k, v));
+  override snapshot(f: string) {
+    return this.rounds.run(`read ${this.short()}`, () => super.snapshot(f));
   }
-  override create(k: string, v: Uint8Array) {
-    return this.rounds.run(`write ${this.short()}`, () => super.create(k, v));
+  override changes(f: string, after: number) {
+    return this.rounds.run(`read ${this.short()}`, () => super.changes(f, after));
   }
-  override update(k: string, v: Uint8Array, r: number) {
-    return this.rounds.run(`write ${this.short()}`, () => super.update(k, v, r));
+  override put(k: string, v: Uint8Array, o?: KvPutOptions) {
+    return this.rounds.run(`write ${this.short()}`, () => super.put(k, v, o));
   }
-  override delete(k: string) {
-    return this.rounds.run(`delete ${this.short()}`, () => super.delete(k));
+  override create(k: string, v: Uint8Array, o?: KvWriteOptions) {
+    return this.rounds.run(`write ${this.short()}`, () => super.create(k, v, o));
+  }
+  override update(k: string, v: Uint8Array, r: number, o?: KvWriteOptions) {
+    return this.rounds.run(`write ${this.short()}`, () => super.update(k, v, r, o));
+  }
+  override delete(k: string, o?: Pick<KvPutOptions, "within">) {
+    return this.rounds.run(`delete ${this.short()}`, () => super.delete(k, o));
   }
   override keys(f?: string) {
     return this.rounds.run(`list ${this.short()}`, () => super.keys(f));
@@ -199,10 +206,7 @@ async function steppedService() {
   const config = defaultConfig({ log: { level: "silent" } });
   const clock = { now: () => Date.parse("2024-05-01T10:00:00Z") };
   const base = createTestContext({ clock });
-  const limits = new SteppedKv("ROSEY_LLM_LIMITS", rounds);
   const providers = createProviders(config, { log: silentLogger, clock });
-  const limiter = createLimiter({ kv: limits, config, clock, events: base.events, log: silentLogger, instance: "hot" });
-  const usage = createUsage({ kv: limits, config, clock, log: silentLogger, pending: limiter.pendingUsage });
   const personas = createPersonas({ kv: new SteppedKv("ROSEY_LLM_PERSONAS", rounds), config, log: silentLogger });
   let ctx!: Ctx;
   const memory = createMemory({
@@ -215,6 +219,10 @@ async function steppedService() {
     instance: "hot",
     summarizer: (r) => summarizeHistory(ctx, r),
   });
+  // A channel's rate-limit document lies among its memory keys (lib/memory/limits-doc.ts).
+  const limits = memory.channelLimits(new SteppedKv("ROSEY_LLM_LIMITS", rounds), LIMITS_TTL_MS / 1000);
+  const limiter = createLimiter({ kv: limits, config, clock, events: base.events, log: silentLogger, instance: "hot" });
+  const usage = createUsage({ kv: limits, config, clock, log: silentLogger, pending: limiter.pendingUsage });
   ctx = { ...base, config, clock, providers, limiter, usage, personas, memory };
   /** One chat, releasing held operations a round at a time: its round trips in sequence and its operations. */
   const chat = async (user: string, channel: string) => {
@@ -242,11 +250,13 @@ describe("rosey.llm.chat: JetStream operations and round trips", () => {
     const svc = await steppedService();
     for (let i = 0; i < 15; i++) await svc.chat(`u${i % 5}`, `#c${i % 3}`);
     const warm = await svc.chat("u0", "#c0");
-    expect(warm.sequential).toBe(2);
+    expect(warm.sequential).toBe(3);
     // Admission: the user's and the channel's documents (the channel's usage of earlier
-    // calls rides along). Settle: the user's document and this instance's spend; the
-    // exchange goes to history in the same round trip; the response event is not awaited.
-    expect(warm.ops).toEqual({ "write LIMITS": 4, "write MEMORY": 1, "event publish": 1 });
+    // calls rides along); the channel's, written among its memory keys, proves the memory
+    // current, so the context needs no read. Then the persona selection is read. Settle: the
+    // user's document and this instance's spend; the exchange goes to history in the same
+    // round trip; the response event is not awaited.
+    expect(warm.ops).toEqual({ "write LIMITS": 3, "write MEMORY": 2, "read PERSONAS": 1, "event publish": 1 });
     await svc.close();
   });
 
@@ -255,7 +265,10 @@ describe("rosey.llm.chat: JetStream operations and round trips", () => {
     await svc.chat("someone", "#elsewhere");
     const cold = await svc.chat("newcomer", "#new");
     expect(cold.sequential).toBe(3);
-    expect(cold.ops).toEqual({ "read LIMITS": 2, "write LIMITS": 4, "write MEMORY": 1, "event publish": 1 });
+    // The user's document; the channel's where it is kept and where earlier versions kept it
+    // (limits-doc.ts), at once; the channel's memory and persona alongside. The channel holds
+    // nothing yet, so it is not kept, and its summarizer reads it once more after the reply.
+    expect(cold.ops).toEqual({ "read LIMITS": 2, "read MEMORY": 3, "read PERSONAS": 2, "write LIMITS": 3, "write MEMORY": 2, "event publish": 1 });
     await svc.close();
   });
 });

@@ -209,9 +209,17 @@ export interface ConversationMemory {
    * once. A handler that needs context() later starts this first, alongside its other
    * independent round trips (the limiter's admission, the channel's persona), and passes the
    * result to context(), which then makes no round trip of its own. Without it, context()
-   * reads the channel itself, after whatever the handler awaited before.
+   * reads the channel itself, after whatever the handler awaited before. `since`
+   * (performance.now() when the request began): a write of the channel sent after it that
+   * proved the channel current spares the read (lib/kv/group-cache.ts).
    */
-  prepare(channel: string): PreparedChannel;
+  prepare(channel: string, since?: number): PreparedChannel;
+  /**
+   * True when the channel's memory can be proved current by a write the request makes
+   * anyway (its rate-limit document at admission): prepare() after the admission, with the
+   * request's start as `since`, then reads nothing.
+   */
+  provable(channel: string): boolean;
   /**
    * Messages for the provider: persona prompt (the only system message), summaries and
    * recalled facts quoted as data, history, the new message. Sees every write of any instance acknowledged before the call, or before

@@ -17,14 +17,31 @@
 // their lifetime).
 // A value the group cannot read is logged (key named, value not) and skipped. A failed read
 // drops the group, so the next use loads it again; the use that saw the failure fails.
+//
+// Writes that prove the state current (write): the group knows the revision of the last
+// message under its filter (`tip`) after a read. A write sent with the condition "the last
+// message under the filter is still `tip`" (Kv `within`) that succeeds proves that nothing
+// was written under the filter between the state and itself, so the state plus that write is
+// the bucket's as of the write, and the write's revision is the new tip. A use that began
+// before such a write was sent needs no read (use's `since`): one write instead of a write
+// and a read, e.g. a channel's rate-limit document written at admission proves the channel's
+// memory for the chat. Conditioned writes of a group go one at a time, each on the last one's
+// revision. A write that finds something newer fails as a conflict (the caller reads and
+// tries again); then, and for a while after any read brought a write of another instance
+// (CONTENDED_MS), writes go unconditioned and uses read, as without proofs, so groups other
+// instances also write do not pay a failed write on every use. A condition that finds an
+// older tip (the last messages expired) only lowers the tip: nothing new was written.
 import type { Clock, Logger } from "../context/types";
-import type { Kv, KvEntry } from "./types";
+import { isKvConflict, type Kv, type KvConflictError, type KvEntry, type Within } from "./types";
 
 /** A group unread for this long is loaded again instead of checked (delete markers expire), by default. */
 export const STALE_AFTER_MS = 5 * 60_000;
 
 /** How long a group may go unread and still be checked, for markers that live `markerTtlSeconds`. */
 export const staleAfter = (markerTtlSeconds: number) => Math.min(STALE_AFTER_MS, (markerTtlSeconds * 1000) / 2);
+/** After a write of another instance was seen in a group, its writes go unconditioned this long (see the header). */
+export const CONTENDED_MS = 2_000;
+
 /** Bookkeeping of one key besides its name (keys are ASCII: a byte a character): a Map entry and its revision. */
 const KEY_OVERHEAD_BYTES = 64;
 
@@ -66,6 +83,14 @@ interface Group<S> {
   dead: Map<string, number>;
   /** Every change under the filter up to this revision has been applied. */
   applied: number;
+  /** The revision of the last message under the filter, when known exactly (see the header). */
+  tip?: number;
+  /** performance.now() when the last write that proved the state was sent. */
+  provenAt?: number;
+  /** Clock ms when a write of another instance was last seen here (-Infinity: never). */
+  foreignAt: number;
+  /** The conditioned write in flight, which the next one waits for. */
+  writing?: Promise<void>;
   loaded: boolean;
   readAt: number;
   /** Bytes of the keys' bookkeeping (see KEY_OVERHEAD_BYTES), kept as keys come and go. */
@@ -94,12 +119,20 @@ export class GroupCache<S> {
     return { groups: this.groups.size, bytes: this.total };
   }
 
-  /** The group's state, loaded or brought up to date with the bucket first (see the header). */
-  async use(name: string): Promise<S> {
+  /**
+   * The group's state, loaded or brought up to date with the bucket first (see the header).
+   * `since` (performance.now() when the caller's request began): when a write sent after it
+   * proved the state current, no read is needed.
+   */
+  async use(name: string, since?: number): Promise<S> {
     let g = this.groups.get(name);
     if (g && !g.running && this.o.clock.now() - g.readAt > (this.o.staleAfterMs ?? STALE_AFTER_MS)) {
       this.drop(g);
       g = undefined;
+    }
+    if (g?.loaded && !g.running && since !== undefined && g.provenAt !== undefined && g.provenAt > since) {
+      this.keep(g);
+      return g.state;
     }
     if (!g) {
       g = this.create(name);
@@ -122,11 +155,98 @@ export class GroupCache<S> {
     return g?.loaded ? g.state : undefined;
   }
 
-  /** A value this instance wrote, with the revision the bucket gave it. */
+  /**
+   * True when a write to the group would be conditioned and, if it succeeds, prove the state
+   * (see the header): the group is held, its tip known, and no other instance wrote to it lately.
+   */
+  provable(name: string): boolean {
+    const g = this.groups.get(name);
+    return !!g && this.canProve(g);
+  }
+
+  private canProve(g: Group<S>): boolean {
+    return g.loaded && g.tip !== undefined && this.o.clock.now() - g.foreignAt >= CONTENDED_MS && this.groups.get(g.name) === g;
+  }
+
+  /**
+   * Writes `key` of the group (value null: deletes it) through `op` and applies it to the
+   * state. `op` gets the condition when the write can prove the state (see the header), and
+   * must then write under it alone; without one it makes the write as the caller means it
+   * (a compare-and-set on `expected`, say). `expected`: the key's revision the write is
+   * meant for (0: absent); a conditioned write checks it against the state, which is current.
+   * Throws a KV conflict when the key is not at `expected` or the condition found newer writes.
+   */
+  async write(name: string, key: string, value: Uint8Array | null, op: (within?: Within) => Promise<number | void>, expected?: number): Promise<number | void> {
+    const g = this.groups.get(name);
+    if (!g || !this.canProve(g)) return this.plainWrite(name, key, value, op);
+    const before = g.writing;
+    let done!: () => void;
+    const mine = (g.writing = new Promise<void>((r) => (done = r)));
+    try {
+      await before;
+      for (;;) {
+        if (!this.canProve(g)) return await this.plainWrite(name, key, value, op);
+        const held = g.live.get(key) ?? 0;
+        if (expected !== undefined && held !== expected) throw Object.assign(new Error(`${key}: not at revision ${expected}`), { kvConflict: true });
+        const sent = performance.now();
+        try {
+          const revision = (await op({ filter: this.o.filter(name), last: g.tip! })) as number;
+          this.proved(g, key, value, revision, sent);
+          return revision;
+        } catch (err) {
+          const last = isKvConflict(err) ? (err as KvConflictError).last : undefined;
+          // Only expiries since the tip: nothing new, the state holds.
+          if (last !== undefined && g.tip !== undefined && last < g.tip) {
+            g.tip = last;
+            continue;
+          }
+          if (last !== undefined) g.foreignAt = this.o.clock.now();
+          g.tip = undefined;
+          throw err;
+        }
+      }
+    } finally {
+      done();
+      if (g.writing === mine) g.writing = undefined;
+    }
+  }
+
+  /** An unconditioned write: applied like any write of this instance, the tip unknown until the next read. */
+  private async plainWrite(name: string, key: string, value: Uint8Array | null, op: (within?: Within) => Promise<number | void>): Promise<number | void> {
+    if (value === null) this.deleted(name, key);
+    const g = this.groups.get(name);
+    if (g) g.tip = undefined;
+    const revision = await op(undefined);
+    if (value !== null) this.wrote(name, { key, value, revision: revision as number });
+    else if (g) g.tip = undefined;
+    return revision;
+  }
+
+  /** A conditioned write went through: the state plus it is the bucket's as of `revision`. */
+  private proved(g: Group<S>, key: string, value: Uint8Array | null, revision: number, sent: number): void {
+    if (value === null) {
+      if (this.unlive(g, key)) this.o.apply(g.state, key, null);
+      // A read in flight may still bring an older value of the key: its next settle clears this.
+      g.dead.set(key, revision);
+      g.dirty = true;
+    } else {
+      this.change(g, key, { key, value, revision }, revision);
+    }
+    g.tip = revision;
+    g.applied = Math.max(g.applied, revision);
+    this.head = Math.max(this.head, revision);
+    g.readAt = this.o.clock.now();
+    g.provenAt = sent;
+    this.keep(g);
+  }
+
+  /** A value this instance wrote without a condition, with the revision the bucket gave it. */
   wrote(name: string, entry: KvEntry): void {
     this.head = Math.max(this.head, entry.revision);
     const g = this.groups.get(name);
     if (!g) return;
+    // Whether anything else came between is unknown until the next read.
+    g.tip = undefined;
     this.change(g, entry.key, entry, entry.revision);
     this.keep(g);
   }
@@ -150,7 +270,7 @@ export class GroupCache<S> {
   }
 
   private create(name: string): Group<S> {
-    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
+    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, foreignAt: -Infinity, loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
   }
 
   /** One read at a time per group; a caller arriving during one joins the next. */
@@ -173,6 +293,7 @@ export class GroupCache<S> {
     const snap = await this.o.kv.snapshot!(this.o.filter(g.name));
     for (const e of snap.entries) this.change(g, e.key, e, e.revision);
     this.settle(g, Math.max(snap.revision, head));
+    g.tip = snap.last;
     g.loaded = true;
   }
 
@@ -181,10 +302,16 @@ export class GroupCache<S> {
     const r = await this.o.kv.changes!(this.o.filter(g.name), g.applied);
     if (r === null) {
       // Too much changed to list (or the group's last keys vanished): read it whole again.
-      Object.assign(g, { state: this.o.empty(g.name), live: new Map(), dead: new Map(), applied: 0, loaded: false, keyBytes: 0, dirty: true });
+      Object.assign(g, { state: this.o.empty(g.name), live: new Map(), dead: new Map(), applied: 0, tip: undefined, loaded: false, keyBytes: 0, dirty: true });
+      g.foreignAt = this.o.clock.now();
       return this.load(g);
     }
-    for (const c of r.changes) this.change(g, c.key, c.entry, c.revision);
+    let foreign = false;
+    for (const c of r.changes) foreign = this.change(g, c.key, c.entry, c.revision) || foreign;
+    if (foreign) g.foreignAt = this.o.clock.now();
+    // Every message under the filter after `applied` came back: the newest is the filter's last.
+    const newest = r.changes.at(-1)?.revision;
+    if (newest !== undefined) g.tip = Math.max(g.tip ?? 0, newest);
     this.settle(g, Math.max(r.revision, head));
   }
 
@@ -197,13 +324,13 @@ export class GroupCache<S> {
     for (const [k, rev] of g.dead) if (rev <= g.applied) g.dead.delete(k);
   }
 
-  /** Applies one key's value (null: deleted) at `revision` if it is newer than what the group has. */
-  private change(g: Group<S>, key: string, entry: KvEntry | null, revision: number): void {
-    if (revision <= (g.live.get(key) ?? g.dead.get(key) ?? 0)) return;
+  /** Applies one key's value (null: deleted) at `revision` if it is newer than what the group has; true when it was. */
+  private change(g: Group<S>, key: string, entry: KvEntry | null, revision: number): boolean {
+    if (revision <= (g.live.get(key) ?? g.dead.get(key) ?? 0)) return false;
     g.dirty = true;
     if (entry === null) {
       if (this.unlive(g, key)) this.o.apply(g.state, key, null);
-      return;
+      return true;
     }
     g.dead.delete(key);
     if (!g.live.has(key)) g.keyBytes += KEY_OVERHEAD_BYTES + key.length;
@@ -214,6 +341,7 @@ export class GroupCache<S> {
       // The value is not quoted: it may be anything, of any size.
       this.o.log.warn(`${this.o.name}: unreadable entry skipped`, { key });
     }
+    return true;
   }
 
   /** Forgets that the group holds `key`; false when it did not. */

@@ -3,7 +3,7 @@
 // (checked at each operation), and watchers hear of it as of a delete, as the server's
 // markers tell a real watch.
 import type { Clock } from "../context/types";
-import { KvConflictError, type Kv, type KvChange, type KvEntry, type KvWriteOptions } from "./types";
+import { KvConflictError, type Kv, type KvChange, type KvEntry, type KvPutOptions, type KvWriteOptions, type Within } from "./types";
 
 /** True when a subject-style filter (`*` one token, `>` the rest) matches a key. */
 export function matchesFilter(filter: string, key: string): boolean {
@@ -40,9 +40,10 @@ export class MemoryKv implements Kv {
     return e ? { ...e, value: e.value.slice() } : null;
   }
 
-  async put(key: string, value: Uint8Array, opts?: KvWriteOptions): Promise<number> {
+  async put(key: string, value: Uint8Array, opts?: KvPutOptions): Promise<number> {
     this.ops.put++;
     this.expire();
+    this.check(opts?.within);
     return this.write(key, value, opts);
   }
 
@@ -61,10 +62,16 @@ export class MemoryKv implements Kv {
     return this.write(key, value, opts);
   }
 
-  async delete(key: string): Promise<void> {
+  async delete(key: string, opts?: Pick<KvPutOptions, "within">): Promise<number | void> {
     this.ops.delete++;
     this.expire();
+    this.check(opts?.within);
     this.remove(key);
+    if (opts?.within) {
+      // A bucket writes a marker even for an absent key: so does this one.
+      if (!this.deleted.has(key)) this.deleted.set(key, ++this.seq);
+      return this.deleted.get(key);
+    }
   }
 
   async keys(filter = ">"): Promise<string[]> {
@@ -81,11 +88,26 @@ export class MemoryKv implements Kv {
     return () => this.watchers.delete(w);
   }
 
-  async snapshot(filter: string): Promise<{ entries: KvEntry[]; revision: number }> {
+  async snapshot(filter: string): Promise<{ entries: KvEntry[]; revision: number; last: number }> {
     this.ops.snapshot++;
     this.expire();
     const entries = [...this.data.values()].filter((e) => matchesFilter(filter, e.key)).map((e) => ({ ...e, value: e.value.slice() }));
-    return { entries, revision: this.seq };
+    return { entries, revision: this.seq, last: this.lastUnder(filter) };
+  }
+
+  /** The revision of the last write or deletion under `filter` (0: none). */
+  private lastUnder(filter: string): number {
+    let last = 0;
+    for (const e of this.data.values()) if (e.revision > last && matchesFilter(filter, e.key)) last = e.revision;
+    for (const [k, rev] of this.deleted) if (rev > last && matchesFilter(filter, k)) last = rev;
+    return last;
+  }
+
+  /** Refuses a write whose `within` condition no longer holds, as the server does. */
+  private check(within: Within | undefined): void {
+    if (!within) return;
+    const last = this.lastUnder(within.filter);
+    if (last !== within.last) throw new KvConflictError(`wrong last sequence: ${last}`, last);
   }
 
   async changes(filter: string, after: number): Promise<{ changes: KvChange[]; revision: number }> {

@@ -22,6 +22,23 @@ export interface KvWriteOptions {
 }
 
 /**
+ * The condition of a write that must find nothing new under a filter: the last message under
+ * `filter` (any key, deletions included) must still be at revision `last` (0: none). The
+ * key's own revision is then not checked: whoever holds every key under the filter as of
+ * `last` checks it first. A write that succeeds proves that nothing else was written under
+ * the filter between `last` and itself (lib/kv/group-cache.ts).
+ */
+export interface Within {
+  filter: string;
+  last: number;
+}
+
+/** Options of put and delete: a TTL (put), and the condition that nothing under a filter changed. */
+export interface KvPutOptions extends KvWriteOptions {
+  within?: Within;
+}
+
+/**
  * The part of a JetStream KV bucket the service uses. The runtime adapts the nats
  * client's bucket to it; tests use the in-memory bucket of ./memory.
  * `create` and `update` throw a KvConflictError when the key exists / moved on.
@@ -31,11 +48,14 @@ export interface KvWriteOptions {
 export interface Kv {
   readonly bucket: string;
   get(key: string): Promise<KvEntry | null>;
-  put(key: string, value: Uint8Array, opts?: KvWriteOptions): Promise<number>;
+  put(key: string, value: Uint8Array, opts?: KvPutOptions): Promise<number>;
   create(key: string, value: Uint8Array, opts?: KvWriteOptions): Promise<number>;
   update(key: string, value: Uint8Array, revision: number, opts?: KvWriteOptions): Promise<number>;
-  /** Removes a key. Its delete marker expires after a while, so deleted keys stop costing anything. */
-  delete(key: string): Promise<void>;
+  /**
+   * Removes a key. Its delete marker expires after a while, so deleted keys stop costing
+   * anything. With `within`, returns the marker's revision (it is conditioned like a put).
+   */
+  delete(key: string, opts?: Pick<KvPutOptions, "within">): Promise<number | void>;
   /**
    * Keys matching a subject-style filter (`a.b.*`, `a.>`). May include keys deleted or
    * expired in the last minutes (their markers): callers read each key and skip the absent ones.
@@ -48,10 +68,12 @@ export interface Kv {
   watch?(filter: string, onChange: (key: string, entry: KvEntry | null) => void): Promise<() => void>;
   /**
    * Every live key under `filter` (deleted ones left out), as the bucket's leader holds them,
-   * and a revision up to which nothing under the filter is missing. Optional: used by
+   * a revision up to which nothing under the filter is missing, and, when the read can tell,
+   * `last`: the revision of the last message under the filter, deletions included (0: none;
+   * what a `within` condition compares with). Optional: used by
    * caches that load a group of keys on demand (lib/kv/group-cache.ts).
    */
-  snapshot?(filter: string): Promise<{ entries: KvEntry[]; revision: number }>;
+  snapshot?(filter: string): Promise<{ entries: KvEntry[]; revision: number; last?: number }>;
   /**
    * What changed under `filter` after revision `after`, as the bucket's leader holds it: the
    * changes in revision order and the revision they bring a reader to. Null when they are too
@@ -67,10 +89,17 @@ export interface Kv {
   scan?(filter: string, from: number, max: number): Promise<{ changes: KvChange[]; more: boolean }>;
 }
 
-/** Thrown when a create finds the key present, or an update finds another revision. */
+/**
+ * Thrown when a create finds the key present, an update finds another revision, or a write
+ * `within` a filter finds something newer under it. `last`: the revision the server found
+ * instead, when it said (for a `within` write, the last message under the filter).
+ */
 export class KvConflictError extends Error {
   readonly kvConflict = true;
-  constructor(message = "wrong last sequence") {
+  constructor(
+    message = "wrong last sequence",
+    readonly last?: number,
+  ) {
     super(message);
     this.name = "KvConflictError";
   }

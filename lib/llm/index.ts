@@ -32,8 +32,16 @@ export interface CallRequest {
   provider?: string;
   /** Length in characters of what the caller asked (the seed's prompt_length). */
   prompt_length: number;
-  /** Builds the plan (persona, context). */
-  prepare(): CallPlan | Promise<CallPlan>;
+  /**
+   * Builds the plan (persona, context). `since`: performance.now() when the call began, for
+   * reads that a write made since can spare (ConversationMemory.prepare).
+   */
+  prepare(since: number): CallPlan | Promise<CallPlan>;
+  /**
+   * With a prompt budget: build the plan after the admission instead of alongside it, because
+   * the admission's writes will spare the plan's reads (ConversationMemory.provable).
+   */
+  admitFirst?: boolean;
   /**
    * The most tokens the prepared prompt may take: reserved before the plan is built, so
    * the admission and prepare run together (chat: the context budget). A plan that comes
@@ -74,22 +82,35 @@ function refusal(ctx: Ctx, req: CallRequest, t: Extract<Ticket, { ok: false }>):
   return new RoseyError(t.code, t.message, { retry_after: t.retry_after });
 }
 
-/** Admission and prepare: concurrently with a prompt budget, else the plan first. */
-async function admitAndPrepare(ctx: Ctx, req: CallRequest): Promise<{ plan: CallPlan; ticket: Ticket }> {
-  const admit = (tokens: number, atLeast?: number) =>
-    ctx.limiter.admit({ user: req.user, channel: req.channel, tokens, atLeast, system: req.system });
+/**
+ * Admission and prepare: with a prompt budget concurrently, or the admission first when it
+ * spares prepare's reads (admitFirst); without one the plan first. A refusal is thrown.
+ */
+async function admitAndPrepare(ctx: Ctx, req: CallRequest, since: number): Promise<{ plan: CallPlan; ticket: Ticket & { ok: true } }> {
+  const admit = async (tokens: number, atLeast?: number) => {
+    const t = await ctx.limiter.admit({ user: req.user, channel: req.channel, tokens, atLeast, system: req.system });
+    if (!t.ok) throw refusal(ctx, req, t);
+    return t;
+  };
   if (req.promptBudget === undefined) {
-    const plan = await req.prepare();
+    const plan = await req.prepare(since);
     return { plan, ticket: await admit(reservation(plan.messages, req.max_tokens)) };
   }
   // A user near the end of their quota may hold less than the budget: enough for the reply
   // will do, and the prompt is reserved once it is known.
-  const [p, t] = await Promise.allSettled([
-    Promise.resolve().then(() => req.prepare()),
-    admit(req.promptBudget + req.max_tokens, req.max_tokens + 3),
-  ]);
+  const budget = () => admit(req.promptBudget! + req.max_tokens, req.max_tokens + 3);
+  if (req.admitFirst) {
+    const ticket = await budget();
+    try {
+      return { plan: await req.prepare(since), ticket };
+    } catch (err) {
+      await ctx.limiter.release(ticket).catch(() => undefined);
+      throw err;
+    }
+  }
+  const [p, t] = await Promise.allSettled([Promise.resolve().then(() => req.prepare(since)), budget()]);
   if (p.status === "rejected") {
-    if (t.status === "fulfilled" && t.value.ok) await ctx.limiter.release(t.value).catch(() => undefined);
+    if (t.status === "fulfilled") await ctx.limiter.release(t.value).catch(() => undefined);
     throw p.reason;
   }
   if (t.status === "rejected") throw t.reason;
@@ -103,10 +124,9 @@ export async function callModel(ctx: Ctx, req: CallRequest): Promise<CallResult>
   if (req.provider && !ctx.providers.status().some((p) => p.name === req.provider)) {
     throw new RoseyError("validation", `provider: "${req.provider}" is not one of ${ctx.providers.status().map((p) => p.name).join(", ")}`);
   }
-  const admitted = await admitAndPrepare(ctx, req);
+  const admitted = await admitAndPrepare(ctx, req, started);
   const plan = admitted.plan;
   let ticket = admitted.ticket;
-  if (!ticket.ok) throw refusal(ctx, req, ticket);
   const release = (t: Ticket & { ok: true }) => ctx.limiter.release(t).catch((e) => ctx.log.warn("release failed", { error: String(e) }));
 
   // Reserve what is really sent: a plan larger than its budget takes the rest now.

@@ -15,6 +15,9 @@
 //                             two instances adding the same fact meet on one key (CAS merge);
 //                             with its embedding when embeddings are on (vectors.ts), kept
 //                             in `vectors` here and never in the Memory recall returns
+//   l.<channel>.doc           the channel's rate-limit document (lib/limiter's `c.<channel>`,
+//                             limits-doc.ts): kept here as stored, so that writing it can prove
+//                             the channel current (lib/kv/group-cache.ts)
 import { Memory, type Message } from "../schemas";
 import type { KvEntry } from "../kv";
 import { decodeName } from "../keys";
@@ -69,6 +72,8 @@ export interface ChannelState {
   vectors: Map<string, MemoryVector>;
   /** Keys of the channel whose stored value could not be read (skipped, but still there). */
   unreadable: Set<string>;
+  /** The channel's rate-limit document as stored (key `l.<channel>.doc`). */
+  limits?: KvEntry;
   /** Bytes the state takes, kept up to date by applyToChannel (an estimate, see below). */
   bytes: number;
   /** When decayed memories were last swept (see facts.ts). */
@@ -85,6 +90,8 @@ const SUMMARY_BYTES = 260;
 const MEMORY_BYTES = 700;
 const TERM_BYTES = 110;
 const CLAIM_BYTES = 90;
+/** The rate-limit document's entry and array headers besides its bytes. */
+const LIMITS_BYTES = 200;
 /** A vector's Map entry, object and typed array headers besides its 4 bytes a dimension. */
 const VECTOR_BYTES = 240;
 
@@ -207,6 +214,13 @@ export function applyToChannel(st: ChannelState, k: string, entry: KvEntry | nul
 function applyValue(st: ChannelState, k: string, entry: KvEntry | null): void {
   const [kind, , id, extra] = k.split(".");
   if (id === undefined || extra !== undefined) return;
+  if (kind === "l") {
+    // Read by the limiter, which checks it: held as stored.
+    if (st.limits) st.bytes -= LIMITS_BYTES + st.limits.value.byteLength;
+    st.limits = entry ? { key: k, value: entry.value, revision: entry.revision } : undefined;
+    if (st.limits) st.bytes += LIMITS_BYTES + st.limits.value.byteLength;
+    return;
+  }
   let value: unknown = null;
   if (entry) {
     try {

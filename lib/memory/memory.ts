@@ -18,6 +18,7 @@ import type { ChannelState } from "./channel";
 import { createContextBuilder } from "./context";
 import { createFacts } from "./facts";
 import { createHistory } from "./history";
+import { channelLimits } from "./limits-doc";
 import { createStore } from "./store";
 import { createSummaries } from "./summaries";
 import type { MemoryOptions, MemoryService } from "./types";
@@ -51,9 +52,13 @@ export function createMemory(opts: MemoryOptions): MemoryService {
   }
 
   return {
-    prepare(channel): Prepared {
-      return { channel, done: store.channel(encodeName(channel)).catch(() => null) };
+    prepare(channel, since): Prepared {
+      return { channel, done: store.channel(encodeName(channel), since).catch(() => null) };
     },
+
+    provable: (channel) => store.provable(encodeName(channel)),
+
+    channelLimits: (limits, ttlSeconds) => channelLimits(store, limits, ttlSeconds, opts.log),
 
     async context(channel, user, message, persona, prepared) {
       const encoded = encodeName(channel);

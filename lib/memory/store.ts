@@ -21,15 +21,25 @@ const channelOf = (k: string) => k.slice(k.indexOf(".") + 1, k.lastIndexOf("."))
 
 export interface Store {
   kv: Kv;
-  /** The channel, up to date with the bucket (see the header). */
-  channel(encoded: string): Promise<ChannelState>;
+  /**
+   * The channel, up to date with the bucket (see the header); no read when a write sent
+   * after `since` (performance.now()) proved it current (lib/kv/group-cache.ts).
+   */
+  channel(encoded: string, since?: number): Promise<ChannelState>;
   /** The channel if cached, without a round trip (for work that follows a read of it). */
   cachedChannel(encoded: string): ChannelState | undefined;
+  /** True when the channel's next write can prove its state current (GroupCache.provable). */
+  provable(encoded: string): boolean;
   create(k: string, value: unknown): Promise<void>;
   put(k: string, value: unknown): Promise<void>;
   /** Compare-and-set write: fails with a KV conflict when the key moved past `revision`. */
   update(k: string, value: unknown, revision: number): Promise<void>;
   remove(k: string): Promise<void>;
+  /**
+   * A stored value as given, for keys the memory does not interpret (a channel's rate-limit
+   * document): a compare-and-set on `expected` (0: absent; undefined: none). Returns its revision.
+   */
+  writeRaw(k: string, value: Uint8Array, expected: number | undefined, opts?: KvWriteOptions): Promise<number>;
   /** casUpdate on a key of the bucket, applying what it wrote. */
   cas<T>(k: string, fn: (current: T | undefined) => { value: T | undefined; result: void }): Promise<CasResult<T | undefined, void>>;
   /** Runs work in the background, tracked by settled(), its failure logged. */
@@ -56,37 +66,49 @@ export function createStore(opts: MemoryOptions): Store {
   });
   const pending = new Set<Promise<unknown>>();
 
-  const wrote = (k: string, value: Uint8Array, revision: number) => cache.wrote(channelOf(k), { key: k, value, revision });
   // Exchanges, summaries and claims expire by themselves; memories go by decay (facts.ts).
   const historyTtl: KvWriteOptions = { ttlSeconds: config.storage.history_ttl_days * 86_400 };
   const ttl = (k: string) => (k.startsWith("m.") ? undefined : historyTtl);
 
+  /**
+   * Every write goes through the channel's group: conditioned when it can prove the channel
+   * current (then `expected` is checked against the cached channel), else as `plain` makes it.
+   */
+  const write = (k: string, value: Uint8Array | null, expected: number | undefined, o: KvWriteOptions | undefined, plain: () => Promise<number | void>) =>
+    cache.write(channelOf(k), k, value, (within) => (!within ? plain() : value ? kv.put(k, value, { ...o, within }) : kv.delete(k, { within })), expected);
+
+  /** The bucket seen through the channels' groups, for casUpdate: its writes are the store's. */
+  const grouped: Kv = {
+    ...kv,
+    create: (k, e, o) => write(k, e, 0, o, () => kv.create(k, e, o)) as Promise<number>,
+    update: (k, e, revision, o) => write(k, e, revision, o, () => kv.update(k, e, revision, o)) as Promise<number>,
+  };
+
   return {
     kv,
-    channel: (encoded) => cache.use(encoded),
+    channel: (encoded, since) => cache.use(encoded, since),
     cachedChannel: (encoded) => cache.peek(encoded),
+    provable: (encoded) => cache.provable(encoded),
     async create(k, value) {
       const e = bytes(value);
-      wrote(k, e, await kv.create(k, e, ttl(k)));
+      await write(k, e, 0, ttl(k), () => kv.create(k, e, ttl(k)));
     },
     async put(k, value) {
       const e = bytes(value);
-      wrote(k, e, await kv.put(k, e, ttl(k)));
+      await write(k, e, undefined, ttl(k), () => kv.put(k, e, ttl(k)));
     },
     async update(k, value, revision) {
       const e = bytes(value);
-      wrote(k, e, await kv.update(k, e, revision, ttl(k)));
+      await write(k, e, revision, ttl(k), () => kv.update(k, e, revision, ttl(k)));
     },
     async remove(k) {
-      // Gone from this instance's reads before the round trip.
-      cache.deleted(channelOf(k), k);
-      await kv.delete(k);
+      await write(k, null, undefined, undefined, () => kv.delete(k));
     },
-    async cas(k, fn) {
-      const r = await casUpdate(kv, k, fn);
-      if (r.value !== undefined && r.revision) wrote(k, bytes(r.value), r.revision);
-      return r;
+    async writeRaw(k, e, expected, o) {
+      const plain = () => (expected === undefined ? kv.put(k, e, o) : expected === 0 ? kv.create(k, e, o) : kv.update(k, e, expected, o));
+      return (await write(k, e, expected, o, plain)) as number;
     },
+    cas: (k, fn) => casUpdate(grouped, k, fn),
     background(what, p) {
       const q = p.catch((err) => log.warn(`memory: ${what} failed`, { error: (err as Error).message }));
       pending.add(q);

@@ -35,6 +35,11 @@ export interface MemoryService extends ConversationMemory {
   cached(): { channels: number; bytes: number };
   /** Forgets every cached channel. Background work already started still finishes (see settled). */
   close(): void;
+  /**
+   * The limiter's bucket with each channel's rate-limit document kept among the channel's
+   * memory keys (limits-doc.ts), written with `ttlSeconds`.
+   */
+  channelLimits(limits: Kv, ttlSeconds: number): Kv;
 }
 
 /**
