@@ -309,7 +309,9 @@ describe("KV compare-and-set storm on one hot key", () => {
     // The limiter's windows hold exactly one entry per request, and no reservation is left over.
     const kv = await nc.jetstream().views.kv(BUCKETS.limits);
     const udoc = JSON.parse(dec.decode((await kv.get(key("u", encodeName(user))))!.value)) as UserDoc;
-    const cdoc = JSON.parse(dec.decode((await kv.get(key("c", encodeName(channel))))!.value)) as ChannelDoc;
+    // A channel's document lies among the channel's memory keys.
+    const memory = await nc.jetstream().views.kv(BUCKETS.memory);
+    const cdoc = JSON.parse(dec.decode((await memory.get(key("l", encodeName(channel), "doc")))!.value)) as ChannelDoc;
     expect(udoc.l).toHaveLength(TOTAL);
     expect(udoc.d).toMatchObject({ n: TOTAL, q: TOTAL, u: tokens });
     expect(udoc.r).toEqual({});

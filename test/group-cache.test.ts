@@ -2,7 +2,7 @@
 // reloads when a group went unread too long or changed too much, writes applied at once,
 // and a late older value never reviving a key this instance deleted.
 import { describe, expect, it } from "vitest";
-import { GroupCache, MemoryKv, type Kv, type KvEntry } from "../lib/kv";
+import { CONTENDED_MS, GroupCache, isKvConflict, KvConflictError, MemoryKv, type Kv, type KvEntry } from "../lib/kv";
 import { silentLogger } from "../lib/log";
 
 const enc = new TextEncoder();
@@ -133,5 +133,92 @@ describe("group cache", () => {
     await cache.use("small");
     expect(cache.peek("big")).toBeUndefined();
     expect(cache.stats().groups).toBe(1);
+  });
+});
+
+describe("group cache: writes that prove a group current", () => {
+  /** A conditioned write when the cache offers a condition, else the caller's compare-and-set. */
+  const writer = (kv: Kv, k: string, v: string, expected?: number) => (within?: { filter: string; last: number }) =>
+    within ? kv.put(k, enc.encode(v), { within }) : expected === undefined ? kv.put(k, enc.encode(v)) : expected === 0 ? kv.create(k, enc.encode(v)) : kv.update(k, enc.encode(v), expected);
+
+  it("spares the read of a use that began before a write which found nothing new under the group", async () => {
+    const kv = new MemoryKv();
+    await put(kv, "g.a.1", "one");
+    await put(kv, "g.other.1", "another group's write");
+    const cache = cacheOver(kv);
+    await cache.use("a");
+    expect(cache.provable("a")).toBe(true);
+    const since = performance.now();
+    await cache.write("a", "g.a.doc", enc.encode("admitted"), writer(kv, "g.a.doc", "admitted"), 0);
+    const reads = kv.ops.changes + kv.ops.snapshot;
+    const st = await cache.use("a", since);
+    expect(kv.ops.changes + kv.ops.snapshot).toBe(reads);
+    expect([...st.values()]).toEqual(["one", "admitted"]);
+    // A use that began after the write proves nothing: it reads.
+    await cache.use("a", performance.now());
+    expect(kv.ops.changes + kv.ops.snapshot).toBe(reads + 1);
+    // Writes chain: the next one is conditioned on the last, and proves again.
+    const again = performance.now();
+    await cache.write("a", "g.a.2", enc.encode("two"), writer(kv, "g.a.2", "two"), 0);
+    await cache.use("a", again);
+    expect(kv.ops.changes + kv.ops.snapshot).toBe(reads + 1);
+  });
+
+  it("makes the write as the caller means it when another writer came first, then reads, and proves nothing for a while", async () => {
+    let now = 1_000_000;
+    const kv = new MemoryKv();
+    const doc = await put(kv, "g.a.doc", "v1");
+    const cache = cacheOver(kv, { now: () => now });
+    await cache.use("a");
+    // Another instance writes under the group (not the key this one writes).
+    await put(kv, "g.a.history", "theirs");
+    const since = performance.now();
+    const rev = await cache.write("a", "g.a.doc", enc.encode("v2"), writer(kv, "g.a.doc", "v2", doc), doc);
+    expect(dec.decode((await kv.get("g.a.doc"))!.value)).toBe("v2");
+    expect((await kv.get("g.a.doc"))!.revision).toBe(rev);
+    expect(cache.provable("a")).toBe(false);
+    const st = await cache.use("a", since);
+    expect(st.get("g.a.history")).toBe("theirs");
+    // The caller's own compare-and-set still decides: a stale revision is refused.
+    await expect(cache.write("a", "g.a.doc", enc.encode("v3"), writer(kv, "g.a.doc", "v3", doc), doc)).rejects.toSatisfy(isKvConflict);
+    // Once no other writer was seen for a while, the next read makes the group provable again.
+    now += CONTENDED_MS;
+    await cache.use("a");
+    expect(cache.provable("a")).toBe(true);
+  });
+
+  it("refuses a write for a revision the current group does not hold, with no round trip", async () => {
+    const kv = new MemoryKv();
+    const r = await put(kv, "g.a.doc", "v1");
+    const cache = cacheOver(kv);
+    await cache.use("a");
+    const writes = kv.ops.put + kv.ops.update;
+    await expect(cache.write("a", "g.a.doc", enc.encode("v2"), writer(kv, "g.a.doc", "v2", r - 1), r - 1)).rejects.toSatisfy(isKvConflict);
+    await expect(cache.write("a", "g.a.new", enc.encode("x"), writer(kv, "g.a.new", "x", 0), 0)).resolves.toBeGreaterThan(r);
+    await expect(cache.write("a", "g.a.new", enc.encode("y"), writer(kv, "g.a.new", "y", 0), 0)).rejects.toSatisfy(isKvConflict);
+    expect(kv.ops.put + kv.ops.update).toBe(writes + 1);
+  });
+
+  it("only lowers its tip when the group's last messages expired, and still proves", async () => {
+    const kv = new MemoryKv();
+    await put(kv, "g.a.1", "one");
+    const cache = cacheOver(kv);
+    await cache.use("a");
+    // As the server answers once the group's last messages (markers) expired: its last is
+    // older than the tip, and nothing was written since.
+    const conditions: number[] = [];
+    const op = (within?: { filter: string; last: number }) => {
+      if (!within) return Promise.reject(new Error("expected a conditioned write"));
+      conditions.push(within.last);
+      if (within.last !== 0) return Promise.reject(new KvConflictError("wrong last sequence: 0", 0));
+      return kv.put("g.a.2", enc.encode("two"));
+    };
+    const since = performance.now();
+    await cache.write("a", "g.a.2", enc.encode("two"), op, 0);
+    expect(conditions).toEqual([1, 0]);
+    expect(cache.provable("a")).toBe(true);
+    const reads = kv.ops.changes;
+    await cache.use("a", since);
+    expect(kv.ops.changes).toBe(reads);
   });
 });

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetStreamManager, KV, NatsConnection } from "nats";
 import { isKvConflict, type Kv } from "../lib/kv";
 import { natsKv } from "../runtime/kv";
+import { leaderTolerant } from "../runtime/provision";
 import { streamReads } from "../runtime/kv-reads";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { client } from "./helpers/service";
@@ -35,6 +36,26 @@ describe("nats KV adapter", () => {
     await expect(kv.create("x.one", enc.encode("2"))).rejects.toSatisfy(isKvConflict);
     await expect(kv.update("x.one", enc.encode("2"), r + 5)).rejects.toSatisfy(isKvConflict);
     expect(await kv.update("x.one", enc.encode("2"), r)).toBeGreaterThan(r);
+  });
+
+  it("writes within a filter only while nothing else was written under it, and says what it found", async () => {
+    const handle = natsKv(leaderTolerant(bucket, nc.jetstream(), "ADAPTER_TEST"), "ADAPTER_TEST", jsm);
+    const first = await handle.put("t.room.a", enc.encode("1"));
+    const within = { filter: "*.room.*", last: first };
+    // Another channel's write does not count; the key itself needs no revision.
+    await handle.put("t.hall.a", enc.encode("x"));
+    const second = await handle.put("l.room.doc", enc.encode("2"), { within });
+    expect(second).toBeGreaterThan(first);
+    // The same condition again: the write above is newer, and the server names it.
+    const err = await handle.put("t.room.b", enc.encode("3"), { within }).catch((e: unknown) => e);
+    expect(isKvConflict(err)).toBe(true);
+    expect((err as { last?: number }).last).toBe(second);
+    expect(await handle.get("t.room.b")).toBeNull();
+    // A conditioned delete leaves a marker: the filter's new last.
+    const marker = await handle.delete("t.room.a", { within: { filter: "*.room.*", last: second } });
+    expect(marker).toBeGreaterThan(second);
+    await expect(handle.put("t.room.c", enc.encode("4"), { within: { filter: "*.room.*", last: second } })).rejects.toSatisfy(isKvConflict);
+    expect(await handle.put("t.room.c", enc.encode("4"), { within: { filter: "*.room.*", last: marker as number } })).toBeGreaterThan(marker as number);
   });
 
   it("lists every key under a filter, even thousands, and deleted keys read as absent", async () => {
@@ -94,7 +115,9 @@ describe.each([true, false])("group reads from the bucket stream (replicated: %s
     ]);
     expect(r!.revision).toBe(r!.changes[1].revision);
     expect(values((await reads.snapshot("*.ch1.*")).entries)).toEqual({ "m.ch1.b": "b2" });
-    expect(await reads.snapshot("*.nobody.*")).toEqual({ entries: [], revision: 0 });
+    expect(await reads.snapshot("*.nobody.*")).toEqual({ entries: [], revision: 0, last: 0 });
+    // The filter's last message is the deletion of t.ch1.a: what a write `within` it compares with.
+    expect((await reads.snapshot("*.ch1.*")).last).toBe(r!.revision);
   });
 
   it("reads a single key from the leader, and its change", async () => {

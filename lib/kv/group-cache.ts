@@ -26,10 +26,10 @@
 // before such a write was sent needs no read (use's `since`): one write instead of a write
 // and a read, e.g. a channel's rate-limit document written at admission proves the channel's
 // memory for the chat. Conditioned writes of a group go one at a time, each on the last one's
-// revision. A write that finds something newer fails as a conflict (the caller reads and
-// tries again); then, and for a while after any read brought a write of another instance
-// (CONTENDED_MS), writes go unconditioned and uses read, as without proofs, so groups other
-// instances also write do not pay a failed write on every use. A condition that finds an
+// revision. A write that finds something newer is made again unconditioned, as the caller
+// means it (a compare-and-set on the key, say); then, and for a while after any read brought a
+// write of another instance (CONTENDED_MS), writes go unconditioned and uses read, as without
+// proofs, so groups other instances also write do not pay a failed write on every use. A condition that finds an
 // older tip (the last messages expired) only lowers the tip: nothing new was written.
 import type { Clock, Logger } from "../context/types";
 import { isKvConflict, type Kv, type KvConflictError, type KvEntry, type Within } from "./types";
@@ -40,7 +40,7 @@ export const STALE_AFTER_MS = 5 * 60_000;
 /** How long a group may go unread and still be checked, for markers that live `markerTtlSeconds`. */
 export const staleAfter = (markerTtlSeconds: number) => Math.min(STALE_AFTER_MS, (markerTtlSeconds * 1000) / 2);
 /** After a write of another instance was seen in a group, its writes go unconditioned this long (see the header). */
-export const CONTENDED_MS = 2_000;
+export const CONTENDED_MS = 10_000;
 
 /** Bookkeeping of one key besides its name (keys are ASCII: a byte a character): a Map entry and its revision. */
 const KEY_OVERHEAD_BYTES = 64;
@@ -85,12 +85,21 @@ interface Group<S> {
   applied: number;
   /** The revision of the last message under the filter, when known exactly (see the header). */
   tip?: number;
+  /**
+   * The newest revision under the filter this instance has read or written, once a load told
+   * it where the filter stood: the tip again after each read.
+   */
+  seen?: number;
+  /** Counts the writes that set the tip or made it unknown, so that a read in flight meanwhile leaves it be. */
+  tipChanges: number;
   /** performance.now() when the last write that proved the state was sent. */
   provenAt?: number;
   /** Clock ms when a write of another instance was last seen here (-Infinity: never). */
   foreignAt: number;
   /** The conditioned write in flight, which the next one waits for. */
   writing?: Promise<void>;
+  /** Unconditioned writes of this instance in flight: a condition they break is not another instance's doing. */
+  plainWrites: number;
   loaded: boolean;
   readAt: number;
   /** Bytes of the keys' bookkeeping (see KEY_OVERHEAD_BYTES), kept as keys come and go. */
@@ -174,7 +183,7 @@ export class GroupCache<S> {
    * must then write under it alone; without one it makes the write as the caller means it
    * (a compare-and-set on `expected`, say). `expected`: the key's revision the write is
    * meant for (0: absent); a conditioned write checks it against the state, which is current.
-   * Throws a KV conflict when the key is not at `expected` or the condition found newer writes.
+   * Throws a KV conflict when the key is not at `expected`.
    */
   async write(name: string, key: string, value: Uint8Array | null, op: (within?: Within) => Promise<number | void>, expected?: number): Promise<number | void> {
     const g = this.groups.get(name);
@@ -197,12 +206,16 @@ export class GroupCache<S> {
           const last = isKvConflict(err) ? (err as KvConflictError).last : undefined;
           // Only expiries since the tip: nothing new, the state holds.
           if (last !== undefined && g.tip !== undefined && last < g.tip) {
-            g.tip = last;
+            g.tip = g.seen = last;
             continue;
           }
-          if (last !== undefined) g.foreignAt = this.o.clock.now();
           g.tip = undefined;
-          throw err;
+          g.tipChanges++;
+          if (last === undefined) throw err;
+          // Something else was written under the filter (by another instance, unless one of
+          // this instance's unconditioned writes was in flight): the write is made as the caller means it.
+          if (g.plainWrites === 0) g.foreignAt = this.o.clock.now();
+          return await this.plainWrite(name, key, value, op);
         }
       }
     } finally {
@@ -211,15 +224,29 @@ export class GroupCache<S> {
     }
   }
 
-  /** An unconditioned write: applied like any write of this instance, the tip unknown until the next read. */
-  private async plainWrite(name: string, key: string, value: Uint8Array | null, op: (within?: Within) => Promise<number | void>): Promise<number | void> {
+  /**
+   * An unconditioned write of `key` (value null: a deletion) made by `op`, applied like any
+   * write of this instance; the group's tip is unknown until its next read.
+   */
+  async plainWrite(name: string, key: string, value: Uint8Array | null, op: (within?: Within) => Promise<number | void>): Promise<number | void> {
     if (value === null) this.deleted(name, key);
     const g = this.groups.get(name);
-    if (g) g.tip = undefined;
-    const revision = await op(undefined);
-    if (value !== null) this.wrote(name, { key, value, revision: revision as number });
-    else if (g) g.tip = undefined;
-    return revision;
+    if (g) {
+      g.tip = undefined;
+      g.tipChanges++;
+      g.plainWrites++;
+    }
+    try {
+      const revision = await op(undefined);
+      if (value !== null) this.wrote(name, { key, value, revision: revision as number });
+      else if (g) {
+        g.tip = undefined;
+        g.tipChanges++;
+      }
+      return revision;
+    } finally {
+      if (g) g.plainWrites--;
+    }
   }
 
   /** A conditioned write went through: the state plus it is the bucket's as of `revision`. */
@@ -232,7 +259,8 @@ export class GroupCache<S> {
     } else {
       this.change(g, key, { key, value, revision }, revision);
     }
-    g.tip = revision;
+    g.tip = g.seen = revision;
+    g.tipChanges++;
     g.applied = Math.max(g.applied, revision);
     this.head = Math.max(this.head, revision);
     g.readAt = this.o.clock.now();
@@ -247,6 +275,7 @@ export class GroupCache<S> {
     if (!g) return;
     // Whether anything else came between is unknown until the next read.
     g.tip = undefined;
+    g.tipChanges++;
     this.change(g, entry.key, entry, entry.revision);
     this.keep(g);
   }
@@ -270,7 +299,7 @@ export class GroupCache<S> {
   }
 
   private create(name: string): Group<S> {
-    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, foreignAt: -Infinity, loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
+    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, tipChanges: 0, foreignAt: -Infinity, plainWrites: 0, loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
   }
 
   /** One read at a time per group; a caller arriving during one joins the next. */
@@ -293,25 +322,34 @@ export class GroupCache<S> {
     const snap = await this.o.kv.snapshot!(this.o.filter(g.name));
     for (const e of snap.entries) this.change(g, e.key, e, e.revision);
     this.settle(g, Math.max(snap.revision, head));
-    g.tip = snap.last;
+    g.tip = g.seen = snap.last;
     g.loaded = true;
   }
 
   private async check(g: Group<S>): Promise<void> {
     const head = this.head;
+    // What this instance had seen when the read began: its own writes that land while the read
+    // is in flight may come after the read's cut, with another instance's write in between.
+    const before = g.seen;
+    const tipChanges = g.tipChanges;
     const r = await this.o.kv.changes!(this.o.filter(g.name), g.applied);
     if (r === null) {
       // Too much changed to list (or the group's last keys vanished): read it whole again.
-      Object.assign(g, { state: this.o.empty(g.name), live: new Map(), dead: new Map(), applied: 0, tip: undefined, loaded: false, keyBytes: 0, dirty: true });
+      Object.assign(g, { state: this.o.empty(g.name), live: new Map(), dead: new Map(), applied: 0, tip: undefined, seen: undefined, loaded: false, keyBytes: 0, dirty: true });
       g.foreignAt = this.o.clock.now();
       return this.load(g);
     }
     let foreign = false;
-    for (const c of r.changes) foreign = this.change(g, c.key, c.entry, c.revision) || foreign;
+    let newest = before;
+    for (const c of r.changes) {
+      foreign = this.change(g, c.key, c.entry, c.revision) || foreign;
+      if (newest !== undefined) newest = Math.max(newest, c.revision);
+    }
     if (foreign) g.foreignAt = this.o.clock.now();
-    // Every message under the filter after `applied` came back: the newest is the filter's last.
-    const newest = r.changes.at(-1)?.revision;
-    if (newest !== undefined) g.tip = Math.max(g.tip ?? 0, newest);
+    // Every message under the filter after `applied` came back: the newest is the filter's last,
+    // unless a write of this instance set the tip (then the newer) or made it unknown meanwhile.
+    if (g.tipChanges === tipChanges) g.tip = newest;
+    else if (g.tip !== undefined && newest !== undefined) g.tip = Math.max(g.tip, newest);
     this.settle(g, Math.max(r.revision, head));
   }
 
@@ -326,6 +364,7 @@ export class GroupCache<S> {
 
   /** Applies one key's value (null: deleted) at `revision` if it is newer than what the group has; true when it was. */
   private change(g: Group<S>, key: string, entry: KvEntry | null, revision: number): boolean {
+    if (g.seen !== undefined && revision > g.seen) g.seen = revision;
     if (revision <= (g.live.get(key) ?? g.dead.get(key) ?? 0)) return false;
     g.dirty = true;
     if (entry === null) {

@@ -15,4 +15,4 @@ export {
   type Step,
 } from "./cas";
 export { checkedKv } from "./checked";
-export { GroupCache, staleAfter, type GroupCacheOptions } from "./group-cache";
+export { CONTENDED_MS, GroupCache, staleAfter, type GroupCacheOptions } from "./group-cache";

@@ -29,7 +29,7 @@ export function createHistory(store: Store, clock: Clock): History {
     async record(encoded, user, message, reply) {
       // Question and reply in one key: one write, and no reader ever sees one without the other.
       const exchange: StoredExchange = { user, message, reply, at: clock.now() };
-      await store.create(key("t", encoded, exchangeId()), exchange);
+      await store.append(key("t", encoded, exchangeId()), exchange);
     },
   };
 }

@@ -46,7 +46,9 @@ export function channelLimits(store: Store, limits: Kv, ttlSeconds: number, log:
   }
 
   return {
-    ...limits,
+    bucket: limits.bucket,
+    keys: (f) => limits.keys(f),
+    ...(limits.scan && { scan: limits.scan.bind(limits) }),
     async get(k) {
       const mk = docKey(k);
       if (!mk) return limits.get(k);

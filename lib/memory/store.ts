@@ -31,6 +31,8 @@ export interface Store {
   /** True when the channel's next write can prove its state current (GroupCache.provable). */
   provable(encoded: string): boolean;
   create(k: string, value: unknown): Promise<void>;
+  /** create() on the chat path: a write that can prove the channel current (see write below). */
+  append(k: string, value: unknown): Promise<void>;
   put(k: string, value: unknown): Promise<void>;
   /** Compare-and-set write: fails with a KV conflict when the key moved past `revision`. */
   update(k: string, value: unknown, revision: number): Promise<void>;
@@ -71,15 +73,24 @@ export function createStore(opts: MemoryOptions): Store {
   const ttl = (k: string) => (k.startsWith("m.") ? undefined : historyTtl);
 
   /**
-   * Every write goes through the channel's group: conditioned when it can prove the channel
-   * current (then `expected` is checked against the cached channel), else as `plain` makes it.
+   * Every write is applied to the channel's group. The chat path's writes (`proving`: the
+   * channel's rate-limit document, the exchange) are conditioned when they can prove the
+   * channel current (then `expected` is checked against the cached channel); the others,
+   * rare or in bulk (summaries, memories, touches, resets), are made as `plain` makes them, so
+   * they never queue behind each other, and the channel's next use reads it.
    */
-  const write = (k: string, value: Uint8Array | null, expected: number | undefined, o: KvWriteOptions | undefined, plain: () => Promise<number | void>) =>
-    cache.write(channelOf(k), k, value, (within) => (!within ? plain() : value ? kv.put(k, value, { ...o, within }) : kv.delete(k, { within })), expected);
+  const write = (k: string, value: Uint8Array | null, expected: number | undefined, o: KvWriteOptions | undefined, plain: () => Promise<number | void>, proving = false) =>
+    proving
+      ? cache.write(channelOf(k), k, value, (within) => (!within ? plain() : value ? kv.put(k, value, { ...o, within }) : kv.delete(k, { within })), expected)
+      : cache.plainWrite(channelOf(k), k, value, plain);
 
   /** The bucket seen through the channels' groups, for casUpdate: its writes are the store's. */
   const grouped: Kv = {
-    ...kv,
+    bucket: kv.bucket,
+    get: (k) => kv.get(k),
+    put: (k, e, o) => kv.put(k, e, o),
+    delete: (k, o) => kv.delete(k, o),
+    keys: (f) => kv.keys(f),
     create: (k, e, o) => write(k, e, 0, o, () => kv.create(k, e, o)) as Promise<number>,
     update: (k, e, revision, o) => write(k, e, revision, o, () => kv.update(k, e, revision, o)) as Promise<number>,
   };
@@ -92,6 +103,10 @@ export function createStore(opts: MemoryOptions): Store {
     async create(k, value) {
       const e = bytes(value);
       await write(k, e, 0, ttl(k), () => kv.create(k, e, ttl(k)));
+    },
+    async append(k, value) {
+      const e = bytes(value);
+      await write(k, e, 0, ttl(k), () => kv.create(k, e, ttl(k)), true);
     },
     async put(k, value) {
       const e = bytes(value);
@@ -106,7 +121,7 @@ export function createStore(opts: MemoryOptions): Store {
     },
     async writeRaw(k, e, expected, o) {
       const plain = () => (expected === undefined ? kv.put(k, e, o) : expected === 0 ? kv.create(k, e, o) : kv.update(k, e, expected, o));
-      return (await write(k, e, expected, o, plain)) as number;
+      return (await write(k, e, expected, o, plain, true)) as number;
     },
     cas: (k, fn) => casUpdate(grouped, k, fn),
     background(what, p) {
