@@ -51,7 +51,7 @@ export interface SweepSource {
 }
 
 /** The limits bucket's walk: users' documents, and channels' written there before they moved to the memory bucket. */
-export function limitsWalk(scan: Scan): SweepSource {
+function limitsWalk(scan: Scan): SweepSource {
   return { scan, filter: ">", position: SWEEP_KEY, docKey: (k) => (/^[uc]\.[^.]+$/.test(k) ? k : undefined) };
 }
 
