@@ -1,8 +1,10 @@
 // `rosey-llm usage`: the usage bucket as a table — one row per day, user / channel / the
 // whole service, and provider — read straight from KV, since the `usage` endpoint answers
-// for today only. A user's or a channel's last day is still in the limits bucket until the
-// usage bucket has it (when their next day starts, or the sweep finds it finished:
-// lib/limiter/history.ts), so it is read there unless the usage bucket has it already.
+// for today only. A user's or a channel's last day is still in their limiter document until
+// the usage bucket has it (when their next day starts, or the sweep finds it finished:
+// lib/limiter/history.ts), so it is read there unless the usage bucket has it already: a
+// user's in the limits bucket, a channel's in the memory bucket (and, from before channel
+// documents moved there, in the limits bucket until it expires).
 // Keys are matched with the layouts of lib/keys/layout.ts.
 import type { NatsConnection } from "nats";
 import type { Config } from "../lib/config";
@@ -24,7 +26,12 @@ export interface UsageQuery {
 }
 
 const LAYOUT = BUCKET_LAYOUTS.usage.keys;
-const LIVE = BUCKET_LAYOUTS.limits.keys;
+/** Where the current days are: the limiter's documents, by scope, bucket and layout. */
+const LIVE = [
+  ["user", "limits", BUCKET_LAYOUTS.limits.keys.user.key],
+  ["channel", "memory", BUCKET_LAYOUTS.memory.keys.channelLimits.key],
+  ["channel", "limits", BUCKET_LAYOUTS.limits.keys.channel.key],
+] as const;
 const SCOPES = [
   ["service", LAYOUT.instance.key],
   ["channel", LAYOUT.channel.key],
@@ -42,7 +49,8 @@ export async function usageRows(nc: NatsConnection, config: Config, q: UsageQuer
   } catch {
     throw new Error(`no usage bucket ${BUCKETS.usage} on this NATS: has the service run here?`);
   }
-  const kv = natsKv(bucket, BUCKETS.usage, await nc.jetstreamManager());
+  const jsm = await nc.jetstreamManager();
+  const kv = natsKv(bucket, BUCKETS.usage, jsm);
   // A named user or channel: their keys only; otherwise every user, channel and the service.
   const named = [
     ...(q.user !== undefined ? [keyFilter(LAYOUT.user.key, { user: q.user })] : []),
@@ -54,11 +62,10 @@ export async function usageRows(nc: NatsConnection, config: Config, q: UsageQuer
   const since = cal.date(now - (q.days - 1) * 86_400_000);
 
   const totals = new Map<string, Row>();
-  /** Days of a user or channel read from the usage bucket: the limits bucket's copy of them is not counted again. */
+  /** Days of a user or channel read from the usage bucket: their limiter document's copy is not counted again. */
   const kept = new Set<string>();
   const add = (day: string, scope: string, name: string, doc: HistoryDoc) => {
     if (day < since) return;
-    kept.add([day, scope, name].join("\n"));
     for (const [provider, v] of Object.entries(doc.by_provider ?? {})) {
       const id = [day, scope, name, provider].join("\n");
       const row = totals.get(id) ?? [day, scope, name, provider, 0, 0];
@@ -74,22 +81,26 @@ export async function usageRows(nc: NatsConnection, config: Config, q: UsageQuer
       const match = SCOPES.map(([scope, layout]) => ({ scope, parts: parseKey(layout, k) })).find((m) => m.parts);
       const entry = match?.parts && match.parts.day >= since ? await kv.get(k) : null;
       if (!match?.parts || !entry) return;
-      add(match.parts.day, match.scope, match.scope === "service" ? "*" : (match.parts.user ?? match.parts.channel), JSON.parse(dec.decode(entry.value)));
+      const name = match.scope === "service" ? "*" : (match.parts.user ?? match.parts.channel);
+      kept.add([match.parts.day, match.scope, name].join("\n"));
+      add(match.parts.day, match.scope, name, JSON.parse(dec.decode(entry.value)));
     }),
   );
-  // The current days of users and channels, from the limiter's documents.
-  const limits = natsKv(await js.views.kv(BUCKETS.limits, { bindOnly: true }), BUCKETS.limits, await nc.jetstreamManager());
-  type Live = readonly ["user" | "channel", string];
-  const live: Live[] = [
-    ...(q.user !== undefined ? [["user", keyFilter(LIVE.user.key, { user: q.user })] as const] : []),
-    ...(q.channel !== undefined ? [["channel", keyFilter(LIVE.channel.key, { channel: q.channel })] as const] : []),
-  ];
-  const liveFilters: Live[] = named.length ? live : [["user", keyFilter(LIVE.user.key)], ["channel", keyFilter(LIVE.channel.key)]];
+  // The current days of users and channels, from the limiter's documents: a named user's or
+  // channel's only, otherwise everyone's. A channel with documents in both buckets (the day
+  // its channel documents moved) has its day in both, each part in one: they add up.
+  const buckets = {
+    limits: natsKv(await js.views.kv(BUCKETS.limits, { bindOnly: true }), BUCKETS.limits, jsm),
+    memory: natsKv(await js.views.kv(BUCKETS.memory, { bindOnly: true }), BUCKETS.memory, jsm),
+  };
+  const wanted = { user: q.user, channel: q.channel };
   await Promise.all(
-    liveFilters.map(async ([scope, filter]) => {
-      for (const k of await limits.keys(filter)) {
-        const parts = parseKey(LIVE[scope].key, k);
-        const entry = parts ? await limits.get(k) : null;
+    LIVE.filter(([scope]) => !named.length || wanted[scope] !== undefined).map(async ([scope, bucket, layout]) => {
+      const docs = buckets[bucket];
+      const filter = keyFilter(layout, wanted[scope] === undefined ? {} : { [scope]: wanted[scope] });
+      for (const k of await docs.keys(filter)) {
+        const parts = parseKey(layout, k);
+        const entry = parts ? await docs.get(k) : null;
         const d = entry && (JSON.parse(dec.decode(entry.value)) as UserDoc | ChannelDoc).d;
         if (d && !kept.has([d.w, scope, parts![scope]].join("\n"))) add(d.w, scope, parts![scope], historyDoc(d));
       }

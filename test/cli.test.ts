@@ -10,6 +10,9 @@ import { connect } from "nats";
 import { main } from "../runtime/cli";
 import { top } from "../runtime/cli-top";
 import { loadConfig } from "../lib/config";
+import { encodeName } from "../lib/keys";
+import { calendar } from "../lib/limiter";
+import { BUCKETS } from "../runtime/provision";
 import { ENDPOINTS } from "../lib/subjects";
 import { startEmbedded, urlFile } from "../runtime/embedded";
 import { createLogger } from "../lib/log";
@@ -195,6 +198,22 @@ describe("client commands", () => {
     expect(all).toMatch(/\sservice\s+\*\s+offline\s+\d+\s/);
     expect(await run("usage", "--channel", "#nobody-here")).toBe(0);
     expect(lines.join("")).toMatch(/no usage recorded in the last 7 day/);
+  });
+
+  it("usage shows a channel's today from its document in the memory bucket, and from one left in the limits bucket", async () => {
+    const nc = await connect({ servers: srv.url });
+    const today = calendar(loadConfig({ NATS_URL: srv.url }).timezone).date(Date.now());
+    const doc = (requests: number, tokens: number) =>
+      new TextEncoder().encode(JSON.stringify({ l: [Date.now()], d: { w: today, q: requests, u: tokens, p: { offline: [requests, tokens] } } }));
+    await (await nc.jetstream().views.kv(BUCKETS.memory)).put(`l.${encodeName("#moved here")}.doc`, doc(3, 42));
+    await (await nc.jetstream().views.kv(BUCKETS.limits)).put(`c.${encodeName("#left behind")}`, doc(2, 17));
+    await nc.close();
+    expect(await run("usage", "--channel", "#moved here")).toBe(0);
+    expect(lines.join("")).toMatch(new RegExp(`^${today}\\s+channel\\s+#moved here\\s+offline\\s+3\\s+42$`, "m"));
+    expect(await run("usage")).toBe(0);
+    const all = lines.join("");
+    expect(all).toMatch(new RegExp(`^${today}\\s+channel\\s+#moved here\\s+offline\\s+3\\s+42$`, "m"));
+    expect(all).toMatch(new RegExp(`^${today}\\s+channel\\s+#left behind\\s+offline\\s+2\\s+17$`, "m"));
   });
 
   it("top --once shows every endpoint with its rate and the provider's health", async () => {

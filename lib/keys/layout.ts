@@ -34,7 +34,11 @@ export const BUCKET_LAYOUTS = {
         holds:
           "One user's admission times of the last hour, today's requests, settled tokens and usage by provider, reservations in flight, threshold markers.",
       },
-      channel: { key: "c.<channel>", holds: "One channel's admission times of the last hour and today's usage by provider." },
+      channel: {
+        key: "c.<channel>",
+        holds:
+          "Before channel documents moved to the memory bucket (`l.<channel>.doc`): one channel's admission times of the last hour and today's usage by provider. Still read by `rosey-llm usage` and the sweep of finished days until it expires, 48 h after its last write.",
+      },
       global: { key: "g.<day>", holds: "The day's global token budget: tokens spent under closed leases and each instance's open lease." },
       instance: {
         key: "i.<day>.<instance>",
@@ -58,6 +62,7 @@ export const BUCKET_LAYOUTS = {
         key: "sweep",
         holds: "{seq, done?}: where the sweep of finished days stands in the limits bucket (the next revision to read) and the last day it walked to its end.",
       },
+      sweepMemory: { key: "sweep.memory", holds: "{seq, done?}: the same for the sweep's walk of the memory bucket's channel documents." },
     },
   },
   personas: {
@@ -79,6 +84,11 @@ export const BUCKET_LAYOUTS = {
       claim: {
         key: "c.<channel>.<id>",
         holds: "A create-once claim: the one instance that summarizes that stretch; deleted with the stretch, taken over by another instance after 60 s when its instance died. Expires after ROSEY_HISTORY_TTL_DAYS.",
+      },
+      channelLimits: {
+        key: "l.<channel>.doc",
+        holds:
+          "One channel's admission times of the last hour and today's usage by provider (the limiter's document `c.<channel>`, kept among the channel's keys so that a write of it can show them unchanged). Expires 48 h after its last write.",
       },
       memory: {
         key: "m.<channel>.<id>",

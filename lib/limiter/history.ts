@@ -4,8 +4,8 @@
 //   d.<day>.u.<user>, d.<day>.c.<channel>   a user's or a channel's finished day, written
 //       once (create-once: whoever comes second finds it there): by the write that starts
 //       their next day, or by the sweep (sweep.ts) that walks the documents nobody wrote
-//       since their day ended, before the limits bucket's max age drops them; until then the
-//       day is read from u.<user> / c.<channel>.
+//       since their day ended, before they expire (48 h after their last write); until then
+//       the day is read from u.<user> / c.<channel> (stored as l.<channel>.doc in the memory bucket).
 //   d.<day>.i.<instance>   an instance's share of the service's day, copied after its first
 //       settled call of the day and then with each write of its lease (heartbeats: every
 //       10 s while it serves), and when its lease is taken back.

@@ -1,39 +1,75 @@
 // The sweep: keeps the finished days of users and channels nobody has written since, before
-// the limits bucket's max age (48 h after a document's last write) drops them with their
-// document. A user seen on Monday and not again loses nothing from `rosey-llm usage`.
+// their documents expire (48 h after their last write) with them. A user seen on Monday and
+// not again loses nothing from `rosey-llm usage`.
 //
-// It walks the limits bucket in revision order, a batch of messages per step (Kv.scan: one
-// round trip). A key's message is its last write, so documents come oldest write first, and
-// every user or channel document before the first one whose day is still open holds a
-// finished day: that day is kept in the usage bucket (history.ts, create-once). The walk
-// stops at that first open document and resumes there the next day, when its day has ended;
-// it never has more to walk than the documents written since it last stopped, so each
-// document is met about once a day, and what a walk costs follows the users and channels
-// active in a day, not everything ever stored.
+// It is a few walks, each over one bucket's documents in revision order, a batch of messages
+// per step (Kv.scan: one round trip, the bucket's other keys skipped by the server): the
+// limits bucket (users' documents `u.<user>`, and channels' `c.<channel>` from before they
+// moved) and the memory bucket's channel documents `l.<channel>.doc`. A key's message is its
+// last write, so documents come oldest write first, and every user or channel document before
+// the first one whose day is still open holds a finished day: that day is kept in the usage
+// bucket (history.ts, create-once, under the limiter's key: `c.<channel>` for either kind of
+// channel document). A walk stops at that first open document and resumes there the next
+// day, when its day has ended; it never has more to walk than the documents written since it
+// last stopped, so each document is met about once a day, and what a walk costs follows the
+// users and channels active in a day, not everything ever stored.
 //
-// Where the walk is, is stored in the usage bucket (key `sweep`: the next revision and the day
-// it last reached an open document), advanced by compare-and-set after each batch's copies
-// are stored. Any instance may take the next step; two taking the same one copy the same
-// days, and create-once stores each of them once, and only one advances the position. A
-// process that dies mid-step leaves the position where it was, and the next step (of any
-// instance) does that batch again. A day counts as finished `graceMs` after it ended, so
-// late writes of that day (a channel's usage waits up to 1.5 s; clocks of instances differ
-// a little) are in it before it is kept.
+// Where each walk is, is stored in the usage bucket (key `sweep` for the limits bucket,
+// `sweep.memory` for the memory bucket: the next revision and the day it last reached an
+// open document), advanced by compare-and-set after each batch's copies are stored. Any
+// instance may take the next step; two taking the same one copy the same days, and
+// create-once stores each of them once, and only one advances the position. A process that
+// dies mid-step leaves the positions where they were, and the next step (of any instance)
+// does those batches again. A day counts as finished `graceMs` after it ended, so late
+// writes of that day (a channel's usage waits up to 1.5 s; clocks of instances differ a
+// little) are in it before it is kept.
 import type { Clock, Logger } from "../context/types";
 import { isKvConflict, type Kv, type KvChange } from "../kv";
 import type { Calendar } from "./calendar";
 import type { History } from "./history";
 import { ChannelDoc, UserDoc, type DayUsage, type SweepSettings, type SweepStep } from "./types";
 
-/** Key of the walk's position in the usage bucket. */
+/** Key of the limits bucket's walk position in the usage bucket. */
 export const SWEEP_KEY = "sweep";
+/** Key of the memory bucket's walk position in the usage bucket. */
+export const MEMORY_SWEEP_KEY = "sweep.memory";
 
 export const SWEEP_DEFAULTS: SweepSettings = { batch: 256, graceMs: 10 * 60_000, idleMs: 60_000, busyMs: 250 };
 
+type Scan = NonNullable<Kv["scan"]>;
+
+/** One walk: a bucket's documents under a filter, from a position of its own. */
+export interface SweepSource {
+  /** Kv.scan of the bucket walked. */
+  scan: Scan;
+  /** The keys walked, as a subject filter: the server skips the others. */
+  filter: string;
+  /** Key of the walk's position in the usage bucket. */
+  position: string;
+  /** The limiter's key (`u.<user>`, `c.<channel>`) of a walked key, or undefined for a key that holds no user's or channel's day. */
+  docKey(key: string): string | undefined;
+}
+
+/** The limits bucket's walk: users' documents, and channels' written there before they moved to the memory bucket. */
+function limitsWalk(scan: Scan): SweepSource {
+  return { scan, filter: ">", position: SWEEP_KEY, docKey: (k) => (/^[uc]\.[^.]+$/.test(k) ? k : undefined) };
+}
+
+/** The memory bucket's walk: channels' documents `l.<channel>.doc`, kept as the limiter's `c.<channel>`. */
+export function channelsWalk(scan: Scan): SweepSource {
+  const docKey = (k: string) => {
+    const channel = /^l\.([^.]+)\.doc$/.exec(k)?.[1];
+    return channel === undefined ? undefined : `c.${channel}`;
+  };
+  return { scan, filter: "l.*.doc", position: MEMORY_SWEEP_KEY, docKey };
+}
+
 export interface SweepOptions {
-  /** Kv.scan of the limits bucket. */
-  scan: NonNullable<Kv["scan"]>;
-  /** The usage bucket (the position is kept there). */
+  /** Kv.scan of the limits bucket: its walk (limitsWalk) always runs. */
+  scan: Scan;
+  /** More walks, each from its own position: the memory bucket's channel documents (channelsWalk). */
+  sources?: SweepSource[];
+  /** The usage bucket (the positions are kept there). */
   usage: Kv;
   history: History;
   calendar: Calendar;
@@ -42,15 +78,13 @@ export interface SweepOptions {
   settings?: Partial<SweepSettings>;
 }
 
-/** What one step did. */
-
 export interface Sweeper {
-  /** One step now (tests, and the timer). */
+  /** One step now (tests, and the timer): a batch of each walk not yet done for the day. */
   step(): Promise<SweepStep>;
   stop(): void;
 }
 
-/** The stored position. */
+/** A stored position. */
 interface Position {
   seq: number;
   /** The last day (as `closedBefore`) whose walk reached an open document or the end. */
@@ -60,11 +94,11 @@ interface Position {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** The day a user's or channel's message holds, or undefined for any other key, a deletion or a malformed value. */
-function dayOf(m: KvChange): DayUsage | undefined {
-  if (!m.entry || !(m.key.startsWith("u.") || m.key.startsWith("c."))) return undefined;
+/** The day a user's (`u.`) or channel's (`c.`) stored document holds, or undefined for a deletion or a malformed value. */
+function dayOf(docKey: string, m: KvChange): DayUsage | undefined {
+  if (!m.entry) return undefined;
   try {
-    const parsed = (m.key[0] === "u" ? UserDoc : ChannelDoc).safeParse(JSON.parse(dec.decode(m.entry.value)));
+    const parsed = (docKey[0] === "u" ? UserDoc : ChannelDoc).safeParse(JSON.parse(dec.decode(m.entry.value)));
     return parsed.success ? parsed.data.d : undefined;
   } catch {
     return undefined;
@@ -85,37 +119,36 @@ function position(value: Uint8Array | undefined): Position {
 /** Starts the sweep of one instance; its steps run on a timer unless settings.idleMs is 0. */
 export function createSweeper(opts: SweepOptions): Sweeper {
   const s = { ...SWEEP_DEFAULTS, ...opts.settings };
-  const { scan, usage, history, clock, log } = opts;
+  const { usage, history, clock, log } = opts;
   const cal = opts.calendar;
-  // The day whose walk this instance knows to be done: no reads until the next one.
-  let doneFor: string | undefined;
+  // Each walk, and the day it is known to be done for by this instance: no reads until the next one.
+  const walks = [limitsWalk(opts.scan), ...(opts.sources ?? [])].map((src) => ({ src, doneFor: undefined as string | undefined }));
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
 
-  async function step(): Promise<SweepStep> {
-    const now = clock.now();
-    // Days before this one are finished; this one and the next are open (a clock a little ahead).
-    const closedBefore = cal.date(now - s.graceMs);
-    const today = cal.date(now);
-    if (doneFor === closedBefore) return { read: 0, kept: 0, done: true };
-    const pos = await usage.get(SWEEP_KEY);
+  /** One batch of one walk. Days before `closedBefore` are finished; it and `today` are open (a clock a little ahead). */
+  async function walk(w: (typeof walks)[number], closedBefore: string, today: string): Promise<SweepStep> {
+    const { src } = w;
+    if (w.doneFor === closedBefore) return { read: 0, kept: 0, done: true };
+    const pos = await usage.get(src.position);
     const at = position(pos?.value);
     if (at.done === closedBefore) {
-      doneFor = closedBefore;
+      w.doneFor = closedBefore;
       return { read: 0, kept: 0, done: true };
     }
-    const { changes, more } = await scan(">", at.seq, s.batch);
+    const { changes, more } = await src.scan(src.filter, at.seq, s.batch);
     let next = at.seq;
     let open = false;
     const finished: Array<[string, DayUsage]> = [];
     for (const m of changes) {
-      const d = dayOf(m);
+      const k = src.docKey(m.key);
+      const d = k === undefined ? undefined : dayOf(k, m);
       // An open day stops the walk: everything after it was written later.
       if (d && d.w >= closedBefore && d.w <= today) {
         open = true;
         break;
       }
-      if (d && d.w < closedBefore) finished.push([m.key, d]);
+      if (d && d.w < closedBefore) finished.push([k!, d]);
       next = m.revision + 1;
     }
     await Promise.all(finished.map(([k, d]) => history.keep(k, d)));
@@ -123,13 +156,29 @@ export function createSweeper(opts: SweepOptions): Sweeper {
     const value: Position = done ? { seq: next, done: closedBefore } : { seq: next };
     const bytes = enc.encode(JSON.stringify(value));
     try {
-      await (pos ? usage.update(SWEEP_KEY, bytes, pos.revision) : usage.create(SWEEP_KEY, bytes));
-      if (done) doneFor = closedBefore;
+      await (pos ? usage.update(src.position, bytes, pos.revision) : usage.create(src.position, bytes));
+      if (done) w.doneFor = closedBefore;
     } catch (err) {
       // Another instance moved the position first: its next step starts from there.
       if (!isKvConflict(err)) throw err;
     }
     return { read: changes.length, kept: finished.length, done };
+  }
+
+  async function step(): Promise<SweepStep> {
+    const now = clock.now();
+    const closedBefore = cal.date(now - s.graceMs);
+    const today = cal.date(now);
+    // Every walk finishes its batch before a failure of one is reported: none is left half-done behind the step.
+    const results = await Promise.allSettled(walks.map((w) => walk(w, closedBefore, today)));
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+    const steps = results.map((r) => (r as PromiseFulfilledResult<SweepStep>).value);
+    return {
+      read: steps.reduce((n, x) => n + x.read, 0),
+      kept: steps.reduce((n, x) => n + x.kept, 0),
+      done: steps.every((x) => x.done),
+    };
   }
 
   const schedule = (ms: number) => {

@@ -48,7 +48,10 @@ export const UserDoc = z.strictObject({
 });
 export type UserDoc = z.infer<typeof UserDoc>;
 
-/** Key `c.<channel>`: the channel's rolling hour and its usage today. */
+/**
+ * The limiter's key `c.<channel>`, stored in the memory bucket as `l.<channel>.doc` (among the
+ * channel's keys there; in the limits bucket before): the channel's rolling hour and its usage today.
+ */
 export const ChannelDoc = z.strictObject({
   ...LogFields,
   d: DayUsage.optional(),
@@ -168,9 +171,9 @@ export interface RuntimeLimiter extends Limiter {
  */
 export const LIMITS_TTL_MS = 48 * 3_600_000;
 
-/** How the sweep of finished days walks the limits bucket (sweep.ts). */
+/** How the sweep of finished days walks the limits and memory buckets (sweep.ts). */
 export interface SweepSettings {
-  /** Messages read per step (default 256). */
+  /** Messages read per walk and step (default 256). */
   batch: number;
   /** A day is finished this long after it ended (default 10 minutes). */
   graceMs: number;
