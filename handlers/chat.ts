@@ -27,9 +27,10 @@ export async function handle(req: ChatRequest, ctx: Ctx): Promise<ChatResponse> 
     // The context is bounded by the memory's token budget: reserved up front, so the
     // admission runs while the context is assembled (a larger prompt reserves the rest).
     promptBudget: ctx.config.memory.context_tokens,
-    // When the admission's write of the channel's rate-limit document can prove the channel's
-    // memory current, the context is built after it with no read; else alongside it.
-    admitFirst: ctx.memory.provable(req.channel),
+    // On a channel no other instance wrote lately, the admission's write of the channel's
+    // rate-limit document proves its memory current: the context is built after it, with no
+    // read. Else the memory is read alongside the admission.
+    admitFirst: ctx.memory.quiet(req.channel),
     async prepare(since) {
       // The channel's memory is read while the persona is looked up: two reads, one round trip.
       const channel = ctx.memory.prepare(req.channel, since);

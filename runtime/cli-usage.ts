@@ -87,25 +87,30 @@ export async function usageRows(nc: NatsConnection, config: Config, q: UsageQuer
     }),
   );
   // The current days of users and channels, from the limiter's documents: a named user's or
-  // channel's only, otherwise everyone's. A channel with documents in both buckets (the day
-  // its channel documents moved) has its day in both, each part in one: they add up.
+  // channel's only, otherwise everyone's. A channel's document is kept in the memory bucket;
+  // one still in the limits bucket (written by an earlier version) moves there on the
+  // channel's next admission, so it counts only for a channel without a moved one.
   const buckets = {
     limits: natsKv(await js.views.kv(BUCKETS.limits, { bindOnly: true }), BUCKETS.limits, jsm),
     memory: natsKv(await js.views.kv(BUCKETS.memory, { bindOnly: true }), BUCKETS.memory, jsm),
   };
   const wanted = { user: q.user, channel: q.channel };
-  await Promise.all(
-    LIVE.filter(([scope]) => !named.length || wanted[scope] !== undefined).map(async ([scope, bucket, layout]) => {
-      const docs = buckets[bucket];
-      const filter = keyFilter(layout, wanted[scope] === undefined ? {} : { [scope]: wanted[scope] });
-      for (const k of await docs.keys(filter)) {
+  const moved = new Set<string>();
+  for (const [scope, bucket, layout] of LIVE.filter(([scope]) => !named.length || wanted[scope] !== undefined)) {
+    const docs = buckets[bucket];
+    const filter = keyFilter(layout, wanted[scope] === undefined ? {} : { [scope]: wanted[scope] });
+    await Promise.all(
+      (await docs.keys(filter)).map(async (k) => {
         const parts = parseKey(layout, k);
-        const entry = parts ? await docs.get(k) : null;
+        const name = parts?.[scope];
+        if (name === undefined || (scope === "channel" && bucket === "limits" && moved.has(name))) return;
+        const entry = await docs.get(k);
+        if (entry && scope === "channel" && bucket === "memory") moved.add(name);
         const d = entry && (JSON.parse(dec.decode(entry.value)) as UserDoc | ChannelDoc).d;
-        if (d && !kept.has([d.w, scope, parts![scope]].join("\n"))) add(d.w, scope, parts![scope], historyDoc(d));
-      }
-    }),
-  );
+        if (d && !kept.has([d.w, scope, name].join("\n"))) add(d.w, scope, name, historyDoc(d));
+      }),
+    );
+  }
   const order = (s: string) => SCOPES.findIndex(([scope]) => scope === s);
   return [...totals.values()].sort(
     (a, b) =>

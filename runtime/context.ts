@@ -67,8 +67,9 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
   });
   const personas = createPersonas({ kv: grouped("personas"), config, log, clock });
   const embeddings = createEmbedder(config, { log, clock, fetch: opts.fetch });
+  const memoryKv = grouped("memory");
   const memory = createMemory({
-    kv: grouped("memory"),
+    kv: memoryKv,
     config,
     clock,
     events,
@@ -82,12 +83,21 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
   // Limits, quotas, the global budget and today's usage share the limits bucket: a call's
   // accounting and its usage are the same writes. A channel's document lies among the
   // channel's memory keys, so that its admission proves the channel's memory (lib/memory/
-  // limits-doc.ts). Finished days go to the usage bucket, found by a walk of the limits
-  // bucket in the background (scan).
+  // limits-doc.ts). Finished days go to the usage bucket, found by walks of the limits
+  // bucket and of the channels' documents in the memory bucket in the background (scan).
   const limits = memory.channelLimits(natsKv(buckets.limits, BUCKETS.limits, jsm), LIMITS_TTL_MS / 1000);
   const history = natsKv(buckets.usage, BUCKETS.usage, jsm);
   const { scan } = streamReads(nc, jsm, BUCKETS.limits, config.replicas > 1);
-  const limiter = createLimiter({ kv: { ...limits, scan }, config: chatLimitsConfig(config), clock, events, log, instance: instance.id, history });
+  const limiter = createLimiter({
+    kv: { ...limits, scan },
+    channelScan: memoryKv.scan,
+    config: chatLimitsConfig(config),
+    clock,
+    events,
+    log,
+    instance: instance.id,
+    history,
+  });
   const writes = createWriteLimiter({ kv: limits, config: config.limits, clock });
   const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
   ctx = { config, clock, log, instance, events, providers, limiter, writes, usage, memory, personas, embeddings };

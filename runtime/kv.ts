@@ -62,10 +62,10 @@ export function natsKv(kv: KV, bucket: string, jsm?: JetStreamManager): Kv {
     put: (key, value, opts) => writing(bucket, () => ttlKv.put(key, value, options(opts))),
     create: (key, value, opts) => writing(bucket, () => ttlKv.create(key, value, options(opts))),
     update: (key, value, revision, opts) => writing(bucket, () => ttlKv.update(key, value, revision, options(opts))),
+    // A handle from provisionBuckets returns the marker's revision (nats.js's own returns nothing).
     async delete(key, opts) {
-      if (!opts?.within) return void (await writing(bucket, () => kv.delete(key)));
-      if (ttlKv.ttlWrites !== true) throw new Error(`${bucket}: this bucket handle cannot write within a filter (open it with provisionBuckets)`);
-      return writing(bucket, () => (ttlKv.delete as unknown as (k: string, o: object) => Promise<number>)(key, opts));
+      if (opts?.within && ttlKv.ttlWrites !== true) throw new Error(`${bucket}: this bucket handle cannot write within a filter (open it with provisionBuckets)`);
+      return writing(bucket, () => (kv.delete as unknown as (k: string, o?: object) => Promise<number | void>)(key, opts));
     },
     async keys(filter = ">") {
       if (jsm) return listKeys(jsm, bucket, filter);

@@ -200,13 +200,16 @@ describe("client commands", () => {
     expect(lines.join("")).toMatch(/no usage recorded in the last 7 day/);
   });
 
-  it("usage shows a channel's today from its document in the memory bucket, and from one left in the limits bucket", async () => {
+  it("usage shows a channel's today from its document in the memory bucket, from one left in the limits bucket, and once when both are there", async () => {
     const nc = await connect({ servers: srv.url });
     const today = calendar(loadConfig({ NATS_URL: srv.url }).timezone).date(Date.now());
     const doc = (requests: number, tokens: number) =>
       new TextEncoder().encode(JSON.stringify({ l: [Date.now()], d: { w: today, q: requests, u: tokens, p: { offline: [requests, tokens] } } }));
     await (await nc.jetstream().views.kv(BUCKETS.memory)).put(`l.${encodeName("#moved here")}.doc`, doc(3, 42));
     await (await nc.jetstream().views.kv(BUCKETS.limits)).put(`c.${encodeName("#left behind")}`, doc(2, 17));
+    // Moved, with the old copy not yet deleted: counted once, as moved.
+    await (await nc.jetstream().views.kv(BUCKETS.memory)).put(`l.${encodeName("#both")}.doc`, doc(5, 60));
+    await (await nc.jetstream().views.kv(BUCKETS.limits)).put(`c.${encodeName("#both")}`, doc(2, 17));
     await nc.close();
     expect(await run("usage", "--channel", "#moved here")).toBe(0);
     expect(lines.join("")).toMatch(new RegExp(`^${today}\\s+channel\\s+#moved here\\s+offline\\s+3\\s+42$`, "m"));
@@ -214,6 +217,7 @@ describe("client commands", () => {
     const all = lines.join("");
     expect(all).toMatch(new RegExp(`^${today}\\s+channel\\s+#moved here\\s+offline\\s+3\\s+42$`, "m"));
     expect(all).toMatch(new RegExp(`^${today}\\s+channel\\s+#left behind\\s+offline\\s+2\\s+17$`, "m"));
+    expect(all).toMatch(new RegExp(`^${today}\\s+channel\\s+#both\\s+offline\\s+5\\s+60$`, "m"));
   });
 
   it("top --once shows every endpoint with its rate and the provider's health", async () => {

@@ -52,7 +52,7 @@ function traced(parts: Partial<Ctx> = {}) {
     },
     memory: {
       prepare: (channel: string) => ({ channel, done: Promise.resolve(null) }),
-      provable: () => false,
+      quiet: () => false,
       context: async () => (log.push("context"), [{ role: "user", content: "alice: hi" }]),
       record: async () => void log.push("record"),
     } as unknown as Ctx["memory"],

@@ -215,11 +215,13 @@ export interface ConversationMemory {
    */
   prepare(channel: string, since?: number): PreparedChannel;
   /**
-   * True when the channel's memory can be proved current by a write the request makes
-   * anyway (its rate-limit document at admission): prepare() after the admission, with the
-   * request's start as `since`, then reads nothing.
+   * True when this instance holds the channel and saw no other instance write to it lately. A
+   * chat then admits before it prepares the channel (with the request's start as `since`):
+   * the admission's write of the channel's rate-limit document proves the channel current, so
+   * prepare() reads nothing, or, when this instance does not know where the channel stands,
+   * the read after it learns that, so that the next chat's does (lib/kv/group-cache.ts).
    */
-  provable(channel: string): boolean;
+  quiet(channel: string): boolean;
   /**
    * Messages for the provider: persona prompt (the only system message), summaries and
    * recalled facts quoted as data, history, the new message. Sees every write of any instance acknowledged before the call, or before

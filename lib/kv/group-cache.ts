@@ -92,6 +92,8 @@ interface Group<S> {
   seen?: number;
   /** Counts the writes that set the tip or made it unknown, so that a read in flight meanwhile leaves it be. */
   tipChanges: number;
+  /** The newest revision this instance wrote under the filter (Infinity: a write whose revision is unknown). */
+  ownMax: number;
   /** performance.now() when the last write that proved the state was sent. */
   provenAt?: number;
   /** Clock ms when a write of another instance was last seen here (-Infinity: never). */
@@ -173,6 +175,17 @@ export class GroupCache<S> {
     return !!g && this.canProve(g);
   }
 
+  /**
+   * True when the group is held and no other instance was seen writing to it lately: its next
+   * write proves it (provable), or, made before a read, lets that read learn the tip so that
+   * the one after does. (A read alongside one of this instance's writes cannot: the write may
+   * land after the read.)
+   */
+  quiet(name: string): boolean {
+    const g = this.groups.get(name);
+    return !!g && g.loaded && this.o.clock.now() - g.foreignAt >= CONTENDED_MS;
+  }
+
   private canProve(g: Group<S>): boolean {
     return g.loaded && g.tip !== undefined && this.o.clock.now() - g.foreignAt >= CONTENDED_MS && this.groups.get(g.name) === g;
   }
@@ -198,6 +211,7 @@ export class GroupCache<S> {
         const held = g.live.get(key) ?? 0;
         if (expected !== undefined && held !== expected) throw Object.assign(new Error(`${key}: not at revision ${expected}`), { kvConflict: true });
         const sent = performance.now();
+        const changes = g.tipChanges;
         try {
           const revision = (await op({ filter: this.o.filter(name), last: g.tip! })) as number;
           this.proved(g, key, value, revision, sent);
@@ -209,12 +223,13 @@ export class GroupCache<S> {
             g.tip = g.seen = last;
             continue;
           }
+          // Something else was written under the filter: by another instance, unless one of
+          // this instance's unconditioned writes was in flight or ended meanwhile.
+          if (last !== undefined && g.plainWrites === 0 && g.tipChanges === changes) g.foreignAt = this.o.clock.now();
           g.tip = undefined;
           g.tipChanges++;
           if (last === undefined) throw err;
-          // Something else was written under the filter (by another instance, unless one of
-          // this instance's unconditioned writes was in flight): the write is made as the caller means it.
-          if (g.plainWrites === 0) g.foreignAt = this.o.clock.now();
+          // The write is made as the caller means it.
           return await this.plainWrite(name, key, value, op);
         }
       }
@@ -242,6 +257,7 @@ export class GroupCache<S> {
       else if (g) {
         g.tip = undefined;
         g.tipChanges++;
+        g.ownMax = Math.max(g.ownMax, typeof revision === "number" ? revision : Infinity);
       }
       return revision;
     } finally {
@@ -261,6 +277,7 @@ export class GroupCache<S> {
     }
     g.tip = g.seen = revision;
     g.tipChanges++;
+    g.ownMax = Math.max(g.ownMax, revision);
     g.applied = Math.max(g.applied, revision);
     this.head = Math.max(this.head, revision);
     g.readAt = this.o.clock.now();
@@ -276,6 +293,7 @@ export class GroupCache<S> {
     // Whether anything else came between is unknown until the next read.
     g.tip = undefined;
     g.tipChanges++;
+    g.ownMax = Math.max(g.ownMax, entry.revision);
     this.change(g, entry.key, entry, entry.revision);
     this.keep(g);
   }
@@ -299,7 +317,7 @@ export class GroupCache<S> {
   }
 
   private create(name: string): Group<S> {
-    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, tipChanges: 0, foreignAt: -Infinity, plainWrites: 0, loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
+    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, tipChanges: 0, ownMax: 0, foreignAt: -Infinity, plainWrites: 0, loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
   }
 
   /** One read at a time per group; a caller arriving during one joins the next. */
@@ -319,11 +337,37 @@ export class GroupCache<S> {
 
   private async load(g: Group<S>): Promise<void> {
     const head = this.head;
+    const mark = this.mark(g);
     const snap = await this.o.kv.snapshot!(this.o.filter(g.name));
     for (const e of snap.entries) this.change(g, e.key, e, e.revision);
     this.settle(g, Math.max(snap.revision, head));
-    g.tip = g.seen = snap.last;
+    g.seen = snap.last;
+    this.readTip(g, mark, snap.last);
     g.loaded = true;
+  }
+
+  /** What a read must know of this instance's own writes when it begins (readTip). */
+  private mark(g: Group<S>): { tipChanges: number; quiet: boolean } {
+    return { tipChanges: g.tipChanges, quiet: g.plainWrites === 0 && g.writing === undefined };
+  }
+
+  /** True when none of this instance's writes was in flight or ended during the read that began at `mark`. */
+  private alone(g: Group<S>, mark: { tipChanges: number; quiet: boolean }): boolean {
+    return mark.quiet && g.tipChanges === mark.tipChanges && g.plainWrites === 0 && g.writing === undefined;
+  }
+
+  /**
+   * The tip after a read that began at `mark` and found the filter's last at `newest`: that,
+   * unless this instance's own writes during the read may have landed after it (then the tip
+   * stays unknown, or stays the one a proving write set when newer).
+   */
+  private readTip(g: Group<S>, mark: { tipChanges: number; quiet: boolean }, newest: number | undefined): void {
+    if (newest === undefined) return;
+    if (this.alone(g, mark)) {
+      g.tip = newest;
+      g.ownMax = Math.min(g.ownMax, newest);
+    } else if (g.plainWrites === 0 && g.writing === undefined && g.ownMax <= newest) g.tip = newest;
+    else if (g.tip !== undefined && g.tipChanges !== mark.tipChanges) g.tip = Math.max(g.tip, newest);
   }
 
   private async check(g: Group<S>): Promise<void> {
@@ -331,7 +375,7 @@ export class GroupCache<S> {
     // What this instance had seen when the read began: its own writes that land while the read
     // is in flight may come after the read's cut, with another instance's write in between.
     const before = g.seen;
-    const tipChanges = g.tipChanges;
+    const mark = this.mark(g);
     const r = await this.o.kv.changes!(this.o.filter(g.name), g.applied);
     if (r === null) {
       // Too much changed to list (or the group's last keys vanished): read it whole again.
@@ -345,11 +389,11 @@ export class GroupCache<S> {
       foreign = this.change(g, c.key, c.entry, c.revision) || foreign;
       if (newest !== undefined) newest = Math.max(newest, c.revision);
     }
-    if (foreign) g.foreignAt = this.o.clock.now();
-    // Every message under the filter after `applied` came back: the newest is the filter's last,
-    // unless a write of this instance set the tip (then the newer) or made it unknown meanwhile.
-    if (g.tipChanges === tipChanges) g.tip = newest;
-    else if (g.tip !== undefined && newest !== undefined) g.tip = Math.max(g.tip, newest);
+    // A change it had not applied is another instance's, unless one of its own writes was in
+    // flight (its value may come back before its acknowledgement).
+    if (foreign && this.alone(g, mark)) g.foreignAt = this.o.clock.now();
+    // Every message under the filter after `applied` came back: the newest is the filter's last.
+    this.readTip(g, mark, newest);
     this.settle(g, Math.max(r.revision, head));
   }
 

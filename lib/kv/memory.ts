@@ -67,11 +67,9 @@ export class MemoryKv implements Kv {
     this.expire();
     this.check(opts?.within);
     this.remove(key);
-    if (opts?.within) {
-      // A bucket writes a marker even for an absent key: so does this one.
-      if (!this.deleted.has(key)) this.deleted.set(key, ++this.seq);
-      return this.deleted.get(key);
-    }
+    // A bucket writes a marker even for an absent key: so does this one.
+    if (!this.deleted.has(key)) this.deleted.set(key, ++this.seq);
+    return this.deleted.get(key);
   }
 
   async keys(filter = ">"): Promise<string[]> {

@@ -53,7 +53,8 @@ export interface Kv {
   update(key: string, value: Uint8Array, revision: number, opts?: KvWriteOptions): Promise<number>;
   /**
    * Removes a key. Its delete marker expires after a while, so deleted keys stop costing
-   * anything. With `within`, returns the marker's revision (it is conditioned like a put).
+   * anything. Returns the marker's revision when the bucket tells it. With `within`, it is
+   * conditioned like a put.
    */
   delete(key: string, opts?: Pick<KvPutOptions, "within">): Promise<number | void>;
   /**

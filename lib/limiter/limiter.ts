@@ -70,7 +70,7 @@ import { GlobalPool, type Origin } from "./lease";
 import { HOUR, MINUTE, countIn } from "./log";
 import { createHistory } from "./history";
 import { createPending } from "./pending";
-import { createSweeper } from "./sweep";
+import { channelsWalk, createSweeper } from "./sweep";
 import {
   addChannelUsage,
   admitChannel,
@@ -142,7 +142,16 @@ export function createLimiter(opts: LimiterOptions): RuntimeLimiter {
   const raw = opts.kv;
   const sweeper =
     opts.history && raw.scan
-      ? createSweeper({ scan: (...a) => raw.scan!(...a), usage: opts.history, history, calendar: cal, clock, log, settings: opts.sweep })
+      ? createSweeper({
+          scan: (...a) => raw.scan!(...a),
+          sources: opts.channelScan ? [channelsWalk(opts.channelScan)] : [],
+          usage: opts.history,
+          history,
+          calendar: cal,
+          clock,
+          log,
+          settings: opts.sweep,
+        })
       : undefined;
   const cross: Cross = (ev) => pending.crossing(ev, ev.scope === "user" ? ev.user : ev.channel, clock.now());
   const instance = opts.instance ?? randomUUID();

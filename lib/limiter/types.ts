@@ -131,6 +131,11 @@ export interface LimiterOptions {
   leaseTtlMs?: number;
   /** Timing of the sweep that keeps finished days in history (sweep.ts); runs when `history` is given and `kv` can scan. */
   sweep?: Partial<SweepSettings>;
+  /**
+   * The memory bucket's scan, where channels' documents are kept (lib/memory/limits-doc.ts):
+   * the sweep walks them too. Without it, only the limits bucket is walked.
+   */
+  channelScan?: Kv["scan"];
   /** How long a call's channel usage waits for the channel's next admission before it is written on its own (default 1 s; at most 1.5 times that). */
   usageFlushMs?: number;
 }

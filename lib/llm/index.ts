@@ -39,7 +39,7 @@ export interface CallRequest {
   prepare(since: number): CallPlan | Promise<CallPlan>;
   /**
    * With a prompt budget: build the plan after the admission instead of alongside it, because
-   * the admission's writes will spare the plan's reads (ConversationMemory.provable).
+   * the admission's writes will spare the plan's reads (ConversationMemory.quiet).
    */
   admitFirst?: boolean;
   /**

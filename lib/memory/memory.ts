@@ -56,7 +56,7 @@ export function createMemory(opts: MemoryOptions): MemoryService {
       return { channel, done: store.channel(encodeName(channel), since).catch(() => null) };
     },
 
-    provable: (channel) => store.provable(encodeName(channel)),
+    quiet: (channel) => store.quiet(encodeName(channel)),
 
     channelLimits: (limits, ttlSeconds) => channelLimits(store, limits, ttlSeconds, opts.log),
 

@@ -28,8 +28,8 @@ export interface Store {
   channel(encoded: string, since?: number): Promise<ChannelState>;
   /** The channel if cached, without a round trip (for work that follows a read of it). */
   cachedChannel(encoded: string): ChannelState | undefined;
-  /** True when the channel's next write can prove its state current (GroupCache.provable). */
-  provable(encoded: string): boolean;
+  /** True when no other instance wrote to the channel lately (GroupCache.quiet). */
+  quiet(encoded: string): boolean;
   create(k: string, value: unknown): Promise<void>;
   /** create() on the chat path: a write that can prove the channel current (see write below). */
   append(k: string, value: unknown): Promise<void>;
@@ -99,7 +99,7 @@ export function createStore(opts: MemoryOptions): Store {
     kv,
     channel: (encoded, since) => cache.use(encoded, since),
     cachedChannel: (encoded) => cache.peek(encoded),
-    provable: (encoded) => cache.provable(encoded),
+    quiet: (encoded) => cache.quiet(encoded),
     async create(k, value) {
       const e = bytes(value);
       await write(k, e, 0, ttl(k), () => kv.create(k, e, ttl(k)));
