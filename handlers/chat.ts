@@ -28,9 +28,9 @@ export async function handle(req: ChatRequest, ctx: Ctx): Promise<ChatResponse> 
     // admission runs while the context is assembled (a larger prompt reserves the rest).
     promptBudget: ctx.config.memory.context_tokens,
     async prepare() {
-      // The channel's memory is read while the persona is looked up: two reads, one round trip.
+      // One read of the channel brings its memory and its persona selection.
       const channel = ctx.memory.prepare(req.channel);
-      const persona = override ?? (await ctx.personas.forChannel(req.channel));
+      const persona = override ?? (await ctx.personas.forChannel(req.channel, undefined, channel));
       return {
         messages: await ctx.memory.context(req.channel, req.user, req.message, persona, channel),
         temperature: persona.temperature,

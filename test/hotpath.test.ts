@@ -191,10 +191,20 @@ class SteppedKv extends MemoryKv {
   override keys(f?: string) {
     return this.rounds.run(`list ${this.short()}`, () => super.keys(f));
   }
+  // A group of keys read whole (a channel new here) or checked for changes since the last read.
+  override snapshot(f: string) {
+    return this.rounds.run(`load ${this.short()}`, () => super.snapshot(f));
+  }
+  override changes(f: string, after: number) {
+    return this.rounds.run(`check ${this.short()}`, () => super.changes(f, after));
+  }
 }
 
-/** The service's parts over stepped buckets, as runtime/context.ts builds them. */
-async function steppedService() {
+/**
+ * The service's parts over stepped buckets, as runtime/context.ts builds them; the move of
+ * legacy persona selections finished (an empty bucket has none), unless `moving`.
+ */
+async function steppedService(moving = false) {
   const rounds = new Rounds();
   const config = defaultConfig({ log: { level: "silent" } });
   const clock = { now: () => Date.parse("2024-05-01T10:00:00Z") };
@@ -203,7 +213,6 @@ async function steppedService() {
   const providers = createProviders(config, { log: silentLogger, clock });
   const limiter = createLimiter({ kv: limits, config, clock, events: base.events, log: silentLogger, instance: "hot" });
   const usage = createUsage({ kv: limits, config, clock, log: silentLogger, pending: limiter.pendingUsage });
-  const personas = createPersonas({ kv: new SteppedKv("ROSEY_LLM_PERSONAS", rounds), config, log: silentLogger });
   let ctx!: Ctx;
   const memory = createMemory({
     kv: new SteppedKv("ROSEY_LLM_MEMORY", rounds),
@@ -215,6 +224,8 @@ async function steppedService() {
     instance: "hot",
     summarizer: (r) => summarizeHistory(ctx, r),
   });
+  const personas = createPersonas({ kv: new SteppedKv("ROSEY_LLM_PERSONAS", rounds), selections: memory.selections, config, log: silentLogger });
+  if (!moving) expect(await personas.move.step()).toBe(true);
   ctx = { ...base, config, clock, providers, limiter, usage, personas, memory };
   /** One chat, releasing held operations a round at a time: its round trips in sequence and its operations. */
   const chat = async (user: string, channel: string) => {
@@ -230,23 +241,28 @@ async function steppedService() {
       sequential++;
       rounds.held.splice(0).forEach((go) => go());
     }
+    // Background work the chat started (its channel's summarization check) is its own, not the next chat's.
     rounds.stepping = false;
+    rounds.held.splice(0).forEach((go) => go());
     await out;
+    await memory.settled();
     return { sequential, ops: { ...rounds.counts, "event publish": base.recorded.length - events } };
   };
-  return { chat, close: () => limiter.close() };
+  return { chat, personas, close: () => limiter.close() };
 }
 
 describe("rosey.llm.chat: JetStream operations and round trips", () => {
-  it("a chat of a user and channel this instance has served waits for 2 round trips and costs 6 operations", async () => {
+  it("a chat of a user and channel this instance has served waits for 2 round trips and costs 7 operations", async () => {
     const svc = await steppedService();
     for (let i = 0; i < 15; i++) await svc.chat(`u${i % 5}`, `#c${i % 3}`);
+    await svc.personas.select("#c0", "concise");
     const warm = await svc.chat("u0", "#c0");
     expect(warm.sequential).toBe(2);
     // Admission: the user's and the channel's documents (the channel's usage of earlier
-    // calls rides along). Settle: the user's document and this instance's spend; the
+    // calls rides along), while the channel is checked: its history, memories and persona
+    // selection in one read. Settle: the user's document and this instance's spend; the
     // exchange goes to history in the same round trip; the response event is not awaited.
-    expect(warm.ops).toEqual({ "write LIMITS": 4, "write MEMORY": 1, "event publish": 1 });
+    expect(warm.ops).toEqual({ "check MEMORY": 1, "write LIMITS": 4, "write MEMORY": 1, "event publish": 1 });
     await svc.close();
   });
 
@@ -255,7 +271,28 @@ describe("rosey.llm.chat: JetStream operations and round trips", () => {
     await svc.chat("someone", "#elsewhere");
     const cold = await svc.chat("newcomer", "#new");
     expect(cold.sequential).toBe(3);
-    expect(cold.ops).toEqual({ "read LIMITS": 2, "write LIMITS": 4, "write MEMORY": 1, "event publish": 1 });
+    // The channel is loaded for the context, and again after its first exchange (it held nothing, so it was not kept).
+    expect(cold.ops).toEqual({ "load MEMORY": 2, "read LIMITS": 2, "write LIMITS": 4, "write MEMORY": 1, "event publish": 1 });
+    await svc.close();
+  });
+
+  it("a channel that selected a defined persona also checks the definitions, in the same round trip", async () => {
+    const svc = await steppedService();
+    await svc.personas.define({ name: "guide", description: "", system_prompt: "Guide." });
+    await svc.personas.select("#c0", "guide");
+    await svc.chat("u0", "#c0");
+    const warm = await svc.chat("u0", "#c0");
+    expect(warm.sequential).toBe(2);
+    expect(warm.ops).toEqual({ "check MEMORY": 1, "check PERSONAS": 1, "write LIMITS": 4, "write MEMORY": 1, "event publish": 1 });
+    await svc.close();
+  });
+
+  it("while legacy selections are being moved, a channel without a selection also reads its legacy key, in the same round trip", async () => {
+    const svc = await steppedService(true);
+    await svc.chat("u0", "#c0");
+    const warm = await svc.chat("u0", "#c0");
+    expect(warm.sequential).toBe(2);
+    expect(warm.ops).toEqual({ "check MEMORY": 1, "read PERSONAS": 1, "write LIMITS": 4, "write MEMORY": 1, "event publish": 1 });
     await svc.close();
   });
 });

@@ -56,7 +56,12 @@ async function instance(memory: Partial<ConfigInput["memory"]> = {}, log = silen
   });
   const mem = createMemory({ kv, config, clock: { now: () => Date.now() }, events, providers, log });
   memories.push(mem);
-  const personas = createPersonas({ kv: { ...natsKv(b.personas, BUCKETS.personas, jsm), ...streamReads(nc, jsm, BUCKETS.personas, false) }, config, log });
+  const personas = createPersonas({
+    kv: { ...natsKv(b.personas, BUCKETS.personas, jsm), ...streamReads(nc, jsm, BUCKETS.personas, false) },
+    selections: mem.selections,
+    config,
+    log,
+  });
   return { mem, personas, kv, nc, deletes: () => deletes };
 }
 

@@ -178,8 +178,12 @@ export interface Usage {
 export interface Personas {
   list(): Promise<Persona[]>;
   get(name: string): Promise<Persona | null>;
-  /** The persona for a channel: `override` when given, else the channel's selection, else default. */
-  forChannel(channel: string, override?: string): Promise<Persona>;
+  /**
+   * The persona for a channel: `override` when given, else the channel's selection, else
+   * default. The selection is stored with the channel's memory: given the channel's memory
+   * being read for a chat (`prepared`), it comes from that read, with no round trip of its own.
+   */
+  forChannel(channel: string, override?: string, prepared?: PreparedChannel): Promise<Persona>;
   select(channel: string, name: string): Promise<Persona>;
   /** Defines or updates a persona (built-in and configured ones are fixed: validation). */
   define(p: Omit<Persona, "builtin">): Promise<Persona>;
