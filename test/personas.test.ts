@@ -124,6 +124,36 @@ describe("personas read from the bucket on use", () => {
     expect(memory.ops.snapshot + memory.ops.changes).toBe(before.memory + 2);
   });
 
+  it("keeps the selection of a channel in use; one unused for ROSEY_HISTORY_TTL_DAYS goes back to the default", async () => {
+    let now = Date.parse("2025-01-01T00:00:00Z");
+    const clock = { now: () => now };
+    const memory = new MemoryKv("MEMORY", clock);
+    const a = personasOver(new MemoryKv("PERSONAS", clock), { memory, clock });
+    await a.personas.select("#used", "concise");
+    await a.personas.select("#idle", "technical");
+    for (let day = 1; day <= 40; day++) {
+      now += 86_400_000;
+      expect((await a.personas.forChannel("#used")).name, `day ${day}`).toBe("concise");
+      await a.memory.settled();
+    }
+    expect((await a.personas.forChannel("#idle")).name).toBe("default");
+    // Kept by rewriting it, never in place of a selection made meanwhile: another instance's
+    // writes are held until after a new selection.
+    now += 10 * 86_400_000;
+    let release!: () => void;
+    const late = new Promise<void>((r) => (release = r));
+    const held = new Proxy(memory, {
+      get: (t, k: keyof MemoryKv) =>
+        typeof t[k] !== "function" ? t[k] : ["put", "create", "update"].includes(k) ? async (...args: never[]) => (await late, (t[k] as (...a: never[]) => unknown)(...args)) : (t[k] as () => unknown).bind(t),
+    });
+    const b = personasOver(new MemoryKv("PERSONAS", clock), { memory: held, clock });
+    expect((await b.personas.forChannel("#used")).name).toBe("concise");
+    await a.personas.select("#used", "creative");
+    release();
+    await b.memory.settled();
+    expect((await b.personas.forChannel("#used")).name).toBe("creative");
+  });
+
   it("sees a selection or definition made on another instance on its very next read", async () => {
     const kv = new MemoryKv("PERSONAS");
     const memory = new MemoryKv("MEMORY");

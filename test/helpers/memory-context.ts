@@ -2,7 +2,7 @@
 // the service, minus NATS. Providers can be replaced by a recording fake.
 import { defaultConfig, type ConfigInput } from "../../lib/config";
 import type { Clock, Completion, CompletionOptions, Ctx, Logger, Providers } from "../../lib/context";
-import { MemoryKv } from "../../lib/kv";
+import { MemoryKv, type Kv } from "../../lib/kv";
 import { createLimiter } from "../../lib/limiter";
 import { summarizeHistory } from "../../lib/llm";
 import { silentLogger } from "../../lib/log";
@@ -90,11 +90,12 @@ export async function createMemoryContext(
  */
 export function personasOver(
   kv: MemoryKv,
-  opts: { config?: Partial<ConfigInput>; memory?: MemoryKv; log?: Logger } = {},
+  opts: { config?: Partial<ConfigInput>; memory?: Kv; log?: Logger; clock?: Clock } = {},
 ): { personas: PersonasService; memory: MemoryService } {
   const config = defaultConfig(opts.config ?? {});
   const log = opts.log ?? silentLogger;
+  const clock = opts.clock ?? { now: () => Date.now() };
   const events = { emit: () => "event", flush: async () => {} };
-  const memory = createMemory({ kv: opts.memory ?? new MemoryKv("ROSEY_LLM_MEMORY"), config, clock: { now: () => Date.now() }, events, providers: {} as Providers, log });
-  return { personas: createPersonas({ kv, selections: memory.selections, config, log }), memory };
+  const memory = createMemory({ kv: opts.memory ?? new MemoryKv("ROSEY_LLM_MEMORY"), config, clock, events, providers: {} as Providers, log });
+  return { personas: createPersonas({ kv, selections: memory.selections, config, log, clock }), memory };
 }
