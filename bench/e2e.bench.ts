@@ -367,7 +367,7 @@ async function main() {
 const NOTES = `
 ### The chat path now
 
-The channel's persona and memory are read (one small request each: what changed since this instance last read them) while the admission runs; the admission reserves the
+The channel's memory, which holds its persona selection, is read (one small request: what changed since this instance last read it) while the admission runs; the admission reserves the
 context budget and writes the user's and the channel's documents concurrently, each by compare-and-set from the
 revision this instance last saw (a read first only for a key it does not know, or one another instance wrote in the
 last 2 s); the offline reply; then settle (the user's document: the reservation goes, the real tokens and the user's
@@ -380,15 +380,15 @@ JetStream operations per chat, as counted above: 4 LIMITS writes (user and chann
 spend at settle), 1 MEMORY write, 1 event = **6**, plus a channel's usage, which waits up to 1.5 s for the channel's
 next admission and is written on its own otherwise (0.25 per chat in the short-histories column, where each channel
 gets 4 chats; ~0 on a busy channel), plus the first read of a channel never seen (0.25), plus the reads that make memory and personas read-your-writes
-across instances (2: the channel's memory and its persona selection; the persona definitions too when the channel
-is new to the instance or selects a defined persona; see below). Was 9.25. The target of
+across instances (1: the channel's memory, which brings its persona selection; the persona definitions too when the
+channel selects a defined persona; see below). Was 9.25. The target of
 ≤ 5 is **not met**; what makes 6: exact rolling windows per user and per channel need both documents written at
 admission (2); the user's quota needs its settle (1); the spend of the instance must be stored before the reply, or
 an instance killed between a reply and a background write would have answered calls the global budget never counts
 — and the dead instance's lease could not be handed back without overspending (lib/limiter/lease.ts) (1); history
 (1); the event (1). Written in the background instead, that spend would make 5 at the price of that guarantee. The
-freshness reads (MEMORY and PERSONAS rows) run while the admission runs, so they add operations but no round trip
-in sequence.
+freshness read (MEMORY row; PERSONAS only for a defined persona) runs while the admission runs, so it adds an
+operation but no round trip in sequence.
 
 ### What bounds these figures
 

@@ -27,14 +27,13 @@ export async function handle(req: ChatRequest, ctx: Ctx): Promise<ChatResponse> 
     // The context is bounded by the memory's token budget: reserved up front, so the
     // admission runs while the context is assembled (a larger prompt reserves the rest).
     promptBudget: ctx.config.memory.context_tokens,
-    // On a channel no other instance wrote lately, the admission's write of the channel's
-    // rate-limit document proves its memory current: the context is built after it, with no
-    // read. Else the memory is read alongside the admission.
-    admitFirst: ctx.memory.quiet(req.channel),
-    async prepare(since) {
-      // The channel's memory is read while the persona is looked up: two reads, one round trip.
-      const channel = ctx.memory.prepare(req.channel, since);
-      const persona = override ?? (await ctx.personas.forChannel(req.channel));
+    async prepare(since, admitted) {
+      // One read of the channel brings its memory and its persona selection, alongside the
+      // admission. On a channel no other instance wrote lately, the admission's write of the
+      // channel's rate-limit document proves the channel current: the read waits for it, and is
+      // then spared.
+      const channel = ctx.memory.prepare(req.channel, ctx.memory.quiet(req.channel) ? { since, after: admitted } : undefined);
+      const persona = override ?? (await ctx.personas.forChannel(req.channel, undefined, channel));
       return {
         messages: await ctx.memory.context(req.channel, req.user, req.message, persona, channel),
         temperature: persona.temperature,

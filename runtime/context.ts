@@ -2,7 +2,8 @@
 // providers, limiter, usage, memory, personas) over JetStream KV and the events stream.
 // Synchronous, and reads nothing at start: memory and personas read the channels they are
 // asked about when asked (lib/kv/group-cache.ts), so an instance is ready as soon as it is
-// built, however much the buckets hold (runtime/service.ts relies on this).
+// built, however much the buckets hold (runtime/service.ts relies on this). The move of
+// persona selections stored by earlier versions runs in the background (lib/personas/move.ts).
 import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
 import type { Config } from "../lib/config";
 import type { Clock, Ctx, InstanceInfo, Logger } from "../lib/context";
@@ -65,7 +66,6 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
     ...natsKv(buckets[name], BUCKETS[name], jsm),
     ...streamReads(nc, jsm, BUCKETS[name], config.replicas > 1, markerRetirer(buckets[name], BUCKETS[name], log)),
   });
-  const personas = createPersonas({ kv: grouped("personas"), config, log, clock });
   const embeddings = createEmbedder(config, { log, clock, fetch: opts.fetch });
   const memoryKv = grouped("memory");
   const memory = createMemory({
@@ -100,14 +100,18 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
   });
   const writes = createWriteLimiter({ kv: limits, config: config.limits, clock });
   const usage = createUsage({ kv: limits, config, clock, log, pending: limiter.pendingUsage });
+  // A channel's persona selection is kept with its memory: a chat's one read brings both.
+  const personas = createPersonas({ kv: grouped("personas"), selections: memory.selections, config, log, clock });
+  personas.move.start();
   ctx = { config, clock, log, instance, events, providers, limiter, writes, usage, memory, personas, embeddings };
   return {
     ctx,
     async close() {
-      // Summaries and touches in progress finish before the caches go and events flush.
+      // The move of selections stops; summaries and touches in progress finish before the
+      // caches go and events flush.
+      await personas.close();
       await memory.settled();
       memory.close();
-      personas.close();
       // Pending channel usage is written; the lease's spend moves to the day's total.
       await limiter.close();
       await events.flush();

@@ -32,7 +32,7 @@ function ctx() {
     providers: {} as Providers,
     log: silentLogger,
   });
-  const personas = createPersonas({ kv: new MemoryKv("PERSONAS"), config: defaultConfig(), log: silentLogger });
+  const personas = createPersonas({ kv: new MemoryKv("PERSONAS"), selections: memory.selections, config: defaultConfig(), log: silentLogger });
   return Object.assign(base, { memory, personas });
 }
 

@@ -177,12 +177,6 @@ class SteppedKv extends MemoryKv {
   override get(k: string) {
     return this.rounds.run(`read ${this.short()}`, () => super.get(k));
   }
-  override snapshot(f: string) {
-    return this.rounds.run(`read ${this.short()}`, () => super.snapshot(f));
-  }
-  override changes(f: string, after: number) {
-    return this.rounds.run(`read ${this.short()}`, () => super.changes(f, after));
-  }
   override put(k: string, v: Uint8Array, o?: KvPutOptions) {
     return this.rounds.run(`write ${this.short()}`, () => super.put(k, v, o));
   }
@@ -198,16 +192,25 @@ class SteppedKv extends MemoryKv {
   override keys(f?: string) {
     return this.rounds.run(`list ${this.short()}`, () => super.keys(f));
   }
+  // A group of keys read whole (a channel new here) or checked for changes since the last read.
+  override snapshot(f: string) {
+    return this.rounds.run(`load ${this.short()}`, () => super.snapshot(f));
+  }
+  override changes(f: string, after: number) {
+    return this.rounds.run(`check ${this.short()}`, () => super.changes(f, after));
+  }
 }
 
-/** The service's parts over stepped buckets, as runtime/context.ts builds them. */
-async function steppedService() {
+/**
+ * The service's parts over stepped buckets, as runtime/context.ts builds them; the move of
+ * legacy persona selections finished (an empty bucket has none), unless `moving`.
+ */
+async function steppedService(moving = false) {
   const rounds = new Rounds();
   const config = defaultConfig({ log: { level: "silent" } });
   const clock = { now: () => Date.parse("2024-05-01T10:00:00Z") };
   const base = createTestContext({ clock });
   const providers = createProviders(config, { log: silentLogger, clock });
-  const personas = createPersonas({ kv: new SteppedKv("ROSEY_LLM_PERSONAS", rounds), config, log: silentLogger });
   let ctx!: Ctx;
   const memory = createMemory({
     kv: new SteppedKv("ROSEY_LLM_MEMORY", rounds),
@@ -223,6 +226,8 @@ async function steppedService() {
   const limits = memory.channelLimits(new SteppedKv("ROSEY_LLM_LIMITS", rounds), LIMITS_TTL_MS / 1000);
   const limiter = createLimiter({ kv: limits, config, clock, events: base.events, log: silentLogger, instance: "hot" });
   const usage = createUsage({ kv: limits, config, clock, log: silentLogger, pending: limiter.pendingUsage });
+  const personas = createPersonas({ kv: new SteppedKv("ROSEY_LLM_PERSONAS", rounds), selections: memory.selections, config, log: silentLogger });
+  if (!moving) expect(await personas.move.step()).toBe(true);
   ctx = { ...base, config, clock, providers, limiter, usage, personas, memory };
   /** One chat, releasing held operations a round at a time: its round trips in sequence and its operations. */
   const chat = async (user: string, channel: string) => {
@@ -238,25 +243,42 @@ async function steppedService() {
       sequential++;
       rounds.held.splice(0).forEach((go) => go());
     }
+    // Background work the chat started (its channel's summarization check) is its own, not the next chat's.
     rounds.stepping = false;
+    rounds.held.splice(0).forEach((go) => go());
     await out;
+    await memory.settled();
     return { sequential, ops: { ...rounds.counts, "event publish": base.recorded.length - events } };
   };
-  return { chat, close: () => limiter.close() };
+  return { chat, personas, close: () => limiter.close() };
 }
 
 describe("rosey.llm.chat: JetStream operations and round trips", () => {
-  it("a chat of a user and channel this instance has served waits for 2 round trips and costs 6 operations", async () => {
+  it("a chat of a user and channel this instance has served waits for 2 round trips and costs 5 operations and no read", async () => {
     const svc = await steppedService();
     for (let i = 0; i < 15; i++) await svc.chat(`u${i % 5}`, `#c${i % 3}`);
     const warm = await svc.chat("u0", "#c0");
-    expect(warm.sequential).toBe(3);
+    expect(warm.sequential).toBe(2);
     // Admission: the user's and the channel's documents (the channel's usage of earlier
-    // calls rides along); the channel's, written among its memory keys, proves the memory
-    // current, so the context needs no read. Then the persona selection is read. Settle: the
-    // user's document and this instance's spend; the exchange goes to history in the same
-    // round trip; the response event is not awaited.
-    expect(warm.ops).toEqual({ "write LIMITS": 3, "write MEMORY": 2, "read PERSONAS": 1, "event publish": 1 });
+    // calls rides along); the channel's, written among its memory keys on the condition that
+    // nothing else under them changed, proves the channel current (its history, memories and
+    // persona selection), so the context needs no read. Settle: the user's document and this
+    // instance's spend; the exchange goes to history in the same round trip, conditioned like
+    // the admission; the response event is not awaited.
+    expect(warm.ops).toEqual({ "write LIMITS": 3, "write MEMORY": 2, "event publish": 1 });
+    await svc.close();
+  });
+
+  it("after a write that proves nothing (a persona selected), the next chat reads the channel once, after its admission", async () => {
+    const svc = await steppedService();
+    for (let i = 0; i < 15; i++) await svc.chat(`u${i % 5}`, `#c${i % 3}`);
+    await svc.personas.select("#c0", "concise");
+    const next = await svc.chat("u0", "#c0");
+    expect(next.sequential).toBe(3);
+    expect(next.ops).toEqual({ "check MEMORY": 1, "write LIMITS": 3, "write MEMORY": 2, "event publish": 1 });
+    const after = await svc.chat("u0", "#c0");
+    expect(after.sequential).toBe(2);
+    expect(after.ops).toEqual({ "write LIMITS": 3, "write MEMORY": 2, "event publish": 1 });
     await svc.close();
   });
 
@@ -266,9 +288,29 @@ describe("rosey.llm.chat: JetStream operations and round trips", () => {
     const cold = await svc.chat("newcomer", "#new");
     expect(cold.sequential).toBe(3);
     // The user's document; the channel's where it is kept and where earlier versions kept it
-    // (limits-doc.ts), at once; the channel's memory and persona alongside. The channel holds
-    // nothing yet, so it is not kept, and its summarizer reads it once more after the reply.
-    expect(cold.ops).toEqual({ "read LIMITS": 2, "read MEMORY": 3, "read PERSONAS": 2, "write LIMITS": 3, "write MEMORY": 2, "event publish": 1 });
+    // (limits-doc.ts), at once; the channel is loaded for the context alongside, and again after
+    // its first exchange (it held nothing, so it was not kept).
+    expect(cold.ops).toEqual({ "load MEMORY": 2, "read LIMITS": 2, "read MEMORY": 1, "write LIMITS": 3, "write MEMORY": 2, "event publish": 1 });
+    await svc.close();
+  });
+
+  it("a channel that selected a defined persona also checks the definitions, in the same round trip", async () => {
+    const svc = await steppedService();
+    await svc.personas.define({ name: "guide", description: "", system_prompt: "Guide." });
+    await svc.personas.select("#c0", "guide");
+    await svc.chat("u0", "#c0");
+    const warm = await svc.chat("u0", "#c0");
+    expect(warm.sequential).toBe(2);
+    expect(warm.ops).toEqual({ "check PERSONAS": 1, "write LIMITS": 3, "write MEMORY": 2, "event publish": 1 });
+    await svc.close();
+  });
+
+  it("while legacy selections are being moved, a channel without a selection also reads its legacy key, in the same round trip", async () => {
+    const svc = await steppedService(true);
+    await svc.chat("u0", "#c0");
+    const warm = await svc.chat("u0", "#c0");
+    expect(warm.sequential).toBe(2);
+    expect(warm.ops).toEqual({ "read PERSONAS": 1, "write LIMITS": 3, "write MEMORY": 2, "event publish": 1 });
     await svc.close();
   });
 });

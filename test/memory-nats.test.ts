@@ -75,7 +75,7 @@ async function instance(memory: Record<string, number> = {}) {
   const config = defaultConfig({ memory: memory as never });
   const mem = createMemory({ kv: b.memory, config, clock: { now: () => Date.now() }, ...c, log: silentLogger });
   services.push(mem);
-  const personas = createPersonas({ kv: b.personas, config, log: silentLogger });
+  const personas = createPersonas({ kv: b.personas, selections: mem.selections, config, log: silentLogger });
   personasList.push(personas);
   return { mem, personas, kv: b.memory, ...c };
 }

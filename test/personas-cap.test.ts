@@ -4,13 +4,11 @@
 // in-memory bucket.
 import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { defaultConfig } from "../lib/config";
 import { MemoryKv } from "../lib/kv";
-import { silentLogger } from "../lib/log";
-import { createPersonas } from "../lib/personas";
 import { BUCKETS } from "../runtime/provision";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
 import { startTestServer, type TestServer } from "./helpers/nats";
+import { personasOver } from "./helpers/memory-context";
 
 const MAX = 5;
 
@@ -81,7 +79,7 @@ describe("defined personas are capped across instances", () => {
 describe("the persona count over an in-memory bucket", () => {
   const setup = (max: number, kv = new MemoryKv("PERSONAS")) => ({
     kv,
-    personas: createPersonas({ kv, config: defaultConfig({ storage: { personas_max_defined: max } as never }), log: silentLogger }),
+    personas: personasOver(kv, { config: { storage: { personas_max_defined: max } as never } }).personas,
   });
   const persona = (name: string) => ({ name, description: "", system_prompt: `I am ${name}.` });
 

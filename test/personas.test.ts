@@ -1,15 +1,17 @@
 // Personas over the in-memory bucket: built-ins, operator personas, defined ones, selection.
 import { describe, expect, it } from "vitest";
-import { defaultConfig } from "../lib/config";
 import { isRoseyError } from "../lib/errors";
 import { encodeName } from "../lib/keys";
-import { MemoryKv, type Kv } from "../lib/kv";
+import { MemoryKv } from "../lib/kv";
+import type { Logger } from "../lib/context";
 import { createLogger, silentLogger } from "../lib/log";
-import { BUILTIN_PERSONAS, createPersonas } from "../lib/personas";
+import { BUILTIN_PERSONAS } from "../lib/personas";
 import { rejectionOf } from "./helpers/assert";
+import { personasOver } from "./helpers/memory-context";
 
-function setup(personas: Record<string, unknown> = {}, kv = new MemoryKv("PERSONAS")) {
-  return { kv, personas: createPersonas({ kv, config: defaultConfig({ personas: personas as never }), log: silentLogger }) };
+/** Personas over a personas bucket and a memory bucket (new ones unless given). */
+function setup(personas: Record<string, unknown> = {}, kv = new MemoryKv("PERSONAS"), memory = new MemoryKv("MEMORY")) {
+  return { kv, memory, personas: personasOver(kv, { memory, config: { personas: personas as never } }).personas };
 }
 
 /** The error code a call rejects with (fails the test when it resolves). */
@@ -80,35 +82,83 @@ describe("personas", () => {
 
   it("falls back to the default when a selected operator persona was removed", async () => {
     const kv = new MemoryKv("PERSONAS");
-    await setup({ pirate: { description: "Arr", system_prompt: "Arr." } }, kv).personas.select("#p", "pirate");
-    expect((await setup({}, kv).personas.forChannel("#p")).name).toBe("default");
+    const memory = new MemoryKv("MEMORY");
+    await setup({ pirate: { description: "Arr", system_prompt: "Arr." } }, kv, memory).personas.select("#p", "pirate");
+    expect((await setup({}, kv, memory).personas.forChannel("#p")).name).toBe("default");
   });
 
   it("shares definitions and selections between instances on one bucket", async () => {
     const kv = new MemoryKv("PERSONAS");
-    const a = setup({}, kv).personas;
-    const b = setup({}, kv).personas;
+    const memory = new MemoryKv("MEMORY");
+    const a = setup({}, kv, memory).personas;
+    const b = setup({}, kv, memory).personas;
     await a.define({ name: "teacher", description: "Explains", system_prompt: "Explain step by step." });
     await a.select("#class", "teacher");
     expect(await b.forChannel("#class")).toMatchObject({ name: "teacher", system_prompt: "Explain step by step." });
   });
 });
 
-const create = (kv: Kv, log = silentLogger) => createPersonas({ kv, config: defaultConfig(), log });
+const create = (kv: MemoryKv, memory: MemoryKv, log: Logger = silentLogger) => personasOver(kv, { memory, log }).personas;
 
 describe("personas read from the bucket on use", () => {
   it("needs no KV read for a built-in persona, by name or as an override", async () => {
-    const { kv, personas } = setup();
-    const before = kv.ops.snapshot + kv.ops.changes + kv.ops.get;
+    const { kv, memory, personas } = setup();
+    const reads = () => [kv, memory].reduce((n, b) => n + b.ops.snapshot + b.ops.changes + b.ops.get, 0);
+    const before = reads();
     expect((await personas.get("concise"))?.name).toBe("concise");
     expect((await personas.forChannel("#x", "technical")).name).toBe("technical");
-    expect(kv.ops.snapshot + kv.ops.changes + kv.ops.get).toBe(before);
+    expect(reads()).toBe(before);
+  });
+
+  it("reads a channel's selection with the channel's memory, and the personas bucket only for a defined persona", async () => {
+    const { kv, memory, personas } = setup();
+    await personas.move.step();
+    await personas.define({ name: "guide", description: "", system_prompt: "Guide." });
+    await personas.select("#fixed", "technical");
+    await personas.select("#defined", "guide");
+    const before = { personas: kv.ops.snapshot + kv.ops.changes + kv.ops.get, memory: memory.ops.snapshot + memory.ops.changes };
+    expect((await personas.forChannel("#fixed")).name).toBe("technical");
+    expect(kv.ops.snapshot + kv.ops.changes + kv.ops.get).toBe(before.personas);
+    expect((await personas.forChannel("#defined")).name).toBe("guide");
+    expect(kv.ops.snapshot + kv.ops.changes + kv.ops.get).toBe(before.personas + 1);
+    expect(memory.ops.snapshot + memory.ops.changes).toBe(before.memory + 2);
+  });
+
+  it("keeps the selection of a channel in use; one unused for ROSEY_HISTORY_TTL_DAYS goes back to the default", async () => {
+    let now = Date.parse("2025-01-01T00:00:00Z");
+    const clock = { now: () => now };
+    const memory = new MemoryKv("MEMORY", clock);
+    const a = personasOver(new MemoryKv("PERSONAS", clock), { memory, clock });
+    await a.personas.select("#used", "concise");
+    await a.personas.select("#idle", "technical");
+    for (let day = 1; day <= 40; day++) {
+      now += 86_400_000;
+      expect((await a.personas.forChannel("#used")).name, `day ${day}`).toBe("concise");
+      await a.memory.settled();
+    }
+    expect((await a.personas.forChannel("#idle")).name).toBe("default");
+    // Kept by rewriting it, never in place of a selection made meanwhile: another instance's
+    // writes are held until after a new selection.
+    now += 10 * 86_400_000;
+    let release!: () => void;
+    const late = new Promise<void>((r) => (release = r));
+    const held = new Proxy(memory, {
+      get: (t, k: keyof MemoryKv) =>
+        typeof t[k] !== "function" ? t[k] : ["put", "create", "update"].includes(k) ? async (...args: never[]) => (await late, (t[k] as (...a: never[]) => unknown)(...args)) : (t[k] as () => unknown).bind(t),
+    });
+    const b = personasOver(new MemoryKv("PERSONAS", clock), { memory: held, clock });
+    expect((await b.personas.forChannel("#used")).name).toBe("concise");
+    await a.personas.select("#used", "creative");
+    release();
+    await b.memory.settled();
+    expect((await b.personas.forChannel("#used")).name).toBe("creative");
   });
 
   it("sees a selection or definition made on another instance on its very next read", async () => {
     const kv = new MemoryKv("PERSONAS");
-    const a = create(kv);
-    const b = create(kv);
+    const memory = new MemoryKv("MEMORY");
+    const a = create(kv, memory);
+    const b = create(kv, memory);
     expect((await b.forChannel("#ship")).name).toBe("default");
     await b.select("#ship", "concise");
     expect((await b.forChannel("#ship")).name).toBe("concise");
@@ -121,27 +171,35 @@ describe("personas read from the bucket on use", () => {
     expect(await b.select("#inn", "pirate")).toMatchObject({ name: "pirate" });
   });
 
-  it("stores nothing but definitions, their count and selections", async () => {
-    const { kv, personas } = setup();
+  it("stores definitions and their count in the personas bucket, a selection with its channel's memory", async () => {
+    const { kv, memory, personas } = setup();
     await personas.define({ name: "teacher", description: "", system_prompt: "Teach." });
     await personas.select("#old", "teacher");
     await personas.forChannel("#other");
-    expect((await kv.keys()).sort()).toEqual(["def.teacher", "index", `sel.${encodeName("#old")}`]);
+    expect((await kv.keys()).sort()).toEqual(["def.teacher", "index"]);
+    expect(await memory.keys()).toEqual([`p.${encodeName("#old")}.sel`]);
   });
 
   it("skips a malformed stored definition or selection with a log line naming the key", async () => {
     const kv = new MemoryKv("PERSONAS");
+    const memory = new MemoryKv("MEMORY");
     const lines: string[] = [];
-    const personas = create(kv, createLogger("warn", {}, (l) => lines.push(l)));
+    const personas = create(kv, memory, createLogger("warn", {}, (l) => lines.push(l)));
     await personas.define({ name: "good", description: "", system_prompt: "Fine." });
     const secret = "do-not-print-me";
     await kv.put("def.broken", new TextEncoder().encode(`{"name": "broken", ${secret}`));
-    await kv.put(`sel.${encodeName("#bad")}`, new TextEncoder().encode(JSON.stringify({ chosen: secret })));
+    await memory.put(`p.${encodeName("#bad")}.sel`, new TextEncoder().encode(JSON.stringify({ chosen: secret })));
+    await kv.put(`sel.${encodeName("#old")}`, new TextEncoder().encode(secret));
     expect((await personas.list()).map((p) => p.name)).toContain("good");
     expect(await personas.get("broken")).toBeNull();
     expect((await personas.forChannel("#bad")).name).toBe("default");
-    const skipped = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "persona: unreadable entry skipped");
-    expect(skipped.map((l) => l.key).sort()).toEqual(["def.broken", `sel.${encodeName("#bad")}`]);
+    expect((await personas.forChannel("#old")).name).toBe("default");
+    const skipped = lines.map((l) => JSON.parse(l)).filter((l) => /unreadable entry skipped/.test(l.msg));
+    expect(skipped.map((l) => `${l.msg} ${l.key}`).sort()).toEqual([
+      `memory: unreadable entry skipped p.${encodeName("#bad")}.sel`,
+      "persona: unreadable entry skipped def.broken",
+      `persona: unreadable entry skipped sel.${encodeName("#old")}`,
+    ]);
     expect(lines.join("\n")).not.toContain(secret);
   });
 });

@@ -237,8 +237,8 @@ describe("the service under the full service set (provisions its own state)", ()
     const KEPT: Array<[RegExp, string]> = [
       [/^\$JS\.API\.STREAM\.UPDATE\./, "used when a setting changes a stream (replicas, limits): the restart below shows it"],
       [
-        /^\$JS\.API\.STREAM\.MSG\.GET\.KV_ROSEY_LLM_(LIMITS|USAGE|MEMORY)$/,
-        "reads a key's last message back after a write's acknowledgement was lost (test/faults.test.ts); memory also reads from the stream leader when replicated",
+        /^\$JS\.API\.STREAM\.MSG\.GET\.KV_ROSEY_LLM_(LIMITS|USAGE|PERSONAS|MEMORY)$/,
+        "reads a key's last message back after a write's acknowledgement was lost (test/faults.test.ts); memory and personas also read from the stream leader when replicated",
       ],
     ];
 

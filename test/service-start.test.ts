@@ -4,6 +4,7 @@ import type { NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeName } from "../lib/keys";
 import type { MemoryService } from "../lib/memory";
+import type { PersonasService } from "../lib/personas";
 import type { Memory } from "../lib/schemas";
 import { startTestServer, type TestServer } from "./helpers/nats";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
@@ -62,18 +63,20 @@ describe("a start over a bucket with thousands of channels", () => {
     await starting;
   });
 
-  it("holds nothing at start but the channels it was asked about, and writes no key of its own", async () => {
+  it("holds nothing at start but the channels it was asked about, and writes no key of its own but the end of the move of old selections", async () => {
     const inst = await startInstance(srv.url);
     instances.push(inst);
     const memory = inst.ctx.memory as MemoryService;
     expect(memory.cached().channels).toBe(0);
     await memory.recall({ channel: "#room-5", query: "piano", limit: 1 });
     expect(memory.cached().channels).toBe(1);
-    // Instances came and went: the buckets hold only what requests stored.
+    // Instances came and went: the buckets hold only what requests stored, and the record
+    // that no persona selection of an earlier version is left to move (written once).
+    expect(await (inst.ctx.personas as PersonasService).move.step()).toBe(true);
     const jsm = await nc.jetstreamManager();
     const subjects = async (stream: string) => Object.keys((await jsm.streams.info(stream, { subjects_filter: ">" })).state.subjects ?? {});
-    // History, memories and the rate-limit document of the channel chatted in.
-    expect((await subjects("KV_ROSEY_LLM_MEMORY")).filter((s) => !/^\$KV\.ROSEY_LLM_MEMORY\.[tml]\./.test(s))).toEqual([]);
-    expect(await subjects("KV_ROSEY_LLM_PERSONAS")).toEqual([]);
+    // History, memories, persona selections and the rate-limit document of the channels used.
+    expect((await subjects("KV_ROSEY_LLM_MEMORY")).filter((s) => !/^\$KV\.ROSEY_LLM_MEMORY\.[tmlp]\./.test(s))).toEqual([]);
+    expect(await subjects("KV_ROSEY_LLM_PERSONAS")).toEqual(["$KV.ROSEY_LLM_PERSONAS.migrated.sel"]);
   });
 });

@@ -178,8 +178,12 @@ export interface Usage {
 export interface Personas {
   list(): Promise<Persona[]>;
   get(name: string): Promise<Persona | null>;
-  /** The persona for a channel: `override` when given, else the channel's selection, else default. */
-  forChannel(channel: string, override?: string): Promise<Persona>;
+  /**
+   * The persona for a channel: `override` when given, else the channel's selection, else
+   * default. The selection is stored with the channel's memory: given the channel's memory
+   * being read for a chat (`prepared`), it comes from that read, with no round trip of its own.
+   */
+  forChannel(channel: string, override?: string, prepared?: PreparedChannel): Promise<Persona>;
   select(channel: string, name: string): Promise<Persona>;
   /** Defines or updates a persona (built-in and configured ones are fixed: validation). */
   define(p: Omit<Persona, "builtin">): Promise<Persona>;
@@ -209,17 +213,18 @@ export interface ConversationMemory {
    * once. A handler that needs context() later starts this first, alongside its other
    * independent round trips (the limiter's admission, the channel's persona), and passes the
    * result to context(), which then makes no round trip of its own. Without it, context()
-   * reads the channel itself, after whatever the handler awaited before. `since`
-   * (performance.now() when the request began): a write of the channel sent after it that
-   * proved the channel current spares the read (lib/kv/group-cache.ts).
+   * reads the channel itself, after whatever the handler awaited before. With `proof`, the
+   * read waits until `after` settles (the admission), and a write of the channel sent after
+   * `since` (performance.now() when the request began) that proved the channel current spares
+   * it (lib/kv/group-cache.ts).
    */
-  prepare(channel: string, since?: number): PreparedChannel;
+  prepare(channel: string, proof?: { since: number; after: Promise<unknown> }): PreparedChannel;
   /**
    * True when this instance holds the channel and saw no other instance write to it lately. A
-   * chat then admits before it prepares the channel (with the request's start as `since`):
-   * the admission's write of the channel's rate-limit document proves the channel current, so
-   * prepare() reads nothing, or, when this instance does not know where the channel stands,
-   * the read after it learns that, so that the next chat's does (lib/kv/group-cache.ts).
+   * chat then prepares the channel with a proof (see prepare): the admission's write of the
+   * channel's rate-limit document proves the channel current, so nothing is read, or, when
+   * this instance does not know where the channel stands, the read after it learns that, so
+   * that the next chat's write does (lib/kv/group-cache.ts).
    */
   quiet(channel: string): boolean;
   /**

@@ -66,18 +66,23 @@ export const BUCKET_LAYOUTS = {
     },
   },
   personas: {
-    holds: "Personas defined through persona_define and each channel's selected persona.",
+    holds: "Personas defined through persona_define.",
     keys: {
       definition: { key: "def.<persona>", holds: "A defined persona: {name, description, system_prompt, temperature?, owner?}." },
-      selection: { key: "sel.<channel>", holds: "The persona a channel selected." },
       index: {
         key: "index",
         holds: "{names: {<persona>: ms}}: the defined personas, counted against ROSEY_PERSONAS_MAX_DEFINED; a new name is counted here by compare-and-set before its definition is written.",
       },
+      legacySelection: {
+        key: "sel.<channel>",
+        holds:
+          "Where earlier versions kept a channel's selected persona, {persona}: moved to the memory bucket (`p.<channel>.sel`) and deleted by a walk in the background, and read here until then.",
+      },
+      moved: { key: "migrated.sel", holds: "{at}: no `sel.<channel>` key is left; a start that finds it does not walk them again." },
     },
   },
   memory: {
-    holds: "Each channel's conversation history, summaries of older history, and long-term memories.",
+    holds: "Each channel's conversation history, summaries of older history, long-term memories, and selected persona.",
     keys: {
       exchange: { key: "t.<channel>.<id>", holds: "One exchange: the user's message and the reply; ids sort by time. Expires after ROSEY_HISTORY_TTL_DAYS." },
       summary: { key: "s.<channel>.<id>", holds: "A summary of a stretch of history starting at that id (the stretch itself is deleted). Expires after ROSEY_HISTORY_TTL_DAYS." },
@@ -94,6 +99,11 @@ export const BUCKET_LAYOUTS = {
         key: "m.<channel>.<id>",
         holds:
           "A long-term memory; the id hashes scope and content, so equal facts meet on one key. With embeddings on, also `embedding`: {model (with `@<dimensions>` when ROSEY_EMBEDDINGS_DIMENSIONS is set), vector: base64 of the unit vector's float32 little-endian values}, never sent in replies or events. Goes with the bucket's max age, decay_days after its last use.",
+      },
+      selection: {
+        key: "p.<channel>.sel",
+        holds:
+          "The persona a channel selected, {persona, at}: read with the rest of the channel. Expires after ROSEY_HISTORY_TTL_DAYS; rewritten when a read finds it past half of that, so a channel in use keeps it.",
       },
     },
   },

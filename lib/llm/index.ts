@@ -33,15 +33,11 @@ export interface CallRequest {
   /** Length in characters of what the caller asked (the seed's prompt_length). */
   prompt_length: number;
   /**
-   * Builds the plan (persona, context). `since`: performance.now() when the call began, for
-   * reads that a write made since can spare (ConversationMemory.prepare).
+   * Builds the plan (persona, context). `since`: performance.now() when the call began;
+   * `admitted` settles when the admission has: a read that the admission's writes may spare
+   * waits for it (ConversationMemory.prepare).
    */
-  prepare(since: number): CallPlan | Promise<CallPlan>;
-  /**
-   * With a prompt budget: build the plan after the admission instead of alongside it, because
-   * the admission's writes will spare the plan's reads (ConversationMemory.quiet).
-   */
-  admitFirst?: boolean;
+  prepare(since: number, admitted: Promise<unknown>): CallPlan | Promise<CallPlan>;
   /**
    * The most tokens the prepared prompt may take: reserved before the plan is built, so
    * the admission and prepare run together (chat: the context budget). A plan that comes
@@ -82,10 +78,7 @@ function refusal(ctx: Ctx, req: CallRequest, t: Extract<Ticket, { ok: false }>):
   return new RoseyError(t.code, t.message, { retry_after: t.retry_after });
 }
 
-/**
- * Admission and prepare: with a prompt budget concurrently, or the admission first when it
- * spares prepare's reads (admitFirst); without one the plan first. A refusal is thrown.
- */
+/** Admission and prepare: concurrently with a prompt budget, else the plan first. A refusal is thrown. */
 async function admitAndPrepare(ctx: Ctx, req: CallRequest, since: number): Promise<{ plan: CallPlan; ticket: Ticket & { ok: true } }> {
   const admit = async (tokens: number, atLeast?: number) => {
     const t = await ctx.limiter.admit({ user: req.user, channel: req.channel, tokens, atLeast, system: req.system });
@@ -93,22 +86,13 @@ async function admitAndPrepare(ctx: Ctx, req: CallRequest, since: number): Promi
     return t;
   };
   if (req.promptBudget === undefined) {
-    const plan = await req.prepare(since);
+    const plan = await req.prepare(since, Promise.resolve());
     return { plan, ticket: await admit(reservation(plan.messages, req.max_tokens)) };
   }
   // A user near the end of their quota may hold less than the budget: enough for the reply
   // will do, and the prompt is reserved once it is known.
-  const budget = () => admit(req.promptBudget! + req.max_tokens, req.max_tokens + 3);
-  if (req.admitFirst) {
-    const ticket = await budget();
-    try {
-      return { plan: await req.prepare(since), ticket };
-    } catch (err) {
-      await ctx.limiter.release(ticket).catch(() => undefined);
-      throw err;
-    }
-  }
-  const [p, t] = await Promise.allSettled([Promise.resolve().then(() => req.prepare(since)), budget()]);
+  const admitted = admit(req.promptBudget + req.max_tokens, req.max_tokens + 3);
+  const [p, t] = await Promise.allSettled([Promise.resolve().then(() => req.prepare(since, admitted)), admitted]);
   if (p.status === "rejected") {
     if (t.status === "fulfilled") await ctx.limiter.release(t.value).catch(() => undefined);
     throw p.reason;

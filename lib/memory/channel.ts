@@ -18,11 +18,13 @@
 //   l.<channel>.doc           the channel's rate-limit document (lib/limiter's `c.<channel>`,
 //                             limits-doc.ts): kept here as stored, so that writing it can prove
 //                             the channel current (lib/kv/group-cache.ts)
+//   p.<channel>.sel           the channel's persona selection (selections.ts)
+// Keys of any other kind are left to whoever writes them: ignored here, never unreadable.
 import { Memory, type Message } from "../schemas";
 import type { KvEntry } from "../kv";
 import { decodeName } from "../keys";
 import { MemoryIndex, type Doc } from "./bm25";
-import type { StoredExchange, StoredMemory, StoredSummary, StoredTurn } from "./types";
+import type { StoredExchange, StoredMemory, StoredSelection, StoredSummary, StoredTurn } from "./types";
 import { decodeEmbedding, type MemoryVector } from "./embedding";
 
 /** The filter of a channel's keys. */
@@ -70,6 +72,8 @@ export interface ChannelState {
   memories: MemoryIndex;
   /** The embeddings of memories stored with one, by memory id. */
   vectors: Map<string, MemoryVector>;
+  /** The channel's persona selection and its revision, or null for none. */
+  selection: { value: StoredSelection; revision: number } | null;
   /** Keys of the channel whose stored value could not be read (skipped, but still there). */
   unreadable: Set<string>;
   /** The channel's rate-limit document as stored (key `l.<channel>.doc`). */
@@ -94,6 +98,7 @@ const CLAIM_BYTES = 90;
 const LIMITS_BYTES = 200;
 /** A vector's Map entry, object and typed array headers besides its 4 bytes a dimension. */
 const VECTOR_BYTES = 240;
+const SELECTION_BYTES = 120;
 
 /** V8 keeps a string of Latin-1 characters in one byte a character, any other in two. */
 const textBytes = (...s: Array<string | undefined>) => s.reduce((n, x) => n + (x ? (/[^\u0000-\u00ff]/.test(x) ? 2 : 1) * x.length : 0), 0);
@@ -116,6 +121,7 @@ export function emptyChannel(encoded: string): ChannelState {
     claims: new Set(),
     memories: new MemoryIndex(),
     vectors: new Map(),
+    selection: null,
     unreadable: new Set(),
     bytes: 0,
     sweptAt: 0,
@@ -188,6 +194,17 @@ function setMemory(st: ChannelState, id: string, value: Memory | null, revision:
   } else st.vectors.delete(id);
 }
 
+function isSelection(v: unknown): v is StoredSelection {
+  const s = v as StoredSelection;
+  return typeof s === "object" && s !== null && typeof s.persona === "string" && (s.at === undefined || typeof s.at === "number");
+}
+
+function setSelection(st: ChannelState, value: StoredSelection | null, revision: number): void {
+  if (st.selection) st.bytes -= SELECTION_BYTES + textBytes(st.selection.value.persona);
+  st.selection = value && { value, revision };
+  if (value) st.bytes += SELECTION_BYTES + textBytes(value.persona);
+}
+
 function setClaim(st: ChannelState, id: string, present: boolean): void {
   if (present === st.claims.has(id)) return;
   if (present) st.claims.add(id);
@@ -195,10 +212,13 @@ function setClaim(st: ChannelState, id: string, present: boolean): void {
   st.bytes += (present ? 1 : -1) * (CLAIM_BYTES + textBytes(id));
 }
 
+/** The kinds of key (first token) this file reads; see the header. */
+const KINDS = new Set(["t", "s", "c", "m", "p"]);
+
 /**
  * Applies one key's value (null: deleted) to the channel. Throws on a value that is not what
  * its key says (the cache logs it), after noting the key in `unreadable`; keys of other
- * shapes are ignored.
+ * kinds or shapes are ignored, whatever their value.
  */
 export function applyToChannel(st: ChannelState, k: string, entry: KvEntry | null): void {
   st.unreadable.delete(k);
@@ -221,6 +241,7 @@ function applyValue(st: ChannelState, k: string, entry: KvEntry | null): void {
     if (st.limits) st.bytes += LIMITS_BYTES + st.limits.value.byteLength;
     return;
   }
+  if (!KINDS.has(kind) || (kind === "p" && id !== "sel")) return;
   let value: unknown = null;
   if (entry) {
     try {
@@ -248,6 +269,9 @@ function applyValue(st: ChannelState, k: string, entry: KvEntry | null): void {
     }
     // An unreadable embedding leaves the memory without one, for the backfill to redo.
     setMemory(st, id, memory, entry?.revision ?? 0, decodeEmbedding((value as StoredMemory | null)?.embedding));
+  } else {
+    if (value !== null && !isSelection(value)) throw new Error("not a persona selection");
+    setSelection(st, value, entry?.revision ?? 0);
   }
 }
 

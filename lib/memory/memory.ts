@@ -10,6 +10,9 @@
 // With an embedder (config.embeddings), memories are stored with their vectors and recall
 // fuses words and meaning (vectors.ts, fusion.ts); each use of a channel may start embedding a
 // few of its memories stored without one.
+//
+// The channel's persona selection is one of its keys too (selections.ts): a chat's one read of
+// the channel brings it along with the history and memories.
 import { randomBytes } from "node:crypto";
 import type { PreparedChannel } from "../context/types";
 import type { Memory } from "../schemas";
@@ -19,6 +22,7 @@ import { createContextBuilder } from "./context";
 import { createFacts } from "./facts";
 import { createHistory } from "./history";
 import { channelLimits } from "./limits-doc";
+import { createSelections } from "./selections";
 import { createStore } from "./store";
 import { createSummaries } from "./summaries";
 import type { MemoryOptions, MemoryService } from "./types";
@@ -45,6 +49,12 @@ export function createMemory(opts: MemoryOptions): MemoryService {
     return st;
   }
 
+  /** The channel as `prepared` read it, or read now when it was not prepared or its read failed. */
+  async function current(channel: string, prepared?: PreparedChannel): Promise<ChannelState> {
+    const ahead = prepared?.channel === channel ? await (prepared as Prepared).done : null;
+    return ahead ?? (await store.channel(encodeName(channel)));
+  }
+
   /** Facts of the channel for the query, by words and, when the query can be embedded, by meaning. */
   async function find(encoded: string, st: ChannelState, query: string, userId: string | null, limit: number): Promise<Memory[]> {
     const vector = limit > 0 ? await vectors.query(st, query) : undefined;
@@ -52,8 +62,10 @@ export function createMemory(opts: MemoryOptions): MemoryService {
   }
 
   return {
-    prepare(channel, since): Prepared {
-      return { channel, done: store.channel(encodeName(channel), since).catch(() => null) };
+    prepare(channel, proof): Prepared {
+      const read = () => store.channel(encodeName(channel), proof?.since);
+      // A refused admission needs no context: nothing is read.
+      return { channel, done: (proof ? proof.after.then(read, () => null) : read()).catch(() => null) };
     },
 
     quiet: (channel) => store.quiet(encodeName(channel)),
@@ -62,8 +74,7 @@ export function createMemory(opts: MemoryOptions): MemoryService {
 
     async context(channel, user, message, persona, prepared) {
       const encoded = encodeName(channel);
-      const ahead = prepared?.channel === channel ? await (prepared as Prepared).done : null;
-      const st = ahead ?? (await store.channel(encoded));
+      const st = await current(channel, prepared);
       vectors.backfill(encoded, st);
       return buildContext(st, await find(encoded, st, message, user, config.memory.memories_in_context), user, message, persona);
     },
@@ -97,11 +108,12 @@ export function createMemory(opts: MemoryOptions): MemoryService {
         ...[...st.turns.keys()].map((id) => key("t", encoded, id)),
         ...[...st.summaries.keys()].map((id) => key("s", encoded, id)),
         ...[...st.claims].map((id) => key("c", encoded, id)),
-        ...[...st.unreadable].filter((k) => !k.startsWith("m.")),
+        ...[...st.unreadable].filter((k) => /^[tsc]\./.test(k)),
       ];
       await Promise.all(keys.map((k) => store.remove(k)));
     },
 
+    selections: createSelections(store, { config, clock, channel: current }),
     settled: () => store.settled(),
     cached: () => store.cached(),
     close: () => store.close(),

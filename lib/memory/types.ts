@@ -1,6 +1,6 @@
 // Conversation memory: what it needs from the host and what it offers besides ConversationMemory.
 import type { Config } from "../config";
-import type { Clock, ConversationMemory, Events, Logger, Providers } from "../context/types";
+import type { Clock, ConversationMemory, Events, Logger, PreparedChannel, Providers } from "../context/types";
 import type { Kv } from "../kv";
 import type { Embedder } from "../providers/embeddings";
 import type { Memory, Message } from "../schemas";
@@ -31,6 +31,8 @@ export interface MemoryOptions {
 export interface MemoryService extends ConversationMemory {
   /** Waits for background work: summarizations, last_accessed touches, decay sweeps, embedding backfills. */
   settled(): Promise<void>;
+  /** Each channel's persona selection, kept with the channel (for lib/personas). */
+  selections: ChannelSelections;
   /** Channels held in RAM and the bytes they take (estimated). */
   cached(): { channels: number; bytes: number };
   /** Forgets every cached channel. Background work already started still finishes (see settled). */
@@ -90,6 +92,35 @@ export interface StoredClaim {
  */
 export interface StoredMemory extends Memory {
   embedding?: StoredEmbedding;
+}
+
+/** A channel's persona selection as stored (key `p.<channel>.sel`). */
+export interface StoredSelection {
+  /** The persona's name. */
+  persona: string;
+  /**
+   * When it was selected or last kept (ms since the epoch); none on a selection moved before
+   * this was stored. Like the history, a selection expires ROSEY_HISTORY_TTL_DAYS after that.
+   */
+  at?: number;
+}
+
+/**
+ * Each channel's persona selection, stored with the channel's keys, so that the read of a
+ * channel for a chat brings its selection too. lib/personas reads and writes it through this.
+ */
+export interface ChannelSelections {
+  /**
+   * The channel's selection (null: none): from the read `prepared` made, when given and it
+   * succeeded, without a round trip of its own; else read now with the rest of the channel.
+   */
+  read(channel: string, prepared?: PreparedChannel): Promise<StoredSelection | null>;
+  /** The selection as this instance last read the channel, without a round trip; undefined when it does not hold the channel. */
+  held(channel: string): StoredSelection | null | undefined;
+  /** Stores the channel's selection. */
+  write(channel: string, persona: string): Promise<void>;
+  /** Stores the selection unless the channel has one already (create-once); false when it had. */
+  adopt(channel: string, persona: string): Promise<boolean>;
 }
 
 /** A memory's embedding: the model, and the unit vector as base64 of float32 little-endian values. */

@@ -5,55 +5,56 @@
 // redefined or deleted (an operator changes them in the configuration, which may also
 // replace a built-in's prompt under its own name).
 //
-// Keys: def.<name> (a defined persona), sel.<encoded channel> (a channel's selection),
-// index (the defined names, counted against storage.personas_max_defined: count.ts).
+// Keys: def.<name> (a defined persona), index (the defined names, counted against
+// storage.personas_max_defined: count.ts), and from earlier versions sel.<encoded channel>
+// (a channel's selection, moved in the background: move.ts). A channel's selection is now one
+// of the channel's keys in the memory bucket (lib/memory/selections.ts): a chat's read of the
+// channel's memory brings it, so looking up its persona costs no read of its own.
 //
-// Consistency: reads go through a cache of groups of keys (lib/kv/group-cache.ts): the
-// definitions as one group (`def.*`), each channel's selection as a group of its own. Every
-// read first brings what it uses up to date with the bucket (one round trip; the definitions
-// are asked alongside a channel's selection unless it last named a fixed persona), so a
-// select or define acknowledged on any instance is seen by the next read on every instance.
-// Fixed personas need no read.
+// Consistency: the definitions are read as one group of keys (`def.*`, lib/kv/group-cache.ts)
+// and selections with their channel; every read first brings what it uses up to date with its
+// bucket (one round trip; the definitions are asked alongside a channel's read only when the
+// channel last named a defined persona, after it when it names one now), so a select or
+// define acknowledged on any instance is seen by the next read on every instance. Fixed
+// personas need no read.
 import type { Persona } from "../schemas";
 import { PersonaName } from "../schemas";
 import { invalid, notFound } from "../errors";
-import { encodeName, key } from "../keys";
+import { key } from "../keys";
 import { GroupCache, staleAfter, type KvEntry } from "../kv";
 import { settingName } from "../config";
 import { BUILTIN_PERSONAS } from "./builtins";
 import { createDefinedCount } from "./count";
-import type { PersonasOptions, PersonasService, StoredPersona, StoredSelection } from "./types";
+import { createSelectionMove } from "./move";
+import type { PersonasOptions, PersonasService, StoredPersona } from "./types";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /** Name of the persona a channel uses until it selects another. */
 export const DEFAULT_PERSONA = "default";
-/** Bytes the cached definitions and selections may take. */
+/** Bytes the cached definitions may take. */
 const CACHE_BYTES = 8 * 1024 * 1024;
 
-/** The group of every definition; a selection's group is its key. */
+/** The group of every definition. */
 const DEFS = "def.*";
 const defKey = (name: string) => key("def", name);
-const selKey = (channel: string) => key("sel", encodeName(channel));
 
-/** Stored values of a group by the last part of their key (persona name, encoded channel). */
-type Values = Map<string, StoredPersona | StoredSelection>;
+/** Stored definitions by persona name. */
+type Values = Map<string, StoredPersona>;
 
 const isPersona = (v: StoredPersona) =>
   typeof v === "object" && v !== null && typeof v.name === "string" && typeof v.system_prompt === "string" &&
   (v.temperature === undefined || typeof v.temperature === "number");
-const isSelection = (v: StoredSelection) => typeof v === "object" && v !== null && typeof v.persona === "string";
 
-/** Applies one stored value (null: deleted); throws on a value that is not what its key says. */
+/** Applies one stored definition (null: deleted); throws on a value that is not one. */
 function apply(values: Values, k: string, entry: KvEntry | null): void {
-  const dot = k.indexOf(".");
-  const id = k.slice(dot + 1);
-  values.delete(id);
+  const name = k.slice("def.".length);
+  values.delete(name);
   if (!entry) return;
   const v = JSON.parse(dec.decode(entry.value));
-  if (!(k.startsWith("def.") ? isPersona(v) : isSelection(v))) throw new Error("not a stored persona or selection");
-  values.set(id, v);
+  if (!isPersona(v)) throw new Error("not a stored persona");
+  values.set(name, v);
 }
 
 const valuesBytes = (values: Values) => {
@@ -64,7 +65,8 @@ const valuesBytes = (values: Values) => {
 
 /** Builds the persona registry over the ROSEY_LLM_PERSONAS bucket. */
 export function createPersonas(opts: PersonasOptions): PersonasService {
-  const { kv, config, log } = opts;
+  const { kv, config, log, selections } = opts;
+  const clock = opts.clock ?? { now: () => Date.now() };
 
   // Built-ins in their fixed order, each replaceable by an operator persona of the same name.
   const fixed = new Map<string, Persona>();
@@ -91,24 +93,24 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
     empty: () => new Map(),
     apply,
     bytes: valuesBytes,
-    // A selection per channel in use, and the definitions.
-    maxGroups: config.memory.cache_channels + 1,
+    maxGroups: 1,
     maxBytes: CACHE_BYTES,
     staleAfterMs: staleAfter(config.storage.marker_ttl_seconds),
-    // Most channels select nothing: knowing that saves reading the definitions on every chat.
+    // Most deployments define none: knowing that saves loading the group again on every read.
     keepEmpty: true,
-    clock: opts.clock ?? { now: () => Date.now() },
+    clock,
     log,
   });
 
-  const definitions = () => cache.use(DEFS) as Promise<Map<string, StoredPersona>>;
+  const definitions = () => cache.use(DEFS);
   const count = createDefinedCount({
     kv,
     max: config.storage.personas_max_defined,
     setting: settingName("storage.personas_max_defined"),
-    clock: opts.clock ?? { now: () => Date.now() },
+    clock,
     log,
   });
+  const move = createSelectionMove({ kv, selections, clock, log, settings: opts.move });
   /** True for no selection (the default) or a built-in/operator persona. */
   const isFixed = (name: string | undefined) => name === undefined || fixed.has(name);
 
@@ -132,14 +134,20 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
     return p;
   }
 
-  /** Writes a value and applies it to its group at once. */
-  async function write(group: string, k: string, value: StoredPersona | StoredSelection): Promise<void> {
+  /** Writes a definition and applies it to the cached definitions at once. */
+  async function write(value: StoredPersona): Promise<void> {
+    const k = defKey(value.name);
     const data = enc.encode(JSON.stringify(value));
-    cache.wrote(group, { key: k, value: data, revision: await kv.put(k, data) });
+    cache.wrote(DEFS, { key: k, value: data, revision: await kv.put(k, data) });
   }
 
   return {
-    close: () => cache.clear(),
+    move,
+
+    async close() {
+      await move.stop();
+      cache.clear();
+    },
 
     async list() {
       const defs = await definitions();
@@ -152,17 +160,21 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
 
     get,
 
-    async forChannel(channel, override) {
+    async forChannel(channel, override, prepared) {
       if (override !== undefined) return mustGet(override);
-      const k = selKey(channel);
-      const id = k.slice("sel.".length);
-      const named = (sel: Values | undefined) => (sel?.get(id) as StoredSelection | undefined)?.persona;
-      // Most channels use a fixed persona, which needs no definitions: read them alongside the
-      // selection (one round trip) only when the channel is new here or last named a defined one.
-      const known = cache.peek(k);
-      const wantDefs = !known || !isFixed(named(known));
-      const [sel, early] = await Promise.all([cache.use(k), wantDefs ? definitions() : undefined]);
-      const selected = named(sel);
+      // What this instance last read of the channel says which reads to make alongside the
+      // channel's: the definitions when it named a defined persona; its legacy key while
+      // selections are being moved, when it had no selection.
+      const last = selections.held(channel);
+      const [stored, early, legacy] = await Promise.all([
+        selections.read(channel, prepared),
+        last && !isFixed(last.persona) ? definitions() : undefined,
+        last || move.finished() ? undefined : move.legacy(channel),
+      ]);
+      // A channel with no selection of its own may still have one where earlier versions kept it.
+      let sel = stored ?? legacy ?? null;
+      if (!sel && legacy === undefined && !move.finished()) sel = await move.legacy(channel);
+      const selected = sel?.persona;
       if (selected === undefined) return mustGet(DEFAULT_PERSONA);
       const p = isFixed(selected) ? lookup(selected, new Map()) : lookup(selected, early ?? (await definitions()));
       if (p) return p;
@@ -173,8 +185,8 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
 
     async select(channel, name) {
       const p = await mustGet(name);
-      const k = selKey(channel);
-      await write(k, k, { persona: p.name });
+      await selections.write(channel, p.name);
+      await move.forget(channel);
       return p;
     },
 
@@ -192,7 +204,7 @@ export function createPersonas(opts: PersonasOptions): PersonasService {
       const isNew = !defs.has(p.name);
       if (isNew) await count.admit(p.name, defs);
       try {
-        await write(DEFS, defKey(p.name), stored);
+        await write(stored);
       } catch (err) {
         if (isNew) await count.release(p.name);
         throw err;

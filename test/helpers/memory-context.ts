@@ -1,13 +1,13 @@
 // A Ctx built from the real lib parts over in-memory KV buckets: handlers run exactly as in
 // the service, minus NATS. Providers can be replaced by a recording fake.
 import { defaultConfig, type ConfigInput } from "../../lib/config";
-import type { Clock, Completion, CompletionOptions, Ctx, Providers } from "../../lib/context";
-import { MemoryKv } from "../../lib/kv";
+import type { Clock, Completion, CompletionOptions, Ctx, Logger, Providers } from "../../lib/context";
+import { MemoryKv, type Kv } from "../../lib/kv";
 import { createLimiter } from "../../lib/limiter";
 import { summarizeHistory } from "../../lib/llm";
 import { silentLogger } from "../../lib/log";
-import { createMemory } from "../../lib/memory";
-import { createPersonas } from "../../lib/personas";
+import { createMemory, type MemoryService } from "../../lib/memory";
+import { createPersonas, type PersonasService } from "../../lib/personas";
 import { createProviders, estimateTokens } from "../../lib/providers";
 import type { Message } from "../../lib/schemas";
 import { createUsage } from "../../lib/usage";
@@ -67,11 +67,11 @@ export async function createMemoryContext(
   const providers = opts.providers ?? createProviders(config, { log, clock });
   const limiter = createLimiter({ kv: buckets.limits, config, clock, events, log, instance: "test" });
   const usage = createUsage({ kv: buckets.limits, config, clock, log, pending: limiter.pendingUsage });
-  const personas = createPersonas({ kv: buckets.personas, config, log });
   // As in the runtime: history summaries are model calls through lib/llm.
   let ctx!: Ctx;
   const summarizer = (req: { channel: string; messages: Message[] }) => summarizeHistory(ctx, req);
   const memory = createMemory({ kv: buckets.memory, config, clock, events, providers, log, instance: "test", summarizer });
+  const personas = createPersonas({ kv: buckets.personas, selections: memory.selections, config, log });
   ctx = { ...base, config, clock, log, providers, limiter, usage, personas, memory };
   return Object.assign(ctx, {
     recorded: base.recorded,
@@ -82,4 +82,20 @@ export async function createMemoryContext(
       await limiter.close();
     },
   });
+}
+
+/**
+ * Personas over the in-memory buckets given, with the memory that keeps channels' selections
+ * (no provider: nothing here summarizes).
+ */
+export function personasOver(
+  kv: MemoryKv,
+  opts: { config?: Partial<ConfigInput>; memory?: Kv; log?: Logger; clock?: Clock } = {},
+): { personas: PersonasService; memory: MemoryService } {
+  const config = defaultConfig(opts.config ?? {});
+  const log = opts.log ?? silentLogger;
+  const clock = opts.clock ?? { now: () => Date.now() };
+  const events = { emit: () => "event", flush: async () => {} };
+  const memory = createMemory({ kv: opts.memory ?? new MemoryKv("ROSEY_LLM_MEMORY"), config, clock, events, providers: {} as Providers, log });
+  return { personas: createPersonas({ kv, selections: memory.selections, config, log, clock }), memory };
 }
