@@ -47,6 +47,8 @@ describe("a full memory bucket", () => {
   let refused: Awaited<ReturnType<typeof add>>;
 
   beforeAll(async () => {
+    // A channel chatted in before the bucket filled up: its rate-limit document is stored.
+    expect((await request(nc, "rosey.llm.chat", { channel: "#known", user: "early", message: "hi" })).body.success).toBe(true);
     for (let i = 0; i < 200; i++) {
       const r = await add(i);
       if (!r.body.success) {
@@ -78,13 +80,29 @@ describe("a full memory bucket", () => {
     expect(complete.body.success).toBe(true);
   });
 
-  it("a chat is answered storage_full, counted in usage, and leaves no exchange", async () => {
-    const r = await request(nc, "rosey.llm.chat", { channel: "#full-chat", user: "fuller", message: "hello ".repeat(400) });
-    expect(r.body).toMatchObject({ success: false, error_code: "storage_full" });
-    // The model was called and its tokens spent: usage says so.
-    expect((await request(nc, "rosey.llm.usage", { user: "fuller" })).body.requests_today).toBe(1);
-    const history = await jsm.streams.info(`KV_${BUCKETS.memory}`, { subjects_filter: `$KV.${BUCKETS.memory}.t.${encodeName("#full-chat")}.>` });
-    expect(history.state.subjects ?? {}).toEqual({});
+  it("a chat is answered storage_full, leaves no exchange, and counts whatever the model spent", async () => {
+    // Model calls, counted on the instance's own providers.
+    let calls = 0;
+    const providers = inst.ctx.providers;
+    const complete = providers.complete.bind(providers);
+    providers.complete = (...a) => (calls++, complete(...a));
+    try {
+      // A channel chatted in before the bucket filled up, and a new one. Each may be refused
+      // at its admission (the channel's rate-limit document cannot be stored: nothing spent) or
+      // at its exchange (the model was called: its tokens count).
+      for (const [channel, user] of [["#known", "fuller"], ["#full-chat", "newcomer"]]) {
+        const before = calls;
+        const r = await request(nc, "rosey.llm.chat", { channel, user, message: "hello ".repeat(400) });
+        expect(r.body).toMatchObject({ success: false, error_code: "storage_full" });
+        expect((await request(nc, "rosey.llm.usage", { user })).body.requests_today).toBe(calls - before);
+      }
+      const exchanges = async (channel: string) =>
+        Object.keys((await jsm.streams.info(`KV_${BUCKETS.memory}`, { subjects_filter: `$KV.${BUCKETS.memory}.t.${encodeName(channel)}.>` })).state.subjects ?? {});
+      expect(await exchanges("#known")).toHaveLength(1);
+      expect(await exchanges("#full-chat")).toEqual([]);
+    } finally {
+      providers.complete = complete;
+    }
   });
 
   it("forgetting frees space for new memories", async () => {
