@@ -82,7 +82,8 @@ export const BUCKET_LAYOUTS = {
     },
   },
   memory: {
-    holds: "Each channel's conversation history, summaries of older history, long-term memories, and selected persona.",
+    holds:
+      "Each channel's conversation history, summaries of older history, long-term memories, selected persona and rate-limit document: every key of a channel matches `*.<channel>.*`, so a write conditioned on the last revision under that filter tells whether anything in the channel changed.",
     keys: {
       exchange: { key: "t.<channel>.<id>", holds: "One exchange: the user's message and the reply; ids sort by time. Expires after ROSEY_HISTORY_TTL_DAYS." },
       summary: { key: "s.<channel>.<id>", holds: "A summary of a stretch of history starting at that id (the stretch itself is deleted). Expires after ROSEY_HISTORY_TTL_DAYS." },

@@ -1,12 +1,14 @@
-// Request limits, token quotas, the global budget and usage on the ROSEY_LLM_LIMITS bucket,
-// exact across instances.
+// Request limits, token quotas, the global budget and usage on the ROSEY_LLM_LIMITS bucket
+// (a channel's document: in ROSEY_LLM_MEMORY, see below), exact across instances.
 //
 // Documents (names base64url-encoded, so `a` and `a.b`, `>` or `*` are separate keys, and
 // one hot user or channel only contends with itself):
 //   u.<user>      the user's rolling minute and hour (log.ts), today's admissions, tokens
 //                 and usage, and the reservations in flight — one CAS admits against every
 //                 user limit at once, and one settles the call and records its usage;
-//   c.<channel>   the channel's rolling hour and today's usage;
+//   c.<channel>   the channel's rolling hour and today's usage: kept in the memory bucket,
+//                 among the channel's keys (lib/memory/limits-doc.ts), the limiter's Kv
+//                 routes it there;
 //   g.<day>, i.<day>.<instance>   the global budget in leases and each instance's spend
 //                 (lease.ts); the service's usage totals are the sum of the i. documents.
 // A day is a calendar day in config.timezone (calendar.ts).

@@ -3,8 +3,9 @@
 //
 // Only channels in use are held in RAM (store.ts, over lib/kv/group-cache.ts): a channel is
 // loaded on its first use, brought up to date with the bucket before each later use (one round
-// trip, nothing when no other instance wrote), and evicted, least recently used first, past
-// the configured count and size. So an instance's memory follows its active channels, not
+// trip, nothing when no other instance wrote; none at all when a chat's admission proved it
+// current, see limits-doc.ts), and evicted, least recently used first, past the configured
+// count and size. So an instance's memory follows its active channels, not
 // what is stored, and every read sees what any instance stored before it began.
 //
 // With an embedder (config.embeddings), memories are stored with their vectors and recall

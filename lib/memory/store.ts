@@ -2,7 +2,9 @@
 // keep both in step, shared by history, summaries and facts.
 //
 // Reads: channel() brings the channel up to date with the bucket first (one round trip; a
-// load when it is not cached), so every read sees what any instance stored before it began.
+// load when it is not cached), so every read sees what any instance stored before it began;
+// none when a write of the channel made since the request began proved it current (the chat
+// path's writes, see write below and lib/kv/group-cache.ts).
 // Writes go to KV first and are then applied to the cached channel with the revision KV
 // returned, so this instance reads its own writes at once; history keys (exchanges,
 // summaries, claims) carry storage.history_ttl_days as their TTL. Background work (summaries,
