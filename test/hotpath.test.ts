@@ -254,7 +254,7 @@ async function steppedService(moving = false) {
 }
 
 describe("rosey.llm.chat: JetStream operations and round trips", () => {
-  it("a chat of a user and channel this instance has served waits for 2 round trips and costs 5 operations and no read", async () => {
+  it("a chat of a user and channel this instance has served waits for 2 round trips and costs 6 operations, none a read", async () => {
     const svc = await steppedService();
     for (let i = 0; i < 15; i++) await svc.chat(`u${i % 5}`, `#c${i % 3}`);
     const warm = await svc.chat("u0", "#c0");
