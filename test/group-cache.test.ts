@@ -221,4 +221,30 @@ describe("group cache: writes that prove a group current", () => {
     await cache.use("a", since);
     expect(kv.ops.changes).toBe(reads);
   });
+
+  it("tells another instance's write from its own in flight when a read meets both", async () => {
+    const kv = new MemoryKv();
+    await put(kv, "g.a.1", "one");
+    const cache = cacheOver(kv);
+    await cache.use("a");
+    // This instance's write lands, its acknowledgement is held back; another instance writes too.
+    let ack!: () => void;
+    const acked = new Promise<void>((r) => (ack = r));
+    const mine = cache.write("a", "g.a.mine", enc.encode("m"), async () => {
+      const rev = await kv.put("g.a.mine", enc.encode("m"));
+      await acked;
+      return rev;
+    });
+    await Promise.resolve();
+    expect(cache.quiet("a")).toBe(true);
+    // A read that brings only this instance's own write notes no other writer...
+    await cache.use("a");
+    expect(cache.quiet("a")).toBe(true);
+    // ...one that brings another's does, though its own write is still in flight.
+    await put(kv, "g.a.theirs", "t");
+    await cache.use("a");
+    expect(cache.quiet("a")).toBe(false);
+    ack();
+    await mine;
+  });
 });

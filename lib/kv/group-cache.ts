@@ -102,6 +102,8 @@ interface Group<S> {
   writing?: Promise<void>;
   /** Unconditioned writes of this instance in flight: a condition they break is not another instance's doing. */
   plainWrites: number;
+  /** Keys this instance is writing (either way), by writes in flight: a read may bring them before their acknowledgement. */
+  writingKeys: Map<string, number>;
   loaded: boolean;
   readAt: number;
   /** Bytes of the keys' bookkeeping (see KEY_OVERHEAD_BYTES), kept as keys come and go. */
@@ -213,7 +215,7 @@ export class GroupCache<S> {
         const sent = performance.now();
         const changes = g.tipChanges;
         try {
-          const revision = (await op({ filter: this.o.filter(name), last: g.tip! })) as number;
+          const revision = (await this.writing(g, key, op({ filter: this.o.filter(name), last: g.tip! }))) as number;
           this.proved(g, key, value, revision, sent);
           return revision;
         } catch (err) {
@@ -252,16 +254,30 @@ export class GroupCache<S> {
       g.plainWrites++;
     }
     try {
-      const revision = await op(undefined);
+      const revision = await (g ? this.writing(g, key, op(undefined)) : op(undefined));
       if (value !== null) this.wrote(name, { key, value, revision: revision as number });
       else if (g) {
         g.tip = undefined;
         g.tipChanges++;
         g.ownMax = Math.max(g.ownMax, typeof revision === "number" ? revision : Infinity);
+        // Its marker, met by a later read, is this instance's own.
+        if (typeof revision === "number" && !g.live.has(key)) g.dead.set(key, Math.max(g.dead.get(key) ?? 0, revision));
       }
       return revision;
     } finally {
       if (g) g.plainWrites--;
+    }
+  }
+
+  /** A write of `key` in flight, counted in writingKeys until it ends. */
+  private async writing<T>(g: Group<S>, key: string, op: Promise<T>): Promise<T> {
+    g.writingKeys.set(key, (g.writingKeys.get(key) ?? 0) + 1);
+    try {
+      return await op;
+    } finally {
+      const n = g.writingKeys.get(key)! - 1;
+      if (n === 0) g.writingKeys.delete(key);
+      else g.writingKeys.set(key, n);
     }
   }
 
@@ -317,7 +333,7 @@ export class GroupCache<S> {
   }
 
   private create(name: string): Group<S> {
-    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, tipChanges: 0, ownMax: 0, foreignAt: -Infinity, plainWrites: 0, loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
+    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, tipChanges: 0, ownMax: 0, foreignAt: -Infinity, plainWrites: 0, writingKeys: new Map(), loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
   }
 
   /** One read at a time per group; a caller arriving during one joins the next. */
@@ -386,12 +402,12 @@ export class GroupCache<S> {
     let foreign = false;
     let newest = before;
     for (const c of r.changes) {
-      foreign = this.change(g, c.key, c.entry, c.revision) || foreign;
+      // A change not applied yet is another instance's, unless this instance is writing that
+      // key (its value may come back before its acknowledgement).
+      if (this.change(g, c.key, c.entry, c.revision) && !g.writingKeys.has(c.key)) foreign = true;
       if (newest !== undefined) newest = Math.max(newest, c.revision);
     }
-    // A change it had not applied is another instance's, unless one of its own writes was in
-    // flight (its value may come back before its acknowledgement).
-    if (foreign && this.alone(g, mark)) g.foreignAt = this.o.clock.now();
+    if (foreign) g.foreignAt = this.o.clock.now();
     // Every message under the filter after `applied` came back: the newest is the filter's last.
     this.readTip(g, mark, newest);
     this.settle(g, Math.max(r.revision, head));
