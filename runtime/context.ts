@@ -14,6 +14,7 @@ import { createMemory } from "../lib/memory";
 import { createPersonas } from "../lib/personas";
 import { createEmbedder, createProviders } from "../lib/providers";
 import { createUsage } from "../lib/usage";
+import type { JsPublish } from "./js-publish";
 import { natsKv } from "./kv";
 import { streamReads } from "./kv-reads";
 import { markerRetirer } from "./markers";
@@ -32,6 +33,8 @@ export function chatLimitsConfig(config: Config): Config {
 export interface ContextOptions {
   nc: NatsConnection;
   js: JetStreamClient;
+  /** How events are published (runtime/js-publish.ts); nats.js's `js.publish` when not given. */
+  publish?: JsPublish;
   jsm: JetStreamManager;
   buckets: Buckets;
   config: Config;
@@ -44,6 +47,7 @@ export interface ContextOptions {
 /** The shared context of one runtime instance, and a close function that finishes its background work. */
 export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promise<void> } {
   const { nc, js, jsm, buckets, config, log, instance } = opts;
+  const publish: JsPublish = opts.publish ?? ((subject, data, o) => js.publish(subject, data, o));
   const clock = opts.clock ?? { now: () => Date.now() };
   const events = createEvents({
     prefix: config.subject_prefix,
@@ -54,7 +58,7 @@ export function createContext(opts: ContextOptions): { ctx: Ctx; close(): Promis
     // Rides out a stream leader election (no responders) instead of dropping the event;
     // the Nats-Msg-Id makes a retry after a lost acknowledgement safe.
     sink: async (subject, data, msgId) => {
-      await retryLeaderless(() => js.publish(subject, data, { msgID: msgId }), true);
+      await retryLeaderless(() => publish(subject, data, { msgID: msgId }), true);
     },
   });
   const providers = createProviders(config, { log, clock, fetch: opts.fetch });

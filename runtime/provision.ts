@@ -27,6 +27,7 @@ import {
   type StreamConfig,
 } from "nats";
 import { settingName, type Config } from "../lib/config";
+import type { JsPublish } from "./js-publish";
 import type { KvWriteOptions, Within } from "../lib/kv";
 import { BUCKETS, EVENTS_STREAM, bucketLimits, eventsLimits, isStorageFull, type BucketKind, type StoreLimits } from "./storage";
 
@@ -189,7 +190,14 @@ export const isMarker = (e: { operation: string; value: Uint8Array }) => e.opera
  * subject is `$KV.<bucket>.<key>`. Writes may carry a TTL; deletes leave a marker that
  * expires after `markerTtlSeconds` (when given: the stream must allow message TTLs).
  */
-export function leaderTolerant(kv: KV, js: JetStreamClient, bucket: string, budgetMs = LEADERLESS_RETRY_MS, markerTtlSeconds?: number): TtlKV {
+export function leaderTolerant(
+  kv: KV,
+  js: JetStreamClient,
+  bucket: string,
+  budgetMs = LEADERLESS_RETRY_MS,
+  markerTtlSeconds?: number,
+  jsPublish: JsPublish = (subject, data, opts) => js.publish(subject, data, opts),
+): TtlKV {
   /** Publishes to the key (if its revision is still `previous`, 0 = absent), at most once. */
   const publish = async (key: string, data: Uint8Array, previous?: number, h?: ReturnType<typeof ttlHeaders>) => {
     const subject = `$KV.${bucket}.${key}`;
@@ -197,7 +205,7 @@ export function leaderTolerant(kv: KV, js: JetStreamClient, bucket: string, budg
     const expect = previous === undefined ? undefined : { lastSubjectSequence: previous };
     let attempts = 0;
     try {
-      return await retryLeaderless(async () => (attempts++, (await js.publish(subject, data, { msgID, expect, headers: h })).seq), true, budgetMs);
+      return await retryLeaderless(async () => (attempts++, (await jsPublish(subject, data, { msgID, expect, headers: h })).seq), true, budgetMs);
     } catch (err) {
       // A retry meeting its own stored write as a conflict (see the header).
       const seq = attempts > 1 && isConflict(err) ? await landed(subject, msgID) : undefined;
@@ -248,7 +256,11 @@ export function leaderTolerant(kv: KV, js: JetStreamClient, bucket: string, budg
  * (storage.ts) in line with configuration: opening a bucket alone never changes it, so an
  * existing deployment gets new limits at its next start.
  */
-export async function provisionBuckets(js: JetStreamClient, config: Config): Promise<Buckets> {
+/**
+ * `publish`: how writes are published (runtime/js-publish.ts; nats.js's `js.publish` when not
+ * given).
+ */
+export async function provisionBuckets(js: JetStreamClient, config: Config, publish?: JsPublish): Promise<Buckets> {
   const jsm = await js.jetstreamManager();
   const all = bucketLimits(config);
   const markerTtl = config.storage.marker_ttl_seconds;
@@ -267,7 +279,7 @@ export async function provisionBuckets(js: JetStreamClient, config: Config): Pro
         duplicate_window: DUPLICATE_WINDOW,
       });
       const kv = await js.views.kv(name);
-      return [k, leaderTolerant(kv, js, name, LEADERLESS_RETRY_MS, markerTtl)] as const;
+      return [k, leaderTolerant(kv, js, name, LEADERLESS_RETRY_MS, markerTtl, publish)] as const;
     }),
   );
   return Object.fromEntries(entries) as Buckets;

@@ -17,6 +17,7 @@ import { connectNats, redactUrl } from "./connect";
 import { createContext } from "./context";
 import { createEndpoint, isHandlerModule, type EndpointStats, type HandlerModule } from "./endpoint";
 import { projectRoot } from "./nats-server";
+import { jetstreamPublisher } from "./js-publish";
 import { provisionBuckets, provisionStream } from "./provision";
 import { createStreams } from "./stream";
 
@@ -90,7 +91,9 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
   const js = nc.jetstream();
   const jsm = await nc.jetstreamManager();
   await provisionStream(jsm, config);
-  const buckets = await provisionBuckets(js, config);
+  // KV writes and events go out through one publisher of this connection (js-publish.ts).
+  const publish = jetstreamPublisher(nc);
+  const buckets = await provisionBuckets(js, config, publish);
 
   // The micro service answers $SRV.PING from the moment it is added. So everything it serves
   // is built before: the endpoints here, the context right after the service is added (it
@@ -173,7 +176,7 @@ export async function startService(opts: ServiceOptions): Promise<RunningService
   const id = service.info().id;
   const instance = { service: config.service.name, version: VERSION, id, started_at: (opts.clock ?? Date).now() };
   slog = log.child({ service: config.service.name, instance: id });
-  const context = createContext({ nc, js, jsm, buckets, config, log: slog, instance, clock: opts.clock, fetch: opts.fetch });
+  const context = createContext({ nc, js, jsm, buckets, config, log: slog, instance, clock: opts.clock, fetch: opts.fetch, publish });
   ctx = context.ctx;
   for (const { mod, ep, subject, metadata } of endpoints) {
     service.addEndpoint(mod.name, {
