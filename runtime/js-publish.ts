@@ -4,6 +4,11 @@
 // `js.publish` builds a request object and a timer per publish and, for every request that
 // ends, an Error with a stack trace (BENCHMARKS.md, end to end: ~6 % of the service's CPU).
 //
+// Publishes made while the event loop runs one batch of callbacks are sent together when it
+// is done (setImmediate): the client then writes them to its socket in one write, where it
+// would otherwise write once per chain of promises that made one. Socket writes were the
+// largest share of the service's CPU (BENCHMARKS.md).
+//
 // Failures keep the shapes callers test for (provision.ts, kv.ts, storage.ts): a JetStream API
 // error carries `api_error` {code, err_code, description}; no stream for the subject, code
 // "503"; no acknowledgement within the timeout, code "TIMEOUT".
@@ -35,6 +40,7 @@ export function jetstreamPublisher(nc: NatsConnection, timeoutMs = 5_000): JsPub
   const root = createInbox((nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
   const waiting = new Map<string, Waiting>();
   let next = 0;
+  let queue: Array<{ subject: string; data: Uint8Array; reply: string; headers?: MsgHdrs }> = [];
 
   nc.subscribe(`${root}.*`, {
     callback(err, m) {
@@ -78,11 +84,21 @@ export function jetstreamPublisher(nc: NatsConnection, timeoutMs = 5_000): JsPub
       }
       const id = String(next++);
       waiting.set(id, { resolve, reject, deadline: Date.now() + timeoutMs });
-      try {
-        nc.publish(subject, data, { reply: `${root}.${id}`, headers: h });
-      } catch (err) {
-        waiting.delete(id);
-        reject(err);
-      }
+      if (queue.push({ subject, data, reply: `${root}.${id}`, headers: h }) === 1) setImmediate(send);
     });
+
+  /** Sends the queued publishes in one go: the client writes them to its socket in one write. */
+  function send(): void {
+    const out = queue;
+    queue = [];
+    for (const m of out) {
+      try {
+        nc.publish(m.subject, m.data, { reply: m.reply, headers: m.headers });
+      } catch (err) {
+        const id = m.reply.slice(root.length + 1);
+        waiting.get(id)?.reject(err);
+        waiting.delete(id);
+      }
+    }
+  }
 }
