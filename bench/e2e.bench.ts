@@ -367,52 +367,57 @@ async function main() {
 const NOTES = `
 ### The chat path now
 
-The channel's memory, which holds its persona selection, is read (one small request: what changed since this instance last read it) while the admission runs; the admission reserves the
-context budget and writes the user's and the channel's documents concurrently, each by compare-and-set from the
-revision this instance last saw (a read first only for a key it does not know, or one another instance wrote in the
-last 2 s); the offline reply; then settle (the user's document: the reservation goes, the real tokens and the user's
-usage go in), this instance's spend of the day (the service's totals and the global budget's record) and the history
-write, concurrently; the response event is published without being awaited. That is **2 awaited JetStream round trips
-in sequence** for a user and a channel this instance knows, 3 for a first chat of either (test/hotpath.test.ts counts
-both, deterministically).
+A channel's rate-limit document (its rolling hour and today's usage) is one of the channel's keys in the memory
+bucket, beside its history, memories and persona selection (lib/memory/limits-doc.ts). The admission writes it,
+as it must for an exact hourly limit, and on a channel no other instance wrote lately it writes it on the
+condition that nothing under the channel (\`*.<channel>.*\`) changed since this instance last read or wrote it
+(nats-server's expected last sequence of a subject filter, 2.11+). That write going through proves the cached
+channel current, so the context is built with **no read** (lib/kv/group-cache.ts); the exchange is written the
+same way at settle, so the next chat's admission can prove it again. A chat is: the admission (the user's and the
+channel's documents, concurrently, each by compare-and-set from the revision this instance last saw); the context,
+built from the proven channel; the offline reply; settle (the user's document), this instance's spend of the day
+and the history write, concurrently; the event, not awaited. That is **2 awaited JetStream round trips in
+sequence** and **6 operations, none a read**, for a user and a channel this instance knows (test/hotpath.test.ts
+counts both, deterministically). A first chat of a user or channel is 3 round trips (a compare-and-set needs the
+document's revision, read once). A channel another instance wrote in the last 10 s is read alongside the admission,
+as before: 2 round trips and one read more; a write of its own that proves nothing (a summary, a persona set)
+costs the channel's next chat one read after its admission (3 round trips, once).
 
-JetStream operations per chat, as counted above: 4 LIMITS writes (user and channel at admission; user and instance
-spend at settle), 1 MEMORY write, 1 event = **6**, plus a channel's usage, which waits up to 1.5 s for the channel's
-next admission and is written on its own otherwise (0.25 per chat in the short-histories column, where each channel
-gets 4 chats; ~0 on a busy channel), plus the first read of a channel never seen (0.25), plus the reads that make memory and personas read-your-writes
-across instances (1: the channel's memory, which brings its persona selection; the persona definitions too when the
-channel selects a defined persona; see below). Was 9.25. The target of
-≤ 5 is **not met**; what makes 6: exact rolling windows per user and per channel need both documents written at
-admission (2); the user's quota needs its settle (1); the spend of the instance must be stored before the reply, or
-an instance killed between a reply and a background write would have answered calls the global budget never counts
-— and the dead instance's lease could not be handed back without overspending (lib/limiter/lease.ts) (1); history
-(1); the event (1). Written in the background instead, that spend would make 5 at the price of that guarantee. The
-freshness read (MEMORY row; PERSONAS only for a defined persona) runs while the admission runs, so it adds an
-operation but no round trip in sequence.
+The counts above are larger than 6 because of what they include: the short-histories column sends 4 chats to
+each of 100 new channels, so a quarter of its chats are first chats (the channel's document read where it is
+kept and where earlier versions kept it, its first load, one more load after the first exchange);
+the benchmark channels column includes their summarizations (claim, summary, deletion of the summarized turns,
+and the read after them). The target of ≤ 5 is **not met**; what makes 6: exact rolling windows per user and per
+channel need both documents written at admission (2); the user's quota needs its settle (1); the spend of the
+instance must be stored before the reply, or an instance killed between a reply and a background write would
+have answered calls the global budget never counts, and its lease could not be handed back without overspending
+(lib/limiter/lease.ts) (1); history (1); the event (1). Written in the background instead, that spend would make
+5 at the price of that guarantee.
 
 ### What bounds these figures
 
 The targets (overhead p50 ≤ 1.0 ms and p99 ≤ 3 ms at 1 in flight; ≥ 0.15 × echo at 64 in flight; service CPU per
 chat ≤ 0.4 ms) are **not met** on this machine; RSS ≤ 120 MB after load is (Memory above; what bounds it: the scale
-section). CPU profile of the service at 1 in flight
-(\`E2E_CPU_PROF\`; shares of busy CPU): socket writes (\`writeBuffer\`) 24–40 %, garbage collection 7–9 %, nats.js
-\`NatsError\` (an \`Error\` with a stack trace built for every finished request) 3.5–6.6 %, the client's
-request/reply machinery for the 6 operations; the service's own code (limiter, usage, memory, events, offline
-provider) is a few % each. So the service's CPU per chat is set by how many JetStream requests a chat makes and
-what nats.js 2.29 spends on each, and at 1 in flight the latency is that CPU plus two round trips: fewer operations
-(above) is what lowered it.
+section). CPU profile of the service (\`E2E_CPU_PROF\`, shares of busy CPU, one instance at the rows above), before
+this round's changes: socket writes (\`writeBuffer\`) 17 %, garbage collection 13 %, nats.js's \`NatsError\` (an
+\`Error\` with a stack trace built for every finished request) 6 %, then the service's own code at 1–2 % a function.
+Two changes came from it: KV writes and events go out through one subscription on the connection's inbox
+(runtime/js-publish.ts) instead of a nats.js request each (no \`NatsError\`, no timer per publish), and the
+publishes made in one turn of the event loop are sent together, so the client writes them to its socket once.
+What is left is the same kind of cost: the socket writes of the reply and of each round trip, garbage collection,
+and parsing and building the messages of 6 operations. At 1 in flight a chat is that CPU plus two JetStream round
+trips, each of which costs about what the echo's whole round trip does.
 
-### Measured this round (1 instance; the machine was heavily shared, load average 9–12 on 2 cores)
+### Measured this round (1 instance unless said; the same benchmark, the build before this round then after it)
 
-| build | chat p50, 1 in flight | chat p99 | service CPU per chat | JetStream ops per chat | round trips in sequence |
-|---|---|---|---|---|---|
-| main before this change | 3.13 / 3.66 ms | 18.2 / 53.4 ms | 2.09 / 2.51 ms | 9.25 | 3 |
-| this change | 2.55 / 3.07 ms | 13.9 / 30.1 ms | 1.71 / 2.17 ms | 6.5 | 2 |
+| build | chat p50 / overhead p50, 1 in flight | p99 | chats/s at 16 / 64 in flight | service CPU per chat at 64 | 3 instances: chats/s at 16 / 64 | JetStream ops per chat (short histories / benchmark channels) |
+|---|---|---|---|---|---|---|
+| before (2 runs) | 2.78 / 2.52 ms; 2.83 / 2.59 ms | 11.7; 13.7 ms | 621 / 717; 418 / 647 | 1.19; 1.17 ms | 298 / 360; 283 / 335 | 9.00 / 10.42; 9.00 / 10.19 |
+| after (the run above) | 1.65 / 1.42 ms | 6.8 ms | 965 / 1,001 | 0.91 ms | 320 / 398 | 7.25 / 8.09 |
 
-Two interleaved pairs (main, this, main, this), each 3,000 sequential chats after 2,000 warm-up chats against a
-\`node dist/runtime/cli.js start\` of that build (1,000 users, 200 channels, offline provider, limits raised),
-service CPU from /proc; no echo was measured in these runs. At this load the tables above vary by a factor of 2
-between runs; the pairs say the change costs less CPU and latency per chat, not by how much on a quiet machine.
+Steps of this round, one run each (1 instance, same benchmark): channel proven by its admission, no read: p50 2.00
+ms, 788 chats/s at 64, 1.19 ms CPU; plus the publisher without nats.js requests: 1.95 ms, 718/s, 1.20 ms; plus
+publishes sent together: 2.24 ms, 1,031/s, 0.92 ms. The machine is shared: single runs vary by ±20 %.
 `;
 
 main()

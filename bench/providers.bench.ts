@@ -438,7 +438,11 @@ fake 4.36 / 5.99 / 3.68 / 6.08 / 3.25 ms and 488 / 387 / 582 / 420 / 451 req/s a
   whole HTTP path: about what node:http's request alone costs in one process. Closing it needs an HTTP client
   cheaper than node:http's (undici 7's \`request()\` measured no cheaper here) or an upstream that does not share
   the service's cores.
-- **\`chat\` ahead of Portkey's gateway: not met.** Ahead on both counts in one run of five (the second), even or
+- **\`chat\` ahead of Portkey's gateway: requests/s met, p50 not.** In the run above, after this round's changes to the
+  chat path (the admission proves the channel, so no read; publishes sent together; end-to-end section), \`chat\` →
+  fake served 791 req/s at 32 in flight against the gateway's 590 (ahead in 3 of 4 rounds) at 1.1 ms of service CPU
+  against the gateway's 1.9 ms, but its p50 overhead was 3.52 ms against 2.94 ms (ahead in 1 round of 5). The five
+  runs before it, on the code before those changes: ahead on both counts in one run of five (the second), even or
   behind on requests/s in the others. With the machine quiet the gateway answers in 1.7–2.1 ms at p50 and serves
   450–640 req/s at ~1.5 ms of CPU per request; chat → fake takes 3.3–4.4 ms and serves 450–580 req/s at 1.1–1.5 ms
   of service CPU; when the machine is busy both slow down to ~6 ms. The gateway's request is one HTTP hop
