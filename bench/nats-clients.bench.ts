@@ -163,8 +163,10 @@ the per-run ratios:
 
 Plain request/reply through a micro endpoint is a tie. The JetStream path is where v3 wins, every run: about 30 %
 less client CPU per KV operation (~0.05 → ~0.035 ms) and a lower p50. That path is most of the service's NATS work
-(about 9 JetStream operations per chat, see the end-to-end section), so at today's count v3 would take roughly
-0.1 ms of CPU off each chat, ~15 % of the service's CPU per chat; fewer operations per chat shrink that.
+(then about 9 JetStream operations per chat), so at that count v3 would have taken roughly 0.1 ms of CPU off each
+chat. Since, a chat makes 6 operations, and the service publishes its KV writes and events through its own
+subscription (runtime/js-publish.ts) rather than the client's JetStream request path this loop measures, which
+leaves v3 less of the service's work to make cheaper.
 
 The project does not move in this change. A move touches every file that imports \`nats\` (runtime/, the test
 helpers, the benchmarks): \`connect\` from @nats-io/transport-node, \`jetstream(nc)\` from @nats-io/jetstream,
