@@ -29,8 +29,11 @@
 // revision. A write that finds something newer is made again unconditioned, as the caller
 // means it (a compare-and-set on the key, say); then, and for a while after any read brought a
 // write of another instance (CONTENDED_MS), writes go unconditioned and uses read, as without
-// proofs, so groups other instances also write do not pay a failed write on every use. A condition that finds an
-// older tip (the last messages expired) only lowers the tip: nothing new was written.
+// proofs, so groups other instances also write do not pay a failed write on every use. A
+// condition that finds an older tip (the last messages expired) only lowers the tip: nothing
+// new was written. The server checks a condition exactly only on a stream of one replica
+// (`proofs` option): a replicated stream's leader checks it before the writes proposed ahead of
+// it are applied.
 import type { Clock, Logger } from "../context/types";
 import { isKvConflict, type Kv, type KvConflictError, type KvEntry, type Within } from "./types";
 
@@ -70,6 +73,13 @@ export interface GroupCacheOptions<S> {
    * not they hold anything, such as a channel's persona selection.
    */
   keepEmpty?: boolean;
+  /**
+   * Let writes prove groups (default true; see the header). Only for a bucket of one replica:
+   * a replicated stream's leader checks a write's condition before the writes proposed ahead
+   * of it are applied, so an unconditioned write of another instance in flight could land
+   * between the tip and a write that passed its check.
+   */
+  proofs?: boolean;
   clock: Clock;
   log: Logger;
 }
@@ -185,11 +195,11 @@ export class GroupCache<S> {
    */
   quiet(name: string): boolean {
     const g = this.groups.get(name);
-    return !!g && g.loaded && this.o.clock.now() - g.foreignAt >= CONTENDED_MS;
+    return this.o.proofs !== false && !!g && g.loaded && this.o.clock.now() - g.foreignAt >= CONTENDED_MS;
   }
 
   private canProve(g: Group<S>): boolean {
-    return g.loaded && g.tip !== undefined && this.o.clock.now() - g.foreignAt >= CONTENDED_MS && this.groups.get(g.name) === g;
+    return this.o.proofs !== false && g.loaded && g.tip !== undefined && this.o.clock.now() - g.foreignAt >= CONTENDED_MS && this.groups.get(g.name) === g;
   }
 
   /**

@@ -65,6 +65,8 @@ export function createStore(opts: MemoryOptions): Store {
     maxGroups: config.memory.cache_channels,
     maxBytes: config.memory.cache_mb * MB,
     staleAfterMs: staleAfter(config.storage.marker_ttl_seconds),
+    // A replicated bucket's conditions are not exact against writes in flight (GroupCache.proofs).
+    proofs: config.replicas === 1,
     clock,
     log,
   });
