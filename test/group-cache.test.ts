@@ -9,7 +9,7 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /** A cache whose groups are `g.<name>.*`, each state a map of key → value text. */
-function cacheOver(kv: Kv, opts: { maxGroups?: number; maxBytes?: number; staleAfterMs?: number; now?: () => number } = {}) {
+function cacheOver(kv: Kv, opts: { maxGroups?: number; maxBytes?: number; staleAfterMs?: number; now?: () => number; proofs?: boolean } = {}) {
   return new GroupCache<Map<string, string>>({
     kv,
     name: "test",
@@ -20,6 +20,7 @@ function cacheOver(kv: Kv, opts: { maxGroups?: number; maxBytes?: number; staleA
     maxGroups: opts.maxGroups ?? 10,
     maxBytes: opts.maxBytes ?? 1_000_000,
     staleAfterMs: opts.staleAfterMs,
+    proofs: opts.proofs,
     clock: { now: opts.now ?? (() => Date.now()) },
     log: silentLogger,
   });
@@ -246,5 +247,21 @@ describe("group cache: writes that prove a group current", () => {
     expect(cache.quiet("a")).toBe(false);
     ack();
     await mine;
+  });
+
+  it("on a bucket whose conditions are not exact (proofs off), writes nothing conditioned and every use reads", async () => {
+    const kv = new MemoryKv();
+    await put(kv, "g.a.1", "one");
+    const cache = cacheOver(kv, { proofs: false });
+    await cache.use("a");
+    expect(cache.provable("a")).toBe(false);
+    expect(cache.quiet("a")).toBe(false);
+    const conditions: unknown[] = [];
+    const since = performance.now();
+    await cache.write("a", "g.a.2", enc.encode("two"), (within) => (conditions.push(within), kv.put("g.a.2", enc.encode("two"))), 0);
+    expect(conditions).toEqual([undefined]);
+    const reads = kv.ops.changes;
+    await cache.use("a", since);
+    expect(kv.ops.changes).toBe(reads + 1);
   });
 });
