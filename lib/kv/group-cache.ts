@@ -35,7 +35,7 @@
 // (`proofs` option): a replicated stream's leader checks it before the writes proposed ahead of
 // it are applied.
 import type { Clock, Logger } from "../context/types";
-import { isKvConflict, type Kv, type KvConflictError, type KvEntry, type Within } from "./types";
+import { isKvConflict, KvConflictError, type Kv, type KvEntry, type Within } from "./types";
 
 /** A group unread for this long is loaded again instead of checked (delete markers expire), by default. */
 export const STALE_AFTER_MS = 5 * 60_000;
@@ -221,7 +221,7 @@ export class GroupCache<S> {
       for (;;) {
         if (!this.canProve(g)) return await this.plainWrite(name, key, value, op);
         const held = g.live.get(key) ?? 0;
-        if (expected !== undefined && held !== expected) throw Object.assign(new Error(`${key}: not at revision ${expected}`), { kvConflict: true });
+        if (expected !== undefined && held !== expected) throw new KvConflictError(`${key}: at revision ${held}, not ${expected}`);
         const sent = performance.now();
         const changes = g.tipChanges;
         try {
