@@ -9,7 +9,6 @@
 //                          (nothing, usually).
 //   scan(filter, from, n)  the next n messages under the filter from a revision on, for
 //                          background walks of a whole bucket: one batched direct get.
-// Batched gets are answered on the connection's shared reply subscription (replies.ts).
 //
 // A direct get is answered by any replica of the stream, and a replica may be behind. So on
 // a replicated bucket each read also asks the stream leader (`$JS.API.STREAM.MSG.GET`, which
@@ -25,10 +24,9 @@
 // empty); a snapshot leaves them out. A marker without a `Nats-TTL` header was written by a
 // version before markers expired: a snapshot that meets one reports it (`onStaleMarkers`), so
 // that it can be replaced by one that expires (runtime/markers.ts).
-import type { JetStreamManager, Msg, MsgHdrs, NatsConnection } from "nats";
+import { createInbox, type JetStreamManager, type MsgHdrs, type NatsConnection } from "nats";
 import type { Kv, KvChange, KvEntry } from "../lib/kv";
 import { retryLeaderless } from "./provision";
-import { failure, replies } from "./replies";
 
 /** Messages asked for in one batch of changes; more than that reloads the group. */
 const CHANGES_BATCH = 256;
@@ -90,6 +88,9 @@ export function streamReads(
   const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
   const subject = (filter: string) => prefix + filter;
+  // Replies come to the connection's own inbox root (see connect.ts); nats.js keeps it in the
+  // options of its connection object, which its public type does not show.
+  const inboxPrefix = (nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
 
   /** The leader's last message under a subject filter, or null when there is none. */
   async function leaderLast(filter: string): Promise<StoredMsg | null> {
@@ -119,21 +120,28 @@ export function streamReads(
   function directBatch(request: object): Promise<{ status: number; msgs: StoredMsg[]; upTo: number; pending: number }> {
     return new Promise((resolve, reject) => {
       const msgs: StoredMsg[] = [];
-      const onReply = (err: Error | null, m: Msg | undefined): boolean => {
-        const h = m?.headers;
-        const status = err ? 500 : h?.code ?? 0;
-        if (!err && status === 0 && h) {
-          const subj = h.get("Nats-Subject");
-          const deleted = isDeletion(h);
-          msgs.push({ key: subj.slice(prefix.length), revision: Number(h.get("Nats-Sequence")), value: deleted || m!.data.length === 0 ? null : m!.data, stale: deleted && lacksTtl(h) });
-          return false;
-        }
-        if (err) reject(err);
-        else resolve({ status, msgs, upTo: Number(h?.get("Nats-UpTo-Sequence") || 0), pending: Number(h?.get("Nats-Num-Pending") || 0) });
-        return true;
-      };
-      const timedOut = (err: Error) => reject((err as { code?: string }).code === "TIMEOUT" ? failure(`${stream}: direct get timed out`, { code: "TIMEOUT" }) : err);
-      replies(nc).request(`$JS.API.DIRECT.GET.${stream}`, enc.encode(JSON.stringify(request)), undefined, READ_TIMEOUT_MS, onReply, timedOut);
+      const inbox = createInbox(inboxPrefix);
+      const timer = setTimeout(() => {
+        sub.unsubscribe();
+        reject(Object.assign(new Error(`${stream}: direct get timed out`), { code: "TIMEOUT" }));
+      }, READ_TIMEOUT_MS);
+      const sub = nc.subscribe(inbox, {
+        callback: (err, m) => {
+          const h = m?.headers;
+          const status = err ? 500 : h?.code ?? 0;
+          if (!err && status === 0 && h) {
+            const subj = h.get("Nats-Subject");
+            const deleted = isDeletion(h);
+            msgs.push({ key: subj.slice(prefix.length), revision: Number(h.get("Nats-Sequence")), value: deleted || m.data.length === 0 ? null : m.data, stale: deleted && lacksTtl(h) });
+            return;
+          }
+          clearTimeout(timer);
+          sub.unsubscribe();
+          if (err) return reject(err);
+          resolve({ status, msgs, upTo: Number(h?.get("Nats-UpTo-Sequence") || 0), pending: Number(h?.get("Nats-Num-Pending") || 0) });
+        },
+      });
+      nc.publish(`$JS.API.DIRECT.GET.${stream}`, enc.encode(JSON.stringify(request)), { reply: inbox });
     });
   }
 
