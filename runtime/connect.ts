@@ -3,10 +3,18 @@
 // connection is one clear start-up error naming the settings involved, never a secret; so
 // is a server older than the minimum the service needs.
 import { readFileSync } from "node:fs";
-import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from "nats";
+import { connect, createInbox, credsAuthenticator, type ConnectionOptions, type NatsConnection } from "nats";
 import type { Config } from "../lib/config";
 import { serverRecentEnough, tooOldMessage } from "./nats-server";
 
+
+/**
+ * A new inbox under the connection's own inbox root (configuration's inbox_prefix, which the
+ * service's permissions allow): nats.js keeps it in its connection's options, which its public
+ * type does not show.
+ */
+export const ownInbox = (nc: NatsConnection): string =>
+  createInbox((nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
 
 /** How long the first connection may take before the start fails. */
 export const CONNECT_TIMEOUT_MS = 5_000;

@@ -12,7 +12,8 @@
 // Failures keep the shapes callers test for (provision.ts, kv.ts, storage.ts): a JetStream API
 // error carries `api_error` {code, err_code, description}; no stream for the subject, code
 // "503"; no acknowledgement within the timeout, code "TIMEOUT".
-import { createInbox, headers as natsHeaders, type MsgHdrs, type NatsConnection } from "nats";
+import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "nats";
+import { ownInbox } from "./connect";
 
 /** Options of one publish, as nats.js's `js.publish` takes them. */
 export interface PublishOptions {
@@ -36,8 +37,7 @@ const failure = (message: string, fields: object) => Object.assign(new Error(mes
 
 /** A publisher over `nc`, whose acknowledgements come to the connection's inbox root. */
 export function jetstreamPublisher(nc: NatsConnection, timeoutMs = 5_000): JsPublish {
-  // nats.js keeps the connection's inbox root in its options, which its public type does not show.
-  const root = createInbox((nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
+  const root = ownInbox(nc);
   const waiting = new Map<string, Waiting>();
   let next = 0;
   let queue: Array<{ subject: string; data: Uint8Array; reply: string; headers?: MsgHdrs }> = [];

@@ -24,7 +24,8 @@
 // empty); a snapshot leaves them out. A marker without a `Nats-TTL` header was written by a
 // version before markers expired: a snapshot that meets one reports it (`onStaleMarkers`), so
 // that it can be replaced by one that expires (runtime/markers.ts).
-import { createInbox, type JetStreamManager, type MsgHdrs, type NatsConnection } from "nats";
+import type { JetStreamManager, MsgHdrs, NatsConnection } from "nats";
+import { ownInbox } from "./connect";
 import type { Kv, KvChange, KvEntry } from "../lib/kv";
 import { retryLeaderless } from "./provision";
 
@@ -88,9 +89,6 @@ export function streamReads(
   const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
   const subject = (filter: string) => prefix + filter;
-  // Replies come to the connection's own inbox root (see connect.ts); nats.js keeps it in the
-  // options of its connection object, which its public type does not show.
-  const inboxPrefix = (nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
 
   /** The leader's last message under a subject filter, or null when there is none. */
   async function leaderLast(filter: string): Promise<StoredMsg | null> {
@@ -120,7 +118,8 @@ export function streamReads(
   function directBatch(request: object): Promise<{ status: number; msgs: StoredMsg[]; upTo: number; pending: number }> {
     return new Promise((resolve, reject) => {
       const msgs: StoredMsg[] = [];
-      const inbox = createInbox(inboxPrefix);
+      // Replies come to the connection's own inbox root (see connect.ts).
+      const inbox = ownInbox(nc);
       const timer = setTimeout(() => {
         sub.unsubscribe();
         reject(Object.assign(new Error(`${stream}: direct get timed out`), { code: "TIMEOUT" }));

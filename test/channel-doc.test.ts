@@ -10,7 +10,7 @@ import { CONTENDED_MS } from "../lib/kv";
 import type { ChannelDoc } from "../lib/limiter";
 import { BUCKETS } from "../runtime/provision";
 import { startTestServer, type TestServer } from "./helpers/nats";
-import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { fakeProviders, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 import * as chat from "../handlers/chat";
 import * as memoryAdd from "../handlers/memory_add";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
@@ -26,10 +26,7 @@ let nc: NatsConnection;
 
 const config = (channelPerHour: number) => ({
   limits: { user_per_minute: 1_000, user_per_hour: 10_000, channel_per_hour: channelPerHour } as never,
-  providers: {
-    chain: ["openai"],
-    defs: { openai: { kind: "openai", base_url: fake.url, api_key: "sk-test", model: "test-model", timeout_ms: 5_000, max_retries: 0 } },
-  } as never,
+  providers: fakeProviders(fake.url, { api_key: "sk-test", timeout_ms: 5_000 }, { alone: true }) as never,
 });
 
 beforeAll(async () => {

@@ -11,7 +11,7 @@ import { BUCKETS, leaderTolerant } from "../runtime/provision";
 import { startNatsServer, type NatsServer } from "../runtime/nats-server";
 import { outcomeOf, runLoad, summarize, type Outcome } from "./helpers/cluster";
 import { startTestServer, type TestServer } from "./helpers/nats";
-import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { fakeProviders, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 import { request, startInstance, type TestInstance } from "./helpers/service";
 import { startProcess } from "./helpers/start-process";
 
@@ -120,15 +120,7 @@ describe("provider outage mid-load", () => {
     srv = await startTestServer();
     fake = await startOpenAIServer();
     inst = await startInstance(srv.url, {
-      providers: {
-        chain: ["openai", "offline"],
-        defs: {
-          openai: { kind: "openai", base_url: fake.url, api_key: "sk-chaos-test", model: "test-model", timeout_ms: 2_000, max_retries: 0 },
-          offline: { kind: "offline", model: "offline-echo-1" },
-        },
-        failure_threshold: 3,
-        cooldown_ms: 60_000,
-      } as never,
+      providers: fakeProviders(fake.url, { api_key: "sk-chaos-test", timeout_ms: 2_000 }, { failure_threshold: 3, cooldown_ms: 60_000 }) as never,
     });
     nc = await resilientClient(srv.url);
   });

@@ -10,7 +10,7 @@ import { BUILTIN_PERSONAS } from "../lib/personas";
 import type { Message } from "../lib/schemas";
 import { endpointSubject } from "../lib/subjects";
 import { startTestServer, type TestServer } from "./helpers/nats";
-import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { fakeProviders, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
 import { storedData } from "./helpers/stored-context";
 
@@ -24,10 +24,7 @@ let nc: NatsConnection;
 beforeAll(async () => {
   [srv, fake] = await Promise.all([startTestServer(), startOpenAIServer()]);
   inst = await startInstance(srv.url, {
-    providers: {
-      chain: ["openai"],
-      defs: { openai: { kind: "openai" as const, base_url: fake.url, api_key: "test-key-1234", model: "test-model", timeout_ms: 2_000, max_retries: 0 } },
-    } as never,
+    providers: fakeProviders(fake.url, { api_key: "test-key-1234", timeout_ms: 2_000 }, { alone: true }) as never,
     memory: { summarize_after: 4, history_messages: 2 } as never,
   });
   nc = await client(srv.url);

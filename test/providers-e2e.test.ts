@@ -8,7 +8,7 @@ import { endpointSubject } from "../lib/subjects";
 import type { ProviderStatus } from "../lib/schemas";
 import { replayEvents } from "../runtime/replay";
 import { startTestServer, type TestServer } from "./helpers/nats";
-import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { fakeProviders, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
 
 // Not key-shaped on purpose: it must be kept out of replies and events because it is the
@@ -29,16 +29,7 @@ const replies: unknown[] = [];
 beforeAll(async () => {
   [srv, fake] = await Promise.all([startTestServer(), startOpenAIServer()]);
   const config = {
-    providers: {
-      chain: ["openai", "offline"],
-      defs: {
-        openai: { kind: "openai" as const, base_url: fake.url, api_key: KEY, model: "test-model", timeout_ms: 1_000, max_retries: 1 },
-        offline: { kind: "offline" as const, model: "offline-echo-1" },
-      },
-      failure_threshold: 2,
-      cooldown_ms: COOLDOWN_MS,
-      deadline_ms: 5_000,
-    },
+    providers: fakeProviders(fake.url, { api_key: KEY, timeout_ms: 1_000, max_retries: 1 }, { failure_threshold: 2, cooldown_ms: COOLDOWN_MS, deadline_ms: 5_000 }),
     limits: { user_per_minute: 1_000, user_per_hour: 10_000, user_per_day: 10_000 },
   };
   [a, b] = await Promise.all([startInstance(srv.url, config), startInstance(srv.url, config)]);

@@ -15,7 +15,7 @@ import { createEndpoint } from "../runtime/endpoint";
 import { replayEvents } from "../runtime/replay";
 import { createStreams } from "../runtime/stream";
 import { startTestServer, type TestServer } from "./helpers/nats";
-import { startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
+import { fakeProviders, startOpenAIServer, type FakeOpenAI } from "./helpers/openai-server";
 import { usersBlock } from "./helpers/auth";
 import { createTestContext } from "./helpers/context";
 import { client, request, startInstance, type TestInstance } from "./helpers/service";
@@ -32,16 +32,7 @@ let llm: RoseyLlmClient;
 beforeAll(async () => {
   [srv, fake] = await Promise.all([startTestServer(), startOpenAIServer()]);
   inst = await startInstance(srv.url, {
-    providers: {
-      chain: ["openai", "offline"],
-      defs: {
-        openai: { kind: "openai", base_url: fake.url, api_key: "sk-stream-e2e-0123456789", model: "test-model", timeout_ms: 20_000, max_retries: 0 },
-        offline: { kind: "offline", model: "offline-echo-1" },
-      },
-      failure_threshold: 50,
-      cooldown_ms: 1_000,
-      deadline_ms: 20_000,
-    },
+    providers: fakeProviders(fake.url, { api_key: "sk-stream-e2e-0123456789", timeout_ms: 20_000 }, { failure_threshold: 50, cooldown_ms: 1_000, deadline_ms: 20_000 }),
     limits: { user_per_minute: 1_000, user_per_hour: 10_000, user_per_day: 10_000, user_tokens_per_day: QUOTA },
   } as never);
   nc = await client(srv.url);

@@ -110,9 +110,11 @@ interface Group<S> {
   foreignAt: number;
   /** The conditioned write in flight, which the next one waits for. */
   writing?: Promise<void>;
-  /** Unconditioned writes of this instance in flight: a condition they break is not another instance's doing. */
-  plainWrites: number;
-  /** Keys this instance is writing (either way), by writes in flight: a read may bring them before their acknowledgement. */
+  /**
+   * Keys this instance is writing (either way), by writes in flight until applied here: a read
+   * may bring them before their acknowledgement, and a condition they break is not another
+   * instance's doing.
+   */
   writingKeys: Map<string, number>;
   loaded: boolean;
   readAt: number;
@@ -224,11 +226,13 @@ export class GroupCache<S> {
         if (expected !== undefined && held !== expected) throw new KvConflictError(`${key}: at revision ${held}, not ${expected}`);
         const sent = performance.now();
         const changes = g.tipChanges;
+        const untrack = this.track(g, key);
         try {
-          const revision = (await this.writing(g, key, op({ filter: this.o.filter(name), last: g.tip! }))) as number;
+          const revision = (await op({ filter: this.o.filter(name), last: g.tip! })) as number;
           this.proved(g, key, value, revision, sent);
           return revision;
         } catch (err) {
+          untrack();
           const last = isKvConflict(err) ? (err as KvConflictError).last : undefined;
           // Only expiries since the tip: nothing new, the state holds.
           if (last !== undefined && g.tip !== undefined && last < g.tip) {
@@ -237,12 +241,14 @@ export class GroupCache<S> {
           }
           // Something else was written under the filter: by another instance, unless one of
           // this instance's unconditioned writes was in flight or ended meanwhile.
-          if (last !== undefined && g.plainWrites === 0 && g.tipChanges === changes) g.foreignAt = this.o.clock.now();
+          if (last !== undefined && g.writingKeys.size === 0 && g.tipChanges === changes) g.foreignAt = this.o.clock.now();
           g.tip = undefined;
           g.tipChanges++;
           if (last === undefined) throw err;
           // The write is made as the caller means it.
           return await this.plainWrite(name, key, value, op);
+        } finally {
+          untrack();
         }
       }
     } finally {
@@ -261,10 +267,10 @@ export class GroupCache<S> {
     if (g) {
       g.tip = undefined;
       g.tipChanges++;
-      g.plainWrites++;
     }
+    const untrack = g ? this.track(g, key) : noop;
     try {
-      const revision = await (g ? this.writing(g, key, op(undefined)) : op(undefined));
+      const revision = await op(undefined);
       if (value !== null) this.wrote(name, { key, value, revision: revision as number });
       else if (g) {
         g.tip = undefined;
@@ -275,20 +281,21 @@ export class GroupCache<S> {
       }
       return revision;
     } finally {
-      if (g) g.plainWrites--;
+      untrack();
     }
   }
 
-  /** A write of `key` in flight, counted in writingKeys until it ends. */
-  private async writing<T>(g: Group<S>, key: string, op: Promise<T>): Promise<T> {
+  /** Counts a write of `key` in writingKeys until the function returned is called (once it is applied). */
+  private track(g: Group<S>, key: string): () => void {
     g.writingKeys.set(key, (g.writingKeys.get(key) ?? 0) + 1);
-    try {
-      return await op;
-    } finally {
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
       const n = g.writingKeys.get(key)! - 1;
       if (n === 0) g.writingKeys.delete(key);
       else g.writingKeys.set(key, n);
-    }
+    };
   }
 
   /** A conditioned write went through: the state plus it is the bucket's as of `revision`. */
@@ -343,7 +350,7 @@ export class GroupCache<S> {
   }
 
   private create(name: string): Group<S> {
-    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, tipChanges: 0, ownMax: 0, foreignAt: -Infinity, plainWrites: 0, writingKeys: new Map(), loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
+    return { name, state: this.o.empty(name), live: new Map(), dead: new Map(), applied: 0, tipChanges: 0, ownMax: 0, foreignAt: -Infinity, writingKeys: new Map(), loaded: false, readAt: 0, keyBytes: 0, counted: 0, dirty: true };
   }
 
   /** One read at a time per group; a caller arriving during one joins the next. */
@@ -374,12 +381,17 @@ export class GroupCache<S> {
 
   /** What a read must know of this instance's own writes when it begins (readTip). */
   private mark(g: Group<S>): { tipChanges: number; quiet: boolean } {
-    return { tipChanges: g.tipChanges, quiet: g.plainWrites === 0 && g.writing === undefined };
+    return { tipChanges: g.tipChanges, quiet: !this.busy(g) };
   }
 
   /** True when none of this instance's writes was in flight or ended during the read that began at `mark`. */
   private alone(g: Group<S>, mark: { tipChanges: number; quiet: boolean }): boolean {
-    return mark.quiet && g.tipChanges === mark.tipChanges && g.plainWrites === 0 && g.writing === undefined;
+    return mark.quiet && g.tipChanges === mark.tipChanges && !this.busy(g);
+  }
+
+  /** True while a write of this instance to the group is in flight or queued. */
+  private busy(g: Group<S>): boolean {
+    return g.writingKeys.size > 0 || g.writing !== undefined;
   }
 
   /**
@@ -392,7 +404,7 @@ export class GroupCache<S> {
     if (this.alone(g, mark)) {
       g.tip = newest;
       g.ownMax = Math.min(g.ownMax, newest);
-    } else if (g.plainWrites === 0 && g.writing === undefined && g.ownMax <= newest) g.tip = newest;
+    } else if (!this.busy(g) && g.ownMax <= newest) g.tip = newest;
     else if (g.tip !== undefined && g.tipChanges !== mark.tipChanges) g.tip = Math.max(g.tip, newest);
   }
 

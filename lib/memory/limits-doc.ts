@@ -40,7 +40,7 @@ export function channelLimits(store: Store, limits: Kv, ttlSeconds: number, log:
     } catch (err) {
       if (!isKvConflict(err)) throw err;
       // Another instance moved it first.
-      log.debug?.("channel limits document moved by another instance", { key: mk });
+      log.debug("channel limits document moved by another instance", { key: mk });
       return current(k, mk);
     }
   }

@@ -246,3 +246,21 @@ export async function refusedUrl(): Promise<string> {
   return `http://127.0.0.1:${port}/v1`;
 }
 
+
+/**
+ * The `providers` section of a configuration whose `openai` provider (model "test-model")
+ * is the fake server at `url`, falling back to offline unless `alone`; the rest (breaker
+ * settings) as given.
+ */
+export function fakeProviders(
+  url: string,
+  openai: { api_key: string; timeout_ms: number; max_retries?: number },
+  rest: { alone?: boolean; failure_threshold?: number; cooldown_ms?: number; deadline_ms?: number } = {},
+) {
+  const { alone, ...breaker } = rest;
+  const defs: Record<string, { kind: "openai" | "offline"; model: string; base_url?: string; api_key?: string; timeout_ms?: number; max_retries?: number }> = {
+    openai: { kind: "openai", base_url: url, model: "test-model", max_retries: 0, ...openai },
+  };
+  if (!alone) defs.offline = { kind: "offline", model: "offline-echo-1" };
+  return { chain: Object.keys(defs), defs, ...breaker };
+}
